@@ -1,0 +1,130 @@
+//! Billing cycles: one per due period of a subscription, with its attempts.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::transactions::{self, TransactionView};
+use crate::error::{Error, Result};
+use crate::money::format_amount;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
+#[sqlx(type_name = "cycle_status", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum CycleStatus {
+    Pending,
+    Retrying,
+    Succeeded,
+    Failed,
+    Error,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BillingCycle {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    pub subscription_id: Uuid,
+    pub sequence: i32,
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    pub amount: Decimal,
+    pub currency: String,
+    pub status: CycleStatus,
+    pub attempts: i32,
+    pub next_retry_at: Option<DateTime<Utc>>,
+    pub failure_code: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CycleView {
+    pub id: Uuid,
+    pub subscription_id: Uuid,
+    pub sequence: i32,
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    pub amount: String,
+    pub currency: String,
+    pub status: CycleStatus,
+    pub attempts: i32,
+    pub next_retry_at: Option<DateTime<Utc>>,
+    pub failure_code: Option<String>,
+    /// Its attempts, oldest first.
+    pub transactions: Vec<TransactionView>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub const COLUMNS: &str = "id, merchant_id, subscription_id, sequence, period_start, period_end, due_at, \
+    amount, currency, status, attempts, next_retry_at, failure_code, created_at, updated_at";
+
+impl CycleView {
+    fn new(c: &BillingCycle, transactions: Vec<TransactionView>) -> CycleView {
+        CycleView {
+            id: c.id,
+            subscription_id: c.subscription_id,
+            sequence: c.sequence,
+            period_start: c.period_start,
+            period_end: c.period_end,
+            due_at: c.due_at,
+            amount: format_amount(c.amount, &c.currency),
+            currency: c.currency.clone(),
+            status: c.status,
+            attempts: c.attempts,
+            next_retry_at: c.next_retry_at,
+            failure_code: c.failure_code.clone(),
+            transactions,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+/// Cycles with their transactions, in the order given.
+pub async fn with_transactions(conn: &mut PgConnection, cycles: &[BillingCycle]) -> Result<Vec<CycleView>> {
+    let ids: Vec<Uuid> = cycles.iter().map(|c| c.id).collect();
+    let txns = transactions::for_cycles(conn, &ids).await?;
+    Ok(cycles
+        .iter()
+        .map(|c| {
+            let mine = txns.iter().filter(|t| t.billing_cycle_id == Some(c.id)).map(TransactionView::from).collect();
+            CycleView::new(c, mine)
+        })
+        .collect())
+}
+
+pub async fn get(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result<BillingCycle> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM billing_cycles WHERE id = $1 AND merchant_id = $2"
+    )))
+    .bind(id)
+    .bind(merchant_id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound("billing cycle"))
+}
+
+/// A subscription's cycles ordered by sequence, after `after_sequence`.
+pub async fn list(
+    conn: &mut PgConnection,
+    subscription_id: Uuid,
+    after_sequence: Option<i32>,
+    limit: i64,
+) -> Result<Vec<BillingCycle>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM billing_cycles WHERE subscription_id = $1 AND ($2::int IS NULL OR sequence > $2)
+         ORDER BY sequence LIMIT $3"
+    )))
+    .bind(subscription_id)
+    .bind(after_sequence)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}

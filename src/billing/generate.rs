@@ -1,0 +1,329 @@
+//! Opening cycles: `generate-cycle` (batched), `trial-end` and `retry-charge`.
+//! Each is idempotent: the cycle is unique on (subscription, sequence) and the
+//! transaction on (cycle, attempt); a re-run finds what exists and returns the same
+//! charge job instead of opening anything twice.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use jobs::{ChargeTransaction, Job};
+use rust_decimal::Decimal;
+use serde_json::json;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::transactions::idempotency_key;
+use crate::clock::Clock;
+use crate::events::{self, Actor, NewEvent};
+use crate::subscriptions::lifecycle::clamp_to_end;
+use crate::subscriptions::{Subscription, SubscriptionStatus as S, repo as subs};
+
+fn charge(txn: Uuid) -> Job {
+    Job::ChargeTransaction(ChargeTransaction { transaction_id: txn, attempt: 0 })
+}
+
+/// Generate the requested cycles in one transaction. Returns, per item, the charge
+/// job to enqueue (also for a cycle that already existed with its charge pending).
+pub async fn generate_batch(
+    pool: &PgPool,
+    clock: &Clock,
+    items: Vec<(Uuid, i32)>,
+    lease_secs: i64,
+) -> anyhow::Result<Vec<Option<Job>>> {
+    let now = clock.now().await?;
+    let mut tx = pool.begin().await?;
+    let mut ids: Vec<Uuid> = items.iter().map(|(id, _)| *id).collect();
+    ids.sort();
+    ids.dedup();
+    let locked: Vec<Subscription> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM subscriptions s JOIN customers c ON c.id = s.customer_id
+         WHERE s.id = ANY($1) ORDER BY s.id FOR UPDATE OF s",
+        subs::COLUMNS
+    )))
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let by_id: HashMap<Uuid, Subscription> = locked.into_iter().map(|s| (s.id, s)).collect();
+    let mut due: Vec<Subscription> = Vec::new();
+    for (id, seq) in &items {
+        if let Some(s) = by_id.get(id)
+            && s.next_sequence == *seq
+            && is_due(s, now)
+            && !due.iter().any(|d| d.id == *id)
+        {
+            due.push(s.clone());
+        }
+    }
+    let opened = open_cycles(&mut tx, &due, now, lease_secs).await?;
+    let mut out = Vec::with_capacity(items.len());
+    for (id, seq) in &items {
+        let Some(s) = by_id.get(id) else {
+            out.push(None);
+            continue;
+        };
+        out.push(match opened.get(id) {
+            Some(txn) if s.next_sequence == *seq => Some(charge(*txn)),
+            // A re-run for a cycle that already exists: hand back its pending charge.
+            _ if s.next_sequence > *seq => pending_charge(&mut tx, *id, *seq).await?,
+            _ => None,
+        });
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+fn is_due(s: &Subscription, now: DateTime<Utc>) -> bool {
+    matches!(s.status, S::Active | S::PastDue)
+        && s.payment_method.is_some()
+        && s.next_charge_at.is_some_and(|t| t <= now)
+        && s.cancel_at.is_none_or(|c| s.next_charge_at.is_none_or(|t| c > t))
+}
+
+async fn pending_charge(conn: &mut PgConnection, subscription_id: Uuid, sequence: i32) -> anyhow::Result<Option<Job>> {
+    let txn: Option<Uuid> = sqlx::query_scalar(
+        "SELECT t.id FROM transactions t JOIN billing_cycles c ON c.id = t.billing_cycle_id
+         WHERE c.subscription_id = $1 AND c.sequence = $2 AND t.status = 'pending' ORDER BY t.attempt DESC LIMIT 1",
+    )
+    .bind(subscription_id)
+    .bind(sequence)
+    .fetch_optional(conn)
+    .await?;
+    Ok(txn.map(charge))
+}
+
+/// Open the next cycle of each (locked, due) subscription with its first transaction,
+/// and advance the subscription to the following period. Set-based: five statements
+/// whatever the batch size. Returns subscription id → new transaction id.
+pub async fn open_cycles(
+    conn: &mut PgConnection,
+    due: &[Subscription],
+    now: DateTime<Utc>,
+    lease_secs: i64,
+) -> anyhow::Result<HashMap<Uuid, Uuid>> {
+    if due.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let n = due.len();
+    let (mut cyc_ids, mut merchants, mut sub_ids, mut seqs) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut starts, mut ends, mut dues, mut amounts) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::<Decimal>::with_capacity(n));
+    let (mut currencies, mut txn_ids, mut keys, mut methods) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut next_charge, mut evs, mut opened) =
+        (Vec::with_capacity(n), Vec::with_capacity(2 * n), HashMap::with_capacity(n));
+    for s in due {
+        let cal = s.calendar();
+        let seq = s.next_sequence;
+        let (start, end) = (cal.period_start(seq), cal.period_end(seq));
+        let due_at = s.next_charge_at.unwrap_or(now);
+        let cycle_id = Uuid::now_v7();
+        let txn_id = Uuid::now_v7();
+        let mut next = s.clone();
+        next.next_charge_at = Some(end);
+        clamp_to_end(&mut next);
+        cyc_ids.push(cycle_id);
+        merchants.push(s.merchant_id);
+        sub_ids.push(s.id);
+        seqs.push(seq);
+        starts.push(start);
+        ends.push(end);
+        dues.push(due_at);
+        amounts.push(s.amount);
+        currencies.push(s.currency.clone());
+        txn_ids.push(txn_id);
+        keys.push(idempotency_key(txn_id));
+        methods.push(s.payment_method.clone().unwrap_or_default());
+        next_charge.push(next.next_charge_at);
+        opened.insert(s.id, txn_id);
+        evs.push(NewEvent::new(
+            s.merchant_id,
+            "billing_cycle",
+            cycle_id,
+            "created",
+            json!({"subscriptionId": s.id, "sequence": seq, "dueAt": due_at, "periodStart": start, "periodEnd": end}),
+            Actor::System,
+        ));
+        evs.push(NewEvent::new(
+            s.merchant_id,
+            "transaction",
+            txn_id,
+            "created",
+            json!({"billingCycleId": cycle_id, "kind": "scheduled", "attempt": 1}),
+            Actor::System,
+        ));
+    }
+    sqlx::query(
+        "INSERT INTO billing_cycles (id, merchant_id, subscription_id, sequence, period_start, period_end, due_at, amount, currency, attempts)
+         SELECT id, m, s, q, ps, pe, d, a, c, 1 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::timestamptz[],
+            $6::timestamptz[], $7::timestamptz[], $8::numeric[], $9::text[]) AS u(id, m, s, q, ps, pe, d, a, c)",
+    )
+    .bind(&cyc_ids).bind(&merchants).bind(&sub_ids).bind(&seqs).bind(&starts).bind(&ends).bind(&dues).bind(&amounts).bind(&currencies)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO transactions (id, merchant_id, billing_cycle_id, kind, amount, currency, payment_method, idempotency_key, attempt, enqueued_until)
+         SELECT id, m, c, 'scheduled', a, cur, pm, k, 1, now() + make_interval(secs => $8)
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::numeric[], $5::text[], $6::text[], $7::text[]) AS u(id, m, c, a, cur, pm, k)",
+    )
+    .bind(&txn_ids).bind(&merchants).bind(&cyc_ids).bind(&amounts).bind(&currencies).bind(&methods).bind(&keys).bind(lease_secs as f64)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE subscriptions s SET next_sequence = s.next_sequence + 1, next_charge_at = u.nc,
+            current_period_start = u.ps, current_period_end = u.pe, enqueued_until = NULL
+         FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[]) AS u(id, nc, ps, pe)
+         WHERE s.id = u.id",
+    )
+    .bind(&sub_ids)
+    .bind(&next_charge)
+    .bind(&starts)
+    .bind(&ends)
+    .execute(&mut *conn)
+    .await?;
+    events::record(conn, &evs).await?;
+    Ok(opened)
+}
+
+/// `trial-end`: trialing → active, and cycle 1 opened at once.
+pub async fn trial_end(
+    pool: &PgPool,
+    clock: &Clock,
+    subscription_id: Uuid,
+    lease_secs: i64,
+) -> anyhow::Result<Vec<Job>> {
+    let now = clock.now().await?;
+    let mut tx = pool.begin().await?;
+    let Some(mut s) = subs::lock_any(&mut tx, subscription_id).await? else { return Ok(vec![]) };
+    if s.status != S::Trialing || s.trial_end_at.is_none_or(|t| t > now) {
+        return Ok(vec![]);
+    }
+    let cal = crate::billing::calendar::Calendar::starting(s.anchor_at, s.interval(), now);
+    s.status = S::Active;
+    s.anchor_sequence = cal.anchor_sequence;
+    s.next_charge_at = Some(cal.period_start(s.next_sequence).max(now));
+    clamp_to_end(&mut s);
+    let s = subs::save(&mut tx, &s).await?;
+    events::record_one(
+        &mut tx,
+        NewEvent::new(
+            s.merchant_id,
+            "subscription",
+            s.id,
+            "status_changed",
+            json!({"from": "trialing", "to": "active", "reason": "trial_ended"}),
+            Actor::System,
+        ),
+    )
+    .await?;
+    let jobs = if is_due(&s, now) {
+        open_cycles(&mut tx, std::slice::from_ref(&s), now, lease_secs).await?.into_values().map(charge).collect()
+    } else {
+        vec![]
+    };
+    tx.commit().await?;
+    Ok(jobs)
+}
+
+/// `resume`: paused → active when resumeAt has come (SPEC 4 re-anchor rule).
+pub async fn resume(pool: &PgPool, clock: &Clock, subscription_id: Uuid) -> anyhow::Result<Vec<Job>> {
+    let now = clock.now().await?;
+    let mut tx = pool.begin().await?;
+    let Some(s) = subs::lock_any(&mut tx, subscription_id).await? else { return Ok(vec![]) };
+    if s.status != S::Paused || s.resume_at.is_none_or(|t| t > now) {
+        return Ok(vec![]);
+    }
+    let changed = crate::subscriptions::lifecycle::resume_locked(&mut tx, s, now, Actor::System)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tx.commit().await?;
+    Ok(changed.jobs)
+}
+
+/// `retry-charge`: open attempt `cycle_attempt` of a retrying cycle whose retry is due.
+pub async fn retry_charge(
+    pool: &PgPool,
+    clock: &Clock,
+    cycle_id: Uuid,
+    cycle_attempt: i32,
+    lease_secs: i64,
+) -> anyhow::Result<Vec<Job>> {
+    let now = clock.now().await?;
+    let mut tx = pool.begin().await?;
+    let row: Option<RetryRow> = sqlx::query_as(
+        "SELECT c.merchant_id, c.attempts, c.status, c.next_retry_at, c.amount, c.currency,
+                s.payment_method, s.status AS subscription_status
+         FROM billing_cycles c JOIN subscriptions s ON s.id = c.subscription_id WHERE c.id = $1 FOR UPDATE OF c",
+    )
+    .bind(cycle_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(RetryRow {
+        merchant_id,
+        attempts,
+        status,
+        next_retry_at,
+        amount,
+        currency,
+        payment_method: pm,
+        subscription_status: sub_status,
+    }) = row
+    else {
+        return Ok(vec![]);
+    };
+    if attempts >= cycle_attempt {
+        // Already opened: re-run the charge if it is still pending.
+        let pending: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM transactions WHERE billing_cycle_id = $1 AND attempt = $2 AND status = 'pending'",
+        )
+        .bind(cycle_id)
+        .bind(cycle_attempt)
+        .fetch_optional(&mut *tx)
+        .await?;
+        return Ok(pending.map(charge).into_iter().collect());
+    }
+    let due = status == super::CycleStatus::Retrying
+        && attempts + 1 == cycle_attempt
+        && next_retry_at.is_some_and(|t| t <= now)
+        && !matches!(sub_status, S::Paused | S::Cancelled | S::Completed);
+    let Some(pm) = pm.filter(|_| due) else { return Ok(vec![]) };
+    let txn_id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO transactions (id, merchant_id, billing_cycle_id, kind, amount, currency, payment_method, idempotency_key, attempt, enqueued_until)
+         VALUES ($1, $2, $3, 'retry', $4, $5, $6, $7, $8, now() + make_interval(secs => $9))",
+    )
+    .bind(txn_id).bind(merchant_id).bind(cycle_id).bind(amount).bind(&currency).bind(&pm).bind(idempotency_key(txn_id)).bind(cycle_attempt).bind(lease_secs as f64)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE billing_cycles SET attempts = $2, next_retry_at = NULL, enqueued_until = NULL WHERE id = $1")
+        .bind(cycle_id)
+        .bind(cycle_attempt)
+        .execute(&mut *tx)
+        .await?;
+    events::record_one(
+        &mut tx,
+        NewEvent::new(
+            merchant_id,
+            "transaction",
+            txn_id,
+            "created",
+            json!({"billingCycleId": cycle_id, "kind": "retry", "attempt": cycle_attempt}),
+            Actor::System,
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(vec![charge(txn_id)])
+}
+
+#[derive(sqlx::FromRow)]
+struct RetryRow {
+    merchant_id: Uuid,
+    attempts: i32,
+    status: super::CycleStatus,
+    next_retry_at: Option<DateTime<Utc>>,
+    amount: Decimal,
+    currency: String,
+    payment_method: Option<String>,
+    subscription_status: S,
+}

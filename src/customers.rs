@@ -1,0 +1,129 @@
+//! Customers: the merchant's own account ids, upserted when a subscription or a
+//! payment series names one.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::error::{Error, FieldError, Result};
+use crate::events::{self, Actor, NewEvent};
+
+/// The customer block of a request.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CustomerInput {
+    pub customer_account_id: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+}
+
+impl CustomerInput {
+    pub fn check(&self, prefix: &str, errors: &mut Vec<FieldError>) {
+        let n = self.customer_account_id.chars().count();
+        if n == 0 || n > 255 {
+            errors.push(FieldError::new(format!("{prefix}.customerAccountId"), "must be 1 to 255 characters"));
+        } else if self.customer_account_id.chars().any(char::is_control) {
+            errors.push(FieldError::new(format!("{prefix}.customerAccountId"), "must not contain control characters"));
+        }
+        if let Some(email) = &self.email {
+            let ok = email.len() <= 254
+                && email
+                    .split_once('@')
+                    .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.'))
+                && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !ok {
+                errors.push(FieldError::new(format!("{prefix}.email"), "is not a valid email address"));
+            }
+        }
+        if let Some(phone) = &self.phone {
+            let digits = phone.chars().filter(char::is_ascii_digit).count();
+            let ok = (4..=20).contains(&digits) && phone.chars().all(|c| c.is_ascii_digit() || " +-().".contains(c));
+            if !ok {
+                errors.push(FieldError::new(format!("{prefix}.phone"), "is not a valid phone number"));
+            }
+        }
+        for (field, v) in [("firstName", &self.first_name), ("lastName", &self.last_name)] {
+            if v.as_ref().is_some_and(|s| s.chars().count() > 255) {
+                errors.push(FieldError::new(format!("{prefix}.{field}"), "must be at most 255 characters"));
+            } else if v.as_ref().is_some_and(|s| s.chars().any(char::is_control)) {
+                errors.push(FieldError::new(format!("{prefix}.{field}"), "must not contain control characters"));
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Customer {
+    #[serde(skip)]
+    pub id: Uuid,
+    pub customer_account_id: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Insert or update the customer; given fields overwrite, absent ones are kept. A
+/// creation or an actual change writes its event; naming an unchanged customer does not.
+pub async fn upsert(conn: &mut PgConnection, merchant_id: Uuid, c: &CustomerInput) -> Result<Uuid> {
+    let changed: Option<(Uuid, bool)> = sqlx::query_as(
+        "INSERT INTO customers (id, merchant_id, customer_account_id, email, phone, first_name, last_name)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT ON CONSTRAINT customers_merchant_account_key DO UPDATE SET
+           email = COALESCE(EXCLUDED.email, customers.email),
+           phone = COALESCE(EXCLUDED.phone, customers.phone),
+           first_name = COALESCE(EXCLUDED.first_name, customers.first_name),
+           last_name = COALESCE(EXCLUDED.last_name, customers.last_name)
+         WHERE (customers.email, customers.phone, customers.first_name, customers.last_name)
+           IS DISTINCT FROM (COALESCE(EXCLUDED.email, customers.email), COALESCE(EXCLUDED.phone, customers.phone),
+                             COALESCE(EXCLUDED.first_name, customers.first_name), COALESCE(EXCLUDED.last_name, customers.last_name))
+         RETURNING id, (xmax = 0) AS inserted",
+    )
+    .bind(Uuid::now_v7())
+    .bind(merchant_id)
+    .bind(&c.customer_account_id)
+    .bind(&c.email)
+    .bind(&c.phone)
+    .bind(&c.first_name)
+    .bind(&c.last_name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let data = serde_json::json!({
+        "customerAccountId": c.customer_account_id, "email": c.email, "phone": c.phone,
+        "firstName": c.first_name, "lastName": c.last_name,
+    });
+    match changed {
+        Some((id, inserted)) => {
+            let kind = if inserted { "created" } else { "updated" };
+            events::record_one(conn, NewEvent::new(merchant_id, "customer", id, kind, data, Actor::Merchant)).await?;
+            Ok(id)
+        }
+        None => Ok(sqlx::query_scalar("SELECT id FROM customers WHERE merchant_id = $1 AND customer_account_id = $2")
+            .bind(merchant_id)
+            .bind(&c.customer_account_id)
+            .fetch_one(conn)
+            .await?),
+    }
+}
+
+pub async fn get(conn: &mut PgConnection, merchant_id: Uuid, account_id: &str) -> Result<Customer> {
+    if account_id.contains('\0') {
+        // Postgres text cannot hold U+0000, so no stored customer has it.
+        return Err(Error::NotFound("customer"));
+    }
+    sqlx::query_as(
+        "SELECT id, customer_account_id, email, phone, first_name, last_name, created_at, updated_at
+         FROM customers WHERE merchant_id = $1 AND customer_account_id = $2",
+    )
+    .bind(merchant_id)
+    .bind(account_id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound("customer"))
+}

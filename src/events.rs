@@ -1,0 +1,130 @@
+//! The audit trail: every change writes an event in the same transaction (SPEC 2.3).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::error::Result;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
+#[sqlx(type_name = "event_actor", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum Actor {
+    Merchant,
+    System,
+    Operator,
+}
+
+/// An event not yet written.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub merchant_id: Uuid,
+    pub object_type: &'static str,
+    pub object_id: Uuid,
+    pub kind: &'static str,
+    pub data: Value,
+    pub actor: Actor,
+}
+
+impl NewEvent {
+    pub fn new(
+        merchant_id: Uuid,
+        object_type: &'static str,
+        object_id: Uuid,
+        kind: &'static str,
+        data: Value,
+        actor: Actor,
+    ) -> NewEvent {
+        NewEvent { merchant_id, object_type, object_id, kind, data, actor }
+    }
+}
+
+/// Write events, many in one statement. Order within the batch is kept per object.
+pub async fn record(conn: &mut PgConnection, events: &[NewEvent]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(events.len());
+    let mut merchants = Vec::with_capacity(events.len());
+    let mut types = Vec::with_capacity(events.len());
+    let mut objects = Vec::with_capacity(events.len());
+    let mut kinds = Vec::with_capacity(events.len());
+    let mut data = Vec::with_capacity(events.len());
+    let mut actors = Vec::with_capacity(events.len());
+    for e in events {
+        ids.push(Uuid::now_v7());
+        merchants.push(e.merchant_id);
+        types.push(e.object_type);
+        objects.push(e.object_id);
+        kinds.push(e.kind);
+        data.push(e.data.clone());
+        actors.push(e.actor);
+    }
+    sqlx::query(
+        "INSERT INTO events (id, merchant_id, object_type, object_id, type, data, actor)
+         SELECT id, m, ot, oi, ty, d, a FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::jsonb[], $7::event_actor[])
+         WITH ORDINALITY AS t(id, m, ot, oi, ty, d, a, ord) ORDER BY ord",
+    )
+    .bind(&ids)
+    .bind(&merchants)
+    .bind(&types)
+    .bind(&objects)
+    .bind(&kinds)
+    .bind(&data)
+    .bind(&actors)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn record_one(conn: &mut PgConnection, event: NewEvent) -> Result<()> {
+    record(conn, std::slice::from_ref(&event)).await
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub id: Uuid,
+    pub object_type: String,
+    pub object_id: Uuid,
+    #[serde(rename = "type")]
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub data: Value,
+    pub actor: Actor,
+    pub created_at: DateTime<Utc>,
+    #[serde(skip)]
+    pub seq: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct EventFilter {
+    pub object_type: Option<String>,
+    pub object_id: Option<Uuid>,
+    pub kind: Option<String>,
+    pub after_seq: Option<i64>,
+    pub limit: i64,
+}
+
+/// A merchant's events, oldest first (so each object's events are in order).
+pub async fn list(conn: &mut PgConnection, merchant_id: Uuid, f: &EventFilter) -> Result<Vec<Event>> {
+    Ok(sqlx::query_as(
+        "SELECT seq, id, object_type, object_id, type, data, actor, created_at FROM events
+         WHERE merchant_id = $1
+           AND ($2::text IS NULL OR object_type = $2)
+           AND ($3::uuid IS NULL OR object_id = $3)
+           AND ($4::text IS NULL OR type = $4)
+           AND ($5::bigint IS NULL OR seq > $5)
+         ORDER BY seq LIMIT $6",
+    )
+    .bind(merchant_id)
+    .bind(&f.object_type)
+    .bind(f.object_id)
+    .bind(&f.kind)
+    .bind(f.after_seq)
+    .bind(f.limit)
+    .fetch_all(conn)
+    .await?)
+}

@@ -1,0 +1,81 @@
+//! Payment gateways. recur talks to a gateway only through `Gateway`; the sandbox is
+//! a real implementation of it with its own ledger, and a card-network connector
+//! would implement the same trait.
+
+pub mod sandbox;
+
+use futures::future::BoxFuture;
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+/// One charge request. `idempotency_key` is derived from the transaction id: the
+/// gateway must return the first result for a key it has seen and charge nothing new.
+#[derive(Debug, Clone)]
+pub struct ChargeRequest {
+    pub idempotency_key: String,
+    pub merchant_key: Uuid,
+    pub amount: Decimal,
+    pub currency: String,
+    pub customer_account_id: String,
+    pub payment_method: String,
+    /// What the charge is for (a billing cycle or a series transaction); the sandbox
+    /// counts attempts per scope for `pm_sandbox_recover_after_N`.
+    pub scope: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    Approved { reference: String },
+    Declined { code: DeclineCode },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeclineCode {
+    InsufficientFunds,
+    DoNotHonor,
+    TryAgainLater,
+    ExpiredCard,
+    StolenCard,
+    InvalidAccount,
+}
+
+impl DeclineCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeclineCode::InsufficientFunds => "insufficient_funds",
+            DeclineCode::DoNotHonor => "do_not_honor",
+            DeclineCode::TryAgainLater => "try_again_later",
+            DeclineCode::ExpiredCard => "expired_card",
+            DeclineCode::StolenCard => "stolen_card",
+            DeclineCode::InvalidAccount => "invalid_account",
+        }
+    }
+
+    /// Soft declines are worth retrying later (SPEC 5); hard ones are not.
+    pub fn is_soft(self) -> bool {
+        matches!(self, DeclineCode::InsufficientFunds | DeclineCode::DoNotHonor | DeclineCode::TryAgainLater)
+    }
+}
+
+/// A technical failure: the outcome is unknown, the call may be repeated with the
+/// same idempotency key.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    #[error("gateway timeout")]
+    Timeout,
+    #[error("gateway unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub trait Gateway: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+
+    /// Whether a payment-method token can ever be charged here (checked at creation).
+    fn accepts_payment_method(&self, token: &str) -> bool;
+
+    fn charge(&self, req: ChargeRequest) -> BoxFuture<'_, Result<ChargeOutcome, GatewayError>>;
+
+    /// The result already recorded for a key, if any (used before a manual retry of an
+    /// `error` cycle, whose last call may have gone through).
+    fn lookup(&self, idempotency_key: &str) -> BoxFuture<'_, Result<Option<ChargeOutcome>, GatewayError>>;
+}

@@ -1,0 +1,289 @@
+//! The sandbox gateway (SPEC 9): payment-method tokens decide outcomes, and every
+//! approved charge lands in the `sandbox_charges` ledger, unique on idempotency key.
+//! Ledger writes are group-committed so the sandbox is never the bottleneck.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use rand::Rng;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{ChargeOutcome, ChargeRequest, DeclineCode, Gateway, GatewayError};
+use crate::batch::Batcher;
+
+/// What a token makes the sandbox do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    Approve,
+    Decline(DeclineCode),
+    RecoverAfter(u32),
+    Timeout,
+    Flaky(u32),
+}
+
+pub fn behaviour(token: &str) -> Option<Behaviour> {
+    let rest = token.strip_prefix("pm_sandbox_")?;
+    Some(match rest {
+        "ok" => Behaviour::Approve,
+        "insufficient_funds" => Behaviour::Decline(DeclineCode::InsufficientFunds),
+        "do_not_honor" => Behaviour::Decline(DeclineCode::DoNotHonor),
+        "expired_card" => Behaviour::Decline(DeclineCode::ExpiredCard),
+        "stolen_card" => Behaviour::Decline(DeclineCode::StolenCard),
+        "timeout" => Behaviour::Timeout,
+        _ => {
+            let number = |prefix: &str, range: std::ops::RangeInclusive<u32>| {
+                rest.strip_prefix(prefix)
+                    .filter(|n| !n.starts_with('0') && n.len() <= 2)
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .filter(|n| range.contains(n))
+            };
+            if let Some(n) = number("recover_after_", 1..=9) {
+                Behaviour::RecoverAfter(n)
+            } else if let Some(p) = number("flaky_", 1..=99) {
+                Behaviour::Flaky(p)
+            } else {
+                return None;
+            }
+        }
+    })
+}
+
+struct LedgerEntry {
+    req: ChargeRequest,
+}
+
+pub struct Sandbox {
+    pool: PgPool,
+    latency: Duration,
+    ledger: Batcher<LedgerEntry, String>,
+}
+
+impl Sandbox {
+    pub fn new(pool: PgPool, latency: Duration) -> Sandbox {
+        let p = pool.clone();
+        let ledger = Batcher::spawn("sandbox_ledger", 1000, 4, move |entries: Vec<LedgerEntry>| {
+            let pool = p.clone();
+            async move { write_ledger(&pool, entries).await }
+        });
+        Sandbox { pool, latency, ledger }
+    }
+
+    async fn approve(&self, req: ChargeRequest) -> Result<ChargeOutcome, GatewayError> {
+        let reference = self
+            .ledger
+            .submit(LedgerEntry { req })
+            .await
+            .map_err(|e| GatewayError::Unavailable(format!("sandbox ledger: {e}")))?;
+        Ok(ChargeOutcome::Approved { reference })
+    }
+
+    /// `recover_after_N`: the first N distinct attempts of a scope decline softly.
+    async fn recover_after(&self, req: ChargeRequest, n: u32) -> Result<ChargeOutcome, GatewayError> {
+        let db = |e: sqlx::Error| GatewayError::Unavailable(format!("sandbox: {e}"));
+        if let Some(found) = self.find(&req.idempotency_key).await? {
+            return Ok(found);
+        }
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // Serialise attempts of one scope so the count is exact.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(req.scope.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let declined: i64 = sqlx::query_scalar("SELECT count(*) FROM sandbox_attempts WHERE scope LIKE $1 || ':%'")
+            .bind(req.scope.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        let seen: Option<i32> = sqlx::query_scalar("SELECT attempts FROM sandbox_attempts WHERE scope = $1")
+            .bind(format!("{}:{}", req.scope, req.idempotency_key))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        if seen.is_some() {
+            return Ok(ChargeOutcome::Declined { code: DeclineCode::InsufficientFunds });
+        }
+        if (declined as u32) < n {
+            sqlx::query("INSERT INTO sandbox_attempts (scope, attempts) VALUES ($1, 1)")
+                .bind(format!("{}:{}", req.scope, req.idempotency_key))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            return Ok(ChargeOutcome::Declined { code: DeclineCode::InsufficientFunds });
+        }
+        tx.commit().await.map_err(db)?;
+        self.approve(req).await
+    }
+
+    async fn find(&self, key: &str) -> Result<Option<ChargeOutcome>, GatewayError> {
+        let reference: Option<String> =
+            sqlx::query_scalar("SELECT reference FROM sandbox_charges WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| GatewayError::Unavailable(format!("sandbox: {e}")))?;
+        Ok(reference.map(|reference| ChargeOutcome::Approved { reference }))
+    }
+}
+
+/// Insert approved charges; a key already in the ledger keeps its first entry.
+async fn write_ledger(pool: &PgPool, entries: Vec<LedgerEntry>) -> anyhow::Result<Vec<String>> {
+    let n = entries.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut keys = Vec::with_capacity(n);
+    let mut merchants = Vec::with_capacity(n);
+    let mut amounts: Vec<Decimal> = Vec::with_capacity(n);
+    let mut currencies = Vec::with_capacity(n);
+    let mut customers = Vec::with_capacity(n);
+    let mut methods = Vec::with_capacity(n);
+    let mut refs = Vec::with_capacity(n);
+    for e in &entries {
+        let id = Uuid::now_v7();
+        ids.push(id);
+        keys.push(e.req.idempotency_key.clone());
+        merchants.push(e.req.merchant_key);
+        amounts.push(e.req.amount);
+        currencies.push(e.req.currency.clone());
+        customers.push(e.req.customer_account_id.clone());
+        methods.push(e.req.payment_method.clone());
+        refs.push(format!("sbx_{}", id.simple()));
+    }
+    sqlx::query(
+        "INSERT INTO sandbox_charges (id, idempotency_key, merchant_key, amount, currency, customer_account_id, payment_method, reference)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::numeric[], $5::text[], $6::text[], $7::text[], $8::text[])
+         ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&keys)
+    .bind(&merchants)
+    .bind(&amounts)
+    .bind(&currencies)
+    .bind(&customers)
+    .bind(&methods)
+    .bind(&refs)
+    .execute(pool)
+    .await?;
+    let stored: Vec<(String, String)> =
+        sqlx::query_as("SELECT idempotency_key, reference FROM sandbox_charges WHERE idempotency_key = ANY($1)")
+            .bind(&keys)
+            .fetch_all(pool)
+            .await?;
+    let by_key: std::collections::HashMap<String, String> = stored.into_iter().collect();
+    keys.iter()
+        .map(|k| by_key.get(k).cloned().ok_or_else(|| anyhow::anyhow!("ledger entry missing after insert")))
+        .collect()
+}
+
+impl Gateway for Sandbox {
+    fn name(&self) -> &'static str {
+        "sandbox"
+    }
+
+    fn accepts_payment_method(&self, token: &str) -> bool {
+        behaviour(token).is_some()
+    }
+
+    fn charge(&self, req: ChargeRequest) -> BoxFuture<'_, Result<ChargeOutcome, GatewayError>> {
+        async move {
+            // The configured latency is the floor of every call, as a real gateway's
+            // round trip would be: the sandbox's own ledger write happens within it.
+            let deadline = tokio::time::Instant::now() + self.latency;
+            let result = match behaviour(&req.payment_method) {
+                Some(Behaviour::Approve) => self.approve(req).await,
+                Some(Behaviour::Decline(code)) => Ok(ChargeOutcome::Declined { code }),
+                Some(Behaviour::RecoverAfter(n)) => self.recover_after(req, n).await,
+                Some(Behaviour::Timeout) => Err(GatewayError::Timeout),
+                Some(Behaviour::Flaky(p)) => {
+                    if rand::rng().random_range(0..100) < p {
+                        Err(GatewayError::Unavailable("sandbox: simulated 503".into()))
+                    } else {
+                        self.approve(req).await
+                    }
+                }
+                None => Ok(ChargeOutcome::Declined { code: DeclineCode::InvalidAccount }),
+            };
+            tokio::time::sleep_until(deadline).await;
+            result
+        }
+        .boxed()
+    }
+
+    fn lookup(&self, idempotency_key: &str) -> BoxFuture<'_, Result<Option<ChargeOutcome>, GatewayError>> {
+        let key = idempotency_key.to_owned();
+        async move { self.find(&key).await }.boxed()
+    }
+}
+
+/// A ledger entry as `GET /admin/sandbox/charges` shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerView {
+    pub id: Uuid,
+    pub idempotency_key: String,
+    pub merchant_key: Uuid,
+    #[serde(serialize_with = "crate::money::serialize_amount")]
+    #[schema(value_type = String)]
+    pub amount: Decimal,
+    pub currency: String,
+    pub customer_account_id: String,
+    pub payment_method: String,
+    pub reference: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn list_ledger(
+    pool: &PgPool,
+    merchant_key: Option<Uuid>,
+    customer_account_id: Option<&str>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> crate::Result<Vec<LedgerView>> {
+    Ok(sqlx::query_as(
+        "SELECT id, idempotency_key, merchant_key, amount, currency, customer_account_id, payment_method, reference, created_at
+         FROM sandbox_charges
+         WHERE ($1::uuid IS NULL OR merchant_key = $1) AND ($2::text IS NULL OR customer_account_id = $2)
+           AND ($3::uuid IS NULL OR id > $3)
+         ORDER BY id LIMIT $4",
+    )
+    .bind(merchant_key)
+    .bind(customer_account_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_of_the_table_and_nothing_else() {
+        assert_eq!(behaviour("pm_sandbox_ok"), Some(Behaviour::Approve));
+        assert_eq!(behaviour("pm_sandbox_recover_after_3"), Some(Behaviour::RecoverAfter(3)));
+        assert_eq!(behaviour("pm_sandbox_flaky_5"), Some(Behaviour::Flaky(5)));
+        assert_eq!(behaviour("pm_sandbox_flaky_99"), Some(Behaviour::Flaky(99)));
+        assert_eq!(behaviour("pm_sandbox_timeout"), Some(Behaviour::Timeout));
+        for bad in [
+            "pm_sandbox_recover_after_0",
+            "pm_sandbox_recover_after_10",
+            "pm_sandbox_flaky_0",
+            "pm_sandbox_flaky_100",
+            "pm_sandbox_flaky_05",
+            "pm_sandbox_",
+            "pm_live_ok",
+            "",
+            "pm_sandbox_OK",
+        ] {
+            assert_eq!(behaviour(bad), None, "{bad}");
+        }
+        assert!(DeclineCode::InsufficientFunds.is_soft());
+        assert!(!DeclineCode::ExpiredCard.is_soft());
+    }
+}

@@ -1,0 +1,257 @@
+//! Payment series: a customer's stored payment method under which the merchant
+//! triggers unscheduled, merchant-initiated charges.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::billing::transactions::{self, COLUMNS as TXN_COLUMNS, Transaction, TransactionView};
+use crate::customers::{self, CustomerInput};
+use crate::error::{Error, FieldError, Result};
+use crate::events::{self, Actor, NewEvent};
+use crate::money::{AmountInput, Currency, parse_amount};
+use crate::subscriptions::CustomerRef;
+use crate::validate::{self, Errors};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
+#[sqlx(type_name = "series_status", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum SeriesStatus {
+    Pending,
+    Active,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateSeries {
+    pub customer: CustomerInput,
+    pub payment_method: String,
+    pub currency: String,
+    pub description: Option<String>,
+    pub partner_reference: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateSeriesTransaction {
+    pub amount: AmountInput,
+    pub description: Option<String>,
+    pub partner_reference: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Series {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    pub customer_account_id: String,
+    pub payment_method: String,
+    pub currency: String,
+    pub description: Option<String>,
+    pub partner_reference: Option<String>,
+    pub metadata: Value,
+    pub status: SeriesStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SeriesView {
+    pub id: Uuid,
+    pub customer: CustomerRef,
+    pub payment_method: String,
+    pub currency: String,
+    pub description: Option<String>,
+    pub partner_reference: Option<String>,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    pub status: SeriesStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Series> for SeriesView {
+    fn from(s: &Series) -> SeriesView {
+        SeriesView {
+            id: s.id,
+            customer: CustomerRef { customer_account_id: s.customer_account_id.clone() },
+            payment_method: s.payment_method.clone(),
+            currency: s.currency.clone(),
+            description: s.description.clone(),
+            partner_reference: s.partner_reference.clone(),
+            metadata: s.metadata.clone(),
+            status: s.status,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+const COLUMNS: &str = "p.id, p.merchant_id, c.customer_account_id, p.payment_method, p.currency, p.description, \
+    p.partner_reference, p.metadata, p.status, p.created_at, p.updated_at";
+
+fn event(s: &Series, kind: &'static str, data: Value) -> NewEvent {
+    NewEvent::new(s.merchant_id, "payment_series", s.id, kind, data, Actor::Merchant)
+}
+
+pub async fn get(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result<Series> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM payment_series p JOIN customers c ON c.id = p.customer_id WHERE p.id = $1 AND p.merchant_id = $2"
+    )))
+    .bind(id)
+    .bind(merchant_id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound("payment series"))
+}
+
+pub async fn list(conn: &mut PgConnection, merchant_id: Uuid, after: Option<Uuid>, limit: i64) -> Result<Vec<Series>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM payment_series p JOIN customers c ON c.id = p.customer_id
+         WHERE p.merchant_id = $1 AND ($2::uuid IS NULL OR p.id > $2) ORDER BY p.id LIMIT $3"
+    )))
+    .bind(merchant_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+pub async fn create(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    req: CreateSeries,
+    accepts: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Series> {
+    let mut e = Errors::new();
+    req.customer.check("customer", &mut e);
+    if Currency::parse(&req.currency).is_none() {
+        e.push(FieldError::new("currency", "must be an ISO 4217 currency code such as EUR"));
+    }
+    validate::opt_text(&mut e, "description", req.description.as_deref(), 2000);
+    if let Some(r) = &req.partner_reference {
+        validate::text(&mut e, "partnerReference", r, 1, 255);
+    }
+    let metadata = req.metadata.clone().unwrap_or_else(|| json!({}));
+    validate::metadata(&mut e, "metadata", &metadata);
+    crate::subscriptions::check_payment_method(&mut e, Some(&req.payment_method), accepts);
+    crate::subscriptions::finish_with_payment_method(e)?;
+
+    let customer_id = customers::upsert(conn, merchant_id, &req.customer).await?;
+    let id = Uuid::now_v7();
+    let inserted = sqlx::query(
+        "INSERT INTO payment_series (id, merchant_id, customer_id, payment_method, currency, description, partner_reference, metadata, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active')
+         ON CONFLICT ON CONSTRAINT payment_series_partner_reference_key DO NOTHING",
+    )
+    .bind(id)
+    .bind(merchant_id)
+    .bind(customer_id)
+    .bind(&req.payment_method)
+    .bind(&req.currency)
+    .bind(&req.description)
+    .bind(&req.partner_reference)
+    .bind(&metadata)
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        let r = req.partner_reference.clone().unwrap_or_default();
+        let existing: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM payment_series WHERE merchant_id = $1 AND partner_reference = $2")
+                .bind(merchant_id)
+                .bind(&r)
+                .fetch_optional(&mut *conn)
+                .await?;
+        return Err(Error::Conflict {
+            detail: format!("a payment series with partnerReference {r:?} already exists"),
+            existing,
+        });
+    }
+    let s = get(conn, merchant_id, id).await?;
+    let data = serde_json::to_value(SeriesView::from(&s)).unwrap_or_default();
+    events::record_one(conn, event(&s, "created", data)).await?;
+    Ok(s)
+}
+
+pub async fn cancel(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result<Series> {
+    let s = get(conn, merchant_id, id).await?;
+    if s.status == SeriesStatus::Cancelled {
+        return Err(Error::conflict("the payment series is already cancelled"));
+    }
+    sqlx::query("UPDATE payment_series SET status = 'cancelled' WHERE id = $1 AND status <> 'cancelled'")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    let s = get(conn, merchant_id, id).await?;
+    events::record_one(conn, event(&s, "status_changed", json!({"from": "active", "to": "cancelled"}))).await?;
+    Ok(s)
+}
+
+/// Open a `payment_series` transaction; the caller enqueues its charge after commit.
+pub async fn create_transaction(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    series_id: Uuid,
+    req: CreateSeriesTransaction,
+    lease_secs: i64,
+) -> Result<Transaction> {
+    let s = get(conn, merchant_id, series_id).await?;
+    let mut e = Errors::new();
+    let amount = parse_amount(&req.amount.0, Currency::parse(&s.currency)).unwrap_or_else(|m| {
+        e.push(FieldError::new("amount", m));
+        Default::default()
+    });
+    validate::opt_text(&mut e, "description", req.description.as_deref(), 2000);
+    if let Some(r) = &req.partner_reference {
+        validate::text(&mut e, "partnerReference", r, 1, 255);
+    }
+    validate::finish(e)?;
+    if s.status != SeriesStatus::Active {
+        return Err(Error::conflict("the payment series is not active"));
+    }
+    if let Some(r) = &req.partner_reference
+        && let Some(existing) = transactions::by_partner_reference(conn, merchant_id, r).await?
+    {
+        return Err(Error::Conflict {
+            detail: format!("a transaction with partnerReference {r:?} already exists: {existing}"),
+            existing: Some(existing),
+        });
+    }
+    let id = Uuid::now_v7();
+    let txn: Option<Transaction> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO transactions (id, merchant_id, payment_series_id, kind, amount, currency, payment_method,
+            description, idempotency_key, attempt, partner_reference, enqueued_until)
+         VALUES ($1, $2, $3, 'payment_series', $4, $5, $6, $7, $8, 1, $9, now() + make_interval(secs => $10))
+         ON CONFLICT ON CONSTRAINT transactions_partner_reference_key DO NOTHING
+         RETURNING {TXN_COLUMNS}"
+    )))
+    .bind(id)
+    .bind(merchant_id)
+    .bind(series_id)
+    .bind(amount)
+    .bind(&s.currency)
+    .bind(&s.payment_method)
+    .bind(&req.description)
+    .bind(transactions::idempotency_key(id))
+    .bind(&req.partner_reference)
+    .bind(lease_secs as f64)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(txn) = txn else {
+        let r = req.partner_reference.unwrap_or_default();
+        let existing = transactions::by_partner_reference(conn, merchant_id, &r).await?;
+        return Err(Error::Conflict {
+            detail: format!("a transaction with partnerReference {r:?} already exists"),
+            existing,
+        });
+    };
+    let data = serde_json::to_value(TransactionView::from(&txn)).unwrap_or_default();
+    events::record_one(conn, NewEvent::new(merchant_id, "transaction", txn.id, "created", data, Actor::Merchant))
+        .await?;
+    Ok(txn)
+}

@@ -1,0 +1,393 @@
+//! The subscription state machine (SPEC 3–4). Each function runs inside the caller's
+//! transaction, records its events there, and returns the jobs to enqueue after commit.
+
+use chrono::{DateTime, Duration, Utc};
+use jobs::Job;
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::repo;
+use super::{NewSubscription, Subscription, SubscriptionChanges, SubscriptionStatus as S, SubscriptionView};
+use crate::billing::calendar::{Calendar, anchor_at};
+use crate::customers;
+use crate::error::{Error, FieldError, Result};
+use crate::events::{self, Actor, NewEvent};
+use crate::money::{Currency, parse_amount};
+
+/// A state change and the work it makes due now.
+pub struct Changed {
+    pub subscription: Subscription,
+    pub jobs: Vec<Job>,
+}
+
+fn event(s: &Subscription, kind: &'static str, data: Value, actor: Actor) -> NewEvent {
+    NewEvent::new(s.merchant_id, "subscription", s.id, kind, data, actor)
+}
+
+fn status_event(s: &Subscription, from: S, actor: Actor, extra: Value) -> NewEvent {
+    let mut data = json!({"from": from, "to": s.status});
+    if let (Value::Object(d), Value::Object(x)) = (&mut data, extra) {
+        d.extend(x);
+    }
+    event(s, "status_changed", data, actor)
+}
+
+/// The first schedule of a subscription that has a payment method: trialing until
+/// the trial ends, else active with cycle 1 due at the anchor (or now, if past).
+fn start_schedule(s: &mut Subscription, now: DateTime<Utc>) {
+    let interval = s.interval();
+    match s.trial_days {
+        Some(days) if days > 0 => {
+            let trial_end = s.trial_end_at.unwrap_or(s.start_at + Duration::days(days as i64));
+            s.status = S::Trialing;
+            s.trial_end_at = Some(trial_end);
+            s.anchor_at = anchor_at(trial_end, s.charge_hour);
+            s.anchor_sequence = 1;
+            s.current_period_start = Some(s.start_at);
+            s.current_period_end = Some(trial_end);
+            s.next_charge_at = None;
+        }
+        _ => {
+            let cal = Calendar::starting(anchor_at(s.start_at, s.charge_hour), interval, now);
+            s.status = S::Active;
+            s.anchor_at = cal.anchor;
+            s.anchor_sequence = cal.anchor_sequence;
+            s.next_charge_at = Some(cal.period_start(s.next_sequence).max(now));
+        }
+    }
+    clamp_to_end(s);
+}
+
+/// No cycle is due at or after endAt (SPEC 4).
+pub fn clamp_to_end(s: &mut Subscription) {
+    if let (Some(next), Some(end)) = (s.next_charge_at, s.end_at)
+        && next >= end
+    {
+        s.next_charge_at = None;
+    }
+}
+
+/// The job that the subscription's state makes due at `now`, if any.
+pub fn due_job(s: &Subscription, now: DateTime<Utc>) -> Option<Job> {
+    match s.status {
+        S::Active | S::PastDue if s.next_charge_at.is_some_and(|t| t <= now) => {
+            Some(Job::GenerateCycle(jobs::GenerateCycle {
+                subscription_id: s.id,
+                sequence: s.next_sequence,
+                attempt: 0,
+            }))
+        }
+        S::Trialing if s.trial_end_at.is_some_and(|t| t <= now) => {
+            Some(Job::TrialEnd(jobs::TrialEnd { subscription_id: s.id, attempt: 0 }))
+        }
+        _ => None,
+    }
+}
+
+pub async fn create(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    n: NewSubscription,
+    now: DateTime<Utc>,
+) -> Result<Changed> {
+    if let Some(r) = &n.partner_reference
+        && let Some(existing) = repo::by_partner_reference(conn, merchant_id, r).await?
+    {
+        return Err(Error::Conflict {
+            detail: format!("a subscription with partnerReference {r:?} already exists: {existing}"),
+            existing: Some(existing),
+        });
+    }
+    let start = n.start_at.unwrap_or(now);
+    if n.end_at.is_some_and(|end| end <= start) {
+        // Checked here too: without startAt the start is `now`, unknown to the request check.
+        return Err(Error::validation("endAt", "must be after startAt"));
+    }
+    let customer_id = customers::upsert(conn, merchant_id, &n.customer).await?;
+    let mut s = Subscription {
+        id: Uuid::now_v7(),
+        merchant_id,
+        customer_id,
+        customer_account_id: n.customer.customer_account_id.clone(),
+        plan_id: n.plan_id,
+        description: n.description,
+        amount: n.amount,
+        currency: n.currency.code().to_owned(),
+        interval_unit: n.interval.unit,
+        interval_count: n.interval.count,
+        grace_period_days: n.grace_period_days,
+        retry_schedule_hours: n.retry_schedule_hours,
+        start_at: start,
+        end_at: n.end_at,
+        charge_hour: n.charge_hour,
+        payment_method: n.payment_method,
+        trial_days: n.trial_days,
+        authorized_limit: n.authorized_limit,
+        partner_reference: n.partner_reference,
+        metadata: n.metadata,
+        status: S::Pending,
+        anchor_at: anchor_at(start, n.charge_hour),
+        anchor_sequence: 1,
+        next_sequence: 1,
+        next_charge_at: None,
+        current_period_start: None,
+        current_period_end: None,
+        trial_end_at: n.trial_days.map(|d| start + Duration::days(d as i64)),
+        paused_at: None,
+        resume_at: None,
+        cancel_at: None,
+        cancelled_at: None,
+        cancellation_reason: None,
+        created_at: now,
+        updated_at: now,
+    };
+    if s.payment_method.is_some() {
+        start_schedule(&mut s, now);
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO subscriptions (id, merchant_id, customer_id, plan_id, description, amount, currency,
+            interval_unit, interval_count, grace_period_days, retry_schedule_hours, start_at, end_at,
+            charge_hour, payment_method, trial_days, authorized_limit, partner_reference, metadata, status,
+            anchor_at, anchor_sequence, next_sequence, next_charge_at, current_period_start,
+            current_period_end, trial_end_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+            $21, $22, $23, $24, $25, $26, $27)
+         ON CONFLICT ON CONSTRAINT subscriptions_partner_reference_key DO NOTHING",
+    )
+    .bind(s.id)
+    .bind(s.merchant_id)
+    .bind(s.customer_id)
+    .bind(s.plan_id)
+    .bind(&s.description)
+    .bind(s.amount)
+    .bind(&s.currency)
+    .bind(s.interval_unit)
+    .bind(s.interval_count)
+    .bind(s.grace_period_days)
+    .bind(&s.retry_schedule_hours)
+    .bind(s.start_at)
+    .bind(s.end_at)
+    .bind(s.charge_hour)
+    .bind(&s.payment_method)
+    .bind(s.trial_days)
+    .bind(s.authorized_limit)
+    .bind(&s.partner_reference)
+    .bind(&s.metadata)
+    .bind(s.status)
+    .bind(s.anchor_at)
+    .bind(s.anchor_sequence)
+    .bind(s.next_sequence)
+    .bind(s.next_charge_at)
+    .bind(s.current_period_start)
+    .bind(s.current_period_end)
+    .bind(s.trial_end_at)
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        // A concurrent request took the partner reference between our check and insert.
+        let r = s.partner_reference.clone().unwrap_or_default();
+        let existing = repo::by_partner_reference(conn, merchant_id, &r).await?;
+        return Err(Error::Conflict {
+            detail: format!("a subscription with partnerReference {r:?} already exists"),
+            existing,
+        });
+    }
+    let s = repo::get(conn, merchant_id, s.id).await?;
+    let data = serde_json::to_value(SubscriptionView::from(&s)).unwrap_or_default();
+    events::record_one(conn, event(&s, "created", data, Actor::Merchant)).await?;
+    let jobs = due_job(&s, now).into_iter().collect();
+    Ok(Changed { subscription: s, jobs })
+}
+
+pub async fn update(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    id: Uuid,
+    c: SubscriptionChanges,
+    now: DateTime<Utc>,
+) -> Result<Changed> {
+    let mut s = repo::lock(conn, merchant_id, id).await?;
+    if s.status.is_final() {
+        return Err(Error::conflict(format!("the subscription is {}", s.status.as_str())));
+    }
+    let before = s.status;
+    let mut changed = serde_json::Map::new();
+    if let Some(d) = c.description {
+        changed.insert("description".into(), json!(d));
+        s.description = d;
+    }
+    if let Some(m) = c.metadata {
+        changed.insert("metadata".into(), m.clone());
+        s.metadata = m;
+    }
+    if let Some(limit) = c.authorized_limit {
+        s.authorized_limit = match limit {
+            Some(raw) => Some(
+                parse_amount(&raw.0, Currency::parse(&s.currency))
+                    .map_err(|m| Error::Validation(vec![FieldError::new("authorizedLimit", m)]))?,
+            ),
+            None => None,
+        };
+        changed.insert("authorizedLimit".into(), json!(s.authorized_limit.map(|a| a.normalize().to_string())));
+    }
+    if let Some(t) = c.trial_end_at {
+        if s.status != S::Trialing && s.status != S::Pending {
+            return Err(Error::conflict("trialEndAt can change only while the subscription is trialing"));
+        }
+        if t <= now {
+            return Err(Error::validation("trialEndAt", "must be in the future"));
+        }
+        s.trial_end_at = Some(t);
+        s.anchor_at = anchor_at(t, s.charge_hour);
+        s.anchor_sequence = s.next_sequence;
+        s.current_period_end = Some(t);
+        changed.insert("trialEndAt".into(), json!(t));
+    }
+    if let Some(end) = c.end_at {
+        if let Some(e) = end
+            && e <= s.start_at
+        {
+            return Err(Error::validation("endAt", "must be after startAt"));
+        }
+        s.end_at = end;
+        changed.insert("endAt".into(), json!(end));
+        if end.is_none() && s.next_charge_at.is_none() && matches!(s.status, S::Active | S::PastDue) {
+            s.next_charge_at = Some(s.calendar().period_start(s.next_sequence).max(now));
+        }
+        clamp_to_end(&mut s);
+    }
+    if let Some(pm) = c.payment_method {
+        changed.insert("paymentMethod".into(), json!(pm));
+        s.payment_method = Some(pm);
+        if s.status == S::Pending {
+            start_schedule(&mut s, now);
+        }
+    }
+    if changed.is_empty() {
+        return Ok(Changed { subscription: s, jobs: vec![] });
+    }
+    let s = repo::save(conn, &s).await?;
+    let mut evs = vec![event(&s, "updated", Value::Object(changed), Actor::Merchant)];
+    if s.status != before {
+        evs.push(status_event(&s, before, Actor::Merchant, json!({})));
+    }
+    events::record(conn, &evs).await?;
+    let jobs = due_job(&s, now).into_iter().collect();
+    Ok(Changed { subscription: s, jobs })
+}
+
+pub async fn pause(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    id: Uuid,
+    resume_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<Changed> {
+    let mut s = repo::lock(conn, merchant_id, id).await?;
+    if !matches!(s.status, S::Active | S::PastDue | S::Trialing) {
+        return Err(Error::conflict(format!("a {} subscription cannot be paused", s.status.as_str())));
+    }
+    if resume_at.is_some_and(|r| r <= now) {
+        return Err(Error::validation("resumeAt", "must be in the future"));
+    }
+    let before = s.status;
+    s.status = S::Paused;
+    s.paused_at = Some(now);
+    s.resume_at = resume_at;
+    let s = repo::save(conn, &s).await?;
+    events::record_one(conn, status_event(&s, before, Actor::Merchant, json!({"resumeAt": resume_at}))).await?;
+    Ok(Changed { subscription: s, jobs: vec![] })
+}
+
+/// paused → active (SPEC 4): if the paid period is still running nothing else changes;
+/// otherwise a new period starts now, is charged at once and becomes the anchor.
+pub async fn resume_locked(
+    conn: &mut PgConnection,
+    mut s: Subscription,
+    now: DateTime<Utc>,
+    actor: Actor,
+) -> Result<Changed> {
+    let before = s.status;
+    let still_trialing = s.trial_end_at.is_some_and(|t| t > now) && s.next_sequence == 1;
+    let period_running = s.current_period_end.is_some_and(|end| end > now);
+    let mut reanchored = false;
+    if still_trialing {
+        s.status = S::Trialing;
+    } else {
+        s.status = if repo::has_retrying_cycle(conn, s.id).await? { S::PastDue } else { S::Active };
+        if !period_running || s.next_charge_at.is_some_and(|t| t < now) {
+            s.anchor_at = now;
+            s.anchor_sequence = s.next_sequence;
+            s.next_charge_at = Some(now);
+            clamp_to_end(&mut s);
+            reanchored = true;
+        }
+    }
+    s.paused_at = None;
+    s.resume_at = None;
+    let s = repo::save(conn, &s).await?;
+    events::record_one(conn, status_event(&s, before, actor, json!({"reanchored": reanchored}))).await?;
+    let jobs = due_job(&s, now).into_iter().collect();
+    Ok(Changed { subscription: s, jobs })
+}
+
+pub async fn resume(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid, now: DateTime<Utc>) -> Result<Changed> {
+    let s = repo::lock(conn, merchant_id, id).await?;
+    if s.status != S::Paused {
+        return Err(Error::conflict(format!("a {} subscription cannot be resumed", s.status.as_str())));
+    }
+    resume_locked(conn, s, now, Actor::Merchant).await
+}
+
+/// Cancel now, or at the end of the current period.
+pub async fn cancel(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    id: Uuid,
+    at_period_end: bool,
+    now: DateTime<Utc>,
+) -> Result<Changed> {
+    let mut s = repo::lock(conn, merchant_id, id).await?;
+    if s.status.is_final() {
+        return Err(Error::conflict(format!("the subscription is already {}", s.status.as_str())));
+    }
+    if at_period_end && let Some(end) = s.current_period_end.filter(|e| *e > now) {
+        s.cancel_at = Some(end);
+        let s = repo::save(conn, &s).await?;
+        events::record_one(conn, event(&s, "updated", json!({"cancelAt": end}), Actor::Merchant)).await?;
+        return Ok(Changed { subscription: s, jobs: vec![] });
+    }
+    let s = cancel_locked(conn, s, "requested", now, Actor::Merchant).await?;
+    Ok(Changed { subscription: s, jobs: vec![] })
+}
+
+/// Make a locked subscription `cancelled` and cancel its open cycles.
+pub async fn cancel_locked(
+    conn: &mut PgConnection,
+    mut s: Subscription,
+    reason: &str,
+    now: DateTime<Utc>,
+    actor: Actor,
+) -> Result<Subscription> {
+    let before = s.status;
+    s.status = S::Cancelled;
+    s.cancelled_at = Some(now);
+    s.cancellation_reason = Some(reason.to_owned());
+    s.next_charge_at = None;
+    let s = repo::save(conn, &s).await?;
+    let cycles = repo::cancel_open_cycles(conn, s.id).await?;
+    let mut evs = vec![status_event(&s, before, actor, json!({"reason": reason}))];
+    for c in cycles {
+        evs.push(NewEvent::new(
+            s.merchant_id,
+            "billing_cycle",
+            c,
+            "status_changed",
+            json!({"to": "cancelled", "reason": "subscription_cancelled"}),
+            actor,
+        ));
+    }
+    events::record(conn, &evs).await?;
+    Ok(s)
+}

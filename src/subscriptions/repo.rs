@@ -1,0 +1,157 @@
+//! Subscription storage.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Subscription, SubscriptionStatus};
+use crate::error::{Error, Result};
+
+pub const COLUMNS: &str = "s.id, s.merchant_id, s.customer_id, c.customer_account_id, s.plan_id, s.description, \
+    s.amount, s.currency, s.interval_unit, s.interval_count, s.grace_period_days, s.retry_schedule_hours, \
+    s.start_at, s.end_at, s.charge_hour, s.payment_method, s.trial_days, s.authorized_limit, \
+    s.partner_reference, s.metadata, s.status, s.anchor_at, s.anchor_sequence, s.next_sequence, \
+    s.next_charge_at, s.current_period_start, s.current_period_end, s.trial_end_at, s.paused_at, \
+    s.resume_at, s.cancel_at, s.cancelled_at, s.cancellation_reason, s.created_at, s.updated_at";
+
+pub async fn get(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result<Subscription> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM subscriptions s JOIN customers c ON c.id = s.customer_id
+         WHERE s.id = $1 AND s.merchant_id = $2"
+    )))
+    .bind(id)
+    .bind(merchant_id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound("subscription"))
+}
+
+/// Lock the row for a state change (merchant-scoped).
+pub async fn lock(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result<Subscription> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM subscriptions s JOIN customers c ON c.id = s.customer_id
+         WHERE s.id = $1 AND s.merchant_id = $2 FOR UPDATE OF s"
+    )))
+    .bind(id)
+    .bind(merchant_id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound("subscription"))
+}
+
+/// Lock by id alone, for jobs (which carry no merchant). `None` when it does not exist.
+pub async fn lock_any(conn: &mut PgConnection, id: Uuid) -> Result<Option<Subscription>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM subscriptions s JOIN customers c ON c.id = s.customer_id
+         WHERE s.id = $1 FOR UPDATE OF s"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+pub struct SubscriptionFilter {
+    pub status: Option<SubscriptionStatus>,
+    pub customer_account_id: Option<String>,
+    pub plan_id: Option<Uuid>,
+    pub after: Option<Uuid>,
+    pub limit: i64,
+}
+
+pub async fn list(conn: &mut PgConnection, merchant_id: Uuid, f: &SubscriptionFilter) -> Result<Vec<Subscription>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM subscriptions s JOIN customers c ON c.id = s.customer_id
+         WHERE s.merchant_id = $1
+           AND ($2::subscription_status IS NULL OR s.status = $2)
+           AND ($3::text IS NULL OR c.customer_account_id = $3)
+           AND ($4::uuid IS NULL OR s.plan_id = $4)
+           AND ($5::uuid IS NULL OR s.id > $5)
+         ORDER BY s.id LIMIT $6"
+    )))
+    .bind(merchant_id)
+    .bind(f.status)
+    .bind(&f.customer_account_id)
+    .bind(f.plan_id)
+    .bind(f.after)
+    .bind(f.limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Write back every mutable field of `s` (the caller holds the row lock).
+pub async fn save(conn: &mut PgConnection, s: &Subscription) -> Result<Subscription> {
+    let id: Uuid = sqlx::query_scalar(
+        "UPDATE subscriptions SET description = $2, payment_method = $3, authorized_limit = $4,
+            metadata = $5, status = $6, anchor_at = $7, anchor_sequence = $8, next_sequence = $9,
+            next_charge_at = $10, current_period_start = $11, current_period_end = $12,
+            trial_end_at = $13, paused_at = $14, resume_at = $15, cancel_at = $16,
+            cancelled_at = $17, cancellation_reason = $18, end_at = $19, enqueued_until = NULL
+         WHERE id = $1 RETURNING id",
+    )
+    .bind(s.id)
+    .bind(&s.description)
+    .bind(&s.payment_method)
+    .bind(s.authorized_limit)
+    .bind(&s.metadata)
+    .bind(s.status)
+    .bind(s.anchor_at)
+    .bind(s.anchor_sequence)
+    .bind(s.next_sequence)
+    .bind(s.next_charge_at)
+    .bind(s.current_period_start)
+    .bind(s.current_period_end)
+    .bind(s.trial_end_at)
+    .bind(s.paused_at)
+    .bind(s.resume_at)
+    .bind(s.cancel_at)
+    .bind(s.cancelled_at)
+    .bind(&s.cancellation_reason)
+    .bind(s.end_at)
+    .fetch_one(&mut *conn)
+    .await?;
+    get(conn, s.merchant_id, id).await
+}
+
+/// The id of the merchant's subscription that already has this partner reference.
+pub async fn by_partner_reference(conn: &mut PgConnection, merchant_id: Uuid, reference: &str) -> Result<Option<Uuid>> {
+    Ok(sqlx::query_scalar("SELECT id FROM subscriptions WHERE merchant_id = $1 AND partner_reference = $2")
+        .bind(merchant_id)
+        .bind(reference)
+        .fetch_optional(conn)
+        .await?)
+}
+
+/// Cancel the open (pending or retrying) cycles of a subscription; their ids.
+pub async fn cancel_open_cycles(conn: &mut PgConnection, subscription_id: Uuid) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE billing_cycles SET status = 'cancelled', next_retry_at = NULL
+         WHERE subscription_id = $1 AND status IN ('pending', 'retrying') RETURNING id",
+    )
+    .bind(subscription_id)
+    .fetch_all(conn)
+    .await?)
+}
+
+pub async fn has_retrying_cycle(conn: &mut PgConnection, subscription_id: Uuid) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM billing_cycles WHERE subscription_id = $1 AND status = 'retrying')",
+    )
+    .bind(subscription_id)
+    .fetch_one(conn)
+    .await?)
+}
+
+pub fn after(now: DateTime<Utc>, t: Option<DateTime<Utc>>) -> bool {
+    t.is_some_and(|t| t > now)
+}
+
+/// Stamp the scheduler's lease on a subscription whose job the API enqueues itself,
+/// so the next sweep does not enqueue a second copy.
+pub async fn lease(conn: &mut PgConnection, id: Uuid, secs: i64) -> Result<()> {
+    sqlx::query("UPDATE subscriptions SET enqueued_until = now() + make_interval(secs => $2) WHERE id = $1")
+        .bind(id)
+        .bind(secs as f64)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
