@@ -1,0 +1,219 @@
+//! Dead-letter queues: one Redis hash per job queue (`<ns>:dlq:<queue>`), entry id →
+//! the job, its attempts and last error. A job lands here when the project's own
+//! policy (jobs::JobPolicy) runs out of attempts; the billing objects it concerns are
+//! marked `error` in Postgres in the same step. A job is dead-lettered once however
+//! many deliveries of it fail (`<ns>:dlq-index:<queue>` maps the job to its entry).
+//! Operators list, replay and drain (archive to Postgres) them through `recur dlq` or
+//! `/admin/dlq`, which share this code.
+
+mod replay;
+mod restore;
+
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Utc};
+use jobs::{Job, Queue};
+use redis::Script;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::queue::Enqueuer;
+
+pub use replay::{Replayed, replay};
+pub use restore::restore_if_lost;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    pub id: Uuid,
+    pub queue: String,
+    #[schema(value_type = Object)]
+    pub job: Job,
+    pub attempts: u32,
+    pub last_error: String,
+    pub failed_at: DateTime<Utc>,
+    pub object_type: String,
+    pub object_id: Uuid,
+}
+
+impl DeadLetter {
+    pub fn new(job: Job, attempts: u32, last_error: &str) -> DeadLetter {
+        let (object_type, object_id) = job.object();
+        DeadLetter {
+            id: Uuid::now_v7(),
+            queue: job.queue().name().to_owned(),
+            attempts,
+            last_error: last_error.chars().take(2000).collect(),
+            failed_at: Utc::now(),
+            object_type: object_type.to_owned(),
+            object_id,
+            job,
+        }
+    }
+}
+
+/// Which dead letters an operation applies to.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub queue: Option<Queue>,
+    pub error_contains: Option<String>,
+    /// Only entries that failed before this instant.
+    pub failed_before: Option<DateTime<Utc>>,
+}
+
+impl Filter {
+    fn queues(&self) -> Vec<Queue> {
+        self.queue.map(|q| vec![q]).unwrap_or_else(|| Queue::ALL.to_vec())
+    }
+
+    fn matches(&self, d: &DeadLetter) -> bool {
+        self.error_contains.as_ref().is_none_or(|s| d.last_error.to_lowercase().contains(&s.to_lowercase()))
+            && self.failed_before.is_none_or(|t| d.failed_at < t)
+    }
+}
+
+/// Insert unless the same job (two deliveries of it) is already dead: KEYS = the DLQ
+/// hash and its index; ARGV = job key, entry id, entry JSON. Returns the live entry's id.
+static PUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local existing = redis.call('HGET', KEYS[2], ARGV[1])
+if existing and redis.call('HEXISTS', KEYS[1], existing) == 1 then
+    return existing
+end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return ARGV[2]
+"#,
+    )
+});
+
+/// Remove an entry and its index line: KEYS = the DLQ hash and its index; ARGV = entry
+/// id, job key. Returns 1 if the entry was there.
+static REMOVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1] then
+    redis.call('HDEL', KEYS[2], ARGV[2])
+end
+return n
+"#,
+    )
+});
+
+/// What identifies a dead job across its deliveries: the payload without attempts.
+fn job_key(job: &Job) -> Result<String> {
+    serde_json::to_string(&job.clone().with_attempt(0)).map_err(|e| Error::Internal(e.into()))
+}
+
+/// Dead-letter a job. A job already in the DLQ (a duplicate delivery of it failed
+/// too) keeps its one entry: returns false and adds nothing.
+pub async fn put(q: &Enqueuer, dl: &DeadLetter) -> Result<bool> {
+    let queue =
+        Queue::parse(&dl.queue).ok_or_else(|| Error::Internal(anyhow::anyhow!("unknown queue {}", dl.queue)))?;
+    let json = serde_json::to_string(dl).map_err(|e| Error::Internal(e.into()))?;
+    let mut conn = q.connection();
+    let id: String = PUT
+        .key(q.keys().dead_letters(queue))
+        .key(q.keys().dead_letter_index(queue))
+        .arg(job_key(&dl.job)?)
+        .arg(dl.id.to_string())
+        .arg(json)
+        .invoke_async(&mut conn)
+        .await?;
+    Ok(id == dl.id.to_string())
+}
+
+/// Every dead letter of a queue, oldest first.
+async fn all_of(q: &Enqueuer, queue: Queue) -> Result<Vec<DeadLetter>> {
+    let mut conn = q.connection();
+    let raw: Vec<String> = redis::cmd("HVALS").arg(q.keys().dead_letters(queue)).query_async(&mut conn).await?;
+    let mut out: Vec<DeadLetter> = raw.iter().filter_map(|r| serde_json::from_str(r).ok()).collect();
+    out.sort_by_key(|d| d.id);
+    Ok(out)
+}
+
+pub async fn list(q: &Enqueuer, queue: Queue) -> Result<Vec<DeadLetter>> {
+    all_of(q, queue).await
+}
+
+/// Dead letters matching `f`, oldest first, at most `limit`.
+pub async fn find(q: &Enqueuer, f: &Filter, limit: usize) -> Result<Vec<DeadLetter>> {
+    let mut out = Vec::new();
+    for queue in f.queues() {
+        out.extend(all_of(q, queue).await?.into_iter().filter(|d| f.matches(d)));
+    }
+    out.sort_by_key(|d| d.id);
+    out.truncate(limit);
+    Ok(out)
+}
+
+/// One dead letter by id, searching every queue.
+pub async fn get(q: &Enqueuer, id: Uuid) -> Result<DeadLetter> {
+    let mut conn = q.connection();
+    for queue in Queue::ALL {
+        let raw: Option<String> =
+            redis::cmd("HGET").arg(q.keys().dead_letters(queue)).arg(id.to_string()).query_async(&mut conn).await?;
+        if let Some(r) = raw {
+            return serde_json::from_str(&r).map_err(|e| Error::Internal(e.into()));
+        }
+    }
+    Err(Error::NotFound("dead letter"))
+}
+
+/// Remove an entry; true if it was there (so concurrent replays act once).
+pub(crate) async fn remove(q: &Enqueuer, d: &DeadLetter) -> Result<bool> {
+    let queue = Queue::parse(&d.queue).unwrap_or(Queue::ChargeTransaction);
+    let mut conn = q.connection();
+    let n: u32 = REMOVE
+        .key(q.keys().dead_letters(queue))
+        .key(q.keys().dead_letter_index(queue))
+        .arg(d.id.to_string())
+        .arg(job_key(&d.job)?)
+        .invoke_async(&mut conn)
+        .await?;
+    Ok(n == 1)
+}
+
+pub async fn depth(q: &Enqueuer, queue: Queue) -> Result<u64> {
+    let mut conn = q.connection();
+    Ok(redis::cmd("HLEN").arg(q.keys().dead_letters(queue)).query_async(&mut conn).await?)
+}
+
+/// Drain: archive matching entries in Postgres, then remove them from Redis. With
+/// `dry_run`, only report what would go. Returns the entries (to be) drained.
+pub async fn drain(pool: &PgPool, q: &Enqueuer, f: &Filter, dry_run: bool) -> Result<Vec<DeadLetter>> {
+    let found = find(q, f, usize::MAX).await?;
+    if dry_run || found.is_empty() {
+        return Ok(found);
+    }
+    for chunk in found.chunks(500) {
+        let mut tx = pool.begin().await?;
+        for d in chunk {
+            sqlx::query(
+                "INSERT INTO dead_letter_archive (id, queue, job, attempts, last_error, failed_at, object_type, object_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(d.id)
+            .bind(&d.queue)
+            .bind(serde_json::to_value(&d.job).map_err(|e| Error::Internal(e.into()))?)
+            .bind(d.attempts as i32)
+            .bind(&d.last_error)
+            .bind(d.failed_at)
+            .bind(&d.object_type)
+            .bind(d.object_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Archived first, removed second: a crash in between leaves a copy, never none.
+        tx.commit().await?;
+        for d in chunk {
+            remove(q, d).await?;
+        }
+    }
+    metrics::counter!("recur_dlq_drained_total").increment(found.len() as u64);
+    Ok(found)
+}

@@ -1,0 +1,315 @@
+//! `recur scheduler`: sweeps Postgres for due work and enqueues it.
+//!
+//! Postgres is the truth; Redis only carries work. Every claim takes rows with
+//! `FOR UPDATE SKIP LOCKED` and stamps a lease (`enqueued_until`, wall clock), so
+//! several schedulers never enqueue the same work twice within a lease, and work
+//! whose job Redis lost (flush, crash) is found again once its lease has passed.
+//! Enqueueing stops at a high-water mark so Redis never holds a large backlog.
+
+mod lifecycle;
+mod sample;
+
+use std::time::{Duration, Instant};
+
+use jobs::{ChargeTransaction, GenerateCycle, Job, Queue, Resume, RetryCharge, TrialEnd};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::queue::Enqueuer;
+
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    pub tick: Duration,
+    /// Rows claimed per statement.
+    pub batch: i64,
+    /// No more work is enqueued while a queue holds this many waiting jobs.
+    pub high_water: u64,
+    pub lease_secs: i64,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        SchedulerOptions {
+            tick: Duration::from_secs(1),
+            batch: 1000,
+            high_water: 4000,
+            lease_secs: crate::billing::DEFAULT_LEASE_SECONDS,
+        }
+    }
+}
+
+pub struct Scheduler {
+    pub pool: PgPool,
+    pub clock: Clock,
+    pub queue: Enqueuer,
+    pub opts: SchedulerOptions,
+    /// Where the last due claim stopped (next_charge_at, id).
+    pub cursor: std::sync::Mutex<Option<(chrono::DateTime<chrono::Utc>, Uuid)>>,
+}
+
+/// What one sweep enqueued or changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sweep {
+    pub generated: usize,
+    pub trials: usize,
+    pub resumes: usize,
+    pub retries: usize,
+    pub recovered: usize,
+    pub cancelled: usize,
+    pub completed: usize,
+    /// A claim was cut short by the batch size or the high-water mark: sweep again now.
+    pub more: bool,
+}
+
+impl Scheduler {
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+        let mut last_housekeeping = Instant::now();
+        let mut last_sample: Option<Instant> = None;
+        let mut last_transitions: Option<Instant> = None;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let start = Instant::now();
+            let transitions = last_transitions.is_none_or(|t| t.elapsed() >= self.opts.tick);
+            if transitions {
+                last_transitions = Some(Instant::now());
+            }
+            let more = match self.sweep_with(transitions).await {
+                Ok(s) => s.more,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sweep failed; retrying next tick");
+                    false
+                }
+            };
+            metrics::histogram!("recur_scheduler_sweep_duration_seconds").record(start.elapsed().as_secs_f64());
+            metrics::counter!("recur_scheduler_sweeps_total").increment(1);
+            metrics::gauge!("recur_scheduler_last_sweep_timestamp_seconds").set(chrono::Utc::now().timestamp() as f64);
+            if last_sample.is_none_or(|t| t.elapsed() >= sample::EVERY) {
+                last_sample = Some(Instant::now());
+                // Off the sweep loop: counting a large store must not delay due work.
+                let (pool, queue) = (self.pool.clone(), self.queue.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = sample::gauges(&pool, &queue).await {
+                        tracing::debug!(error = %e, "sampling gauges failed");
+                    }
+                    if let Err(e) = crate::dlq::restore_if_lost(&pool, &queue).await {
+                        tracing::warn!(error = %e, "putting back lost dead letters failed; retrying next sample");
+                    }
+                });
+            }
+            if last_housekeeping.elapsed() > Duration::from_secs(60) {
+                last_housekeeping = Instant::now();
+                let _ = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'")
+                    .execute(&self.pool)
+                    .await;
+            }
+            // Back-to-back while there is more due work; a short pause while the
+            // queues are full; otherwise one tick.
+            let pause = if more { Duration::from_millis(20) } else { self.until_next_due().await };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// How long to sleep when idle: the tick, or less if a subscription falls due
+    /// sooner (wall clock only; the manual clock moves when told, not with time).
+    async fn until_next_due(&self) -> Duration {
+        if self.clock.is_manual() {
+            return self.opts.tick;
+        }
+        let next: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+            "SELECT next_charge_at FROM subscriptions
+             WHERE status IN ('active', 'past_due') AND next_charge_at IS NOT NULL AND next_charge_at > now()
+             ORDER BY next_charge_at, id LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "next due time unknown; sleeping a full tick");
+            None
+        });
+        // A due time that passed while we looked means "now" (to_std fails on negatives).
+        let until = match next {
+            Some(t) => (t - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO),
+            None => self.opts.tick,
+        };
+        until.clamp(Duration::from_millis(5), self.opts.tick)
+    }
+
+    /// One pass over every kind of due work.
+    pub async fn sweep(&self) -> anyhow::Result<Sweep> {
+        self.sweep_with(true).await
+    }
+
+    /// One pass; `transitions` also runs the time-driven lifecycle changes (cancel at
+    /// period end, grace expiry, completion), which the fast passes of a surge skip.
+    pub async fn sweep_with(&self, transitions: bool) -> anyhow::Result<Sweep> {
+        let now = self.clock.now().await?;
+        let mut s = Sweep::default();
+        if transitions {
+            s.cancelled += lifecycle::cancel_at_period_end(&self.pool, now, self.opts.batch).await?;
+            s.cancelled += lifecycle::cancel_after_grace(&self.pool, now, self.opts.batch).await?;
+            s.completed += lifecycle::complete_ended(&self.pool, now, self.opts.batch).await?;
+        }
+
+        let room = self.room(&[Queue::GenerateCycle, Queue::ChargeTransaction]).await?;
+        let due = self.claim_due(now, room).await?;
+        s.more |= room == 0 || due.len() as i64 == room;
+        s.generated = due.len();
+        self.push(
+            due.into_iter()
+                .map(|(id, seq)| Job::GenerateCycle(GenerateCycle { subscription_id: id, sequence: seq, attempt: 0 })),
+        )
+        .await?;
+
+        let trials: Vec<(Uuid, i32)> = self
+            .claim(
+                "WITH due AS (SELECT id FROM subscriptions
+                WHERE status = 'trialing' AND trial_end_at <= $1 AND (enqueued_until IS NULL OR enqueued_until < now())
+                LIMIT $2 FOR UPDATE SKIP LOCKED)
+             UPDATE subscriptions s SET enqueued_until = now() + make_interval(secs => $3) FROM due WHERE s.id = due.id
+             RETURNING s.id, 0",
+                now,
+                self.opts.batch,
+            )
+            .await?;
+        s.trials = trials.len();
+        self.push(trials.into_iter().map(|(id, _)| Job::TrialEnd(TrialEnd { subscription_id: id, attempt: 0 })))
+            .await?;
+
+        let resumes: Vec<(Uuid, i32)> = self
+            .claim(
+                "WITH due AS (SELECT id FROM subscriptions
+                WHERE status = 'paused' AND resume_at <= $1 AND (enqueued_until IS NULL OR enqueued_until < now())
+                LIMIT $2 FOR UPDATE SKIP LOCKED)
+             UPDATE subscriptions s SET enqueued_until = now() + make_interval(secs => $3) FROM due WHERE s.id = due.id
+             RETURNING s.id, 0",
+                now,
+                self.opts.batch,
+            )
+            .await?;
+        s.resumes = resumes.len();
+        self.push(resumes.into_iter().map(|(id, _)| Job::Resume(Resume { subscription_id: id, attempt: 0 }))).await?;
+
+        let room = self.room(&[Queue::RetryCharge, Queue::ChargeTransaction]).await?;
+        let retries: Vec<(Uuid, i32)> = self.claim(
+            "WITH due AS (SELECT c.id FROM billing_cycles c
+                WHERE c.status = 'retrying' AND c.next_retry_at <= $1 AND (c.enqueued_until IS NULL OR c.enqueued_until < now())
+                  AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = c.subscription_id
+                                  AND s.status IN ('paused', 'cancelled', 'completed'))
+                LIMIT $2 FOR UPDATE OF c SKIP LOCKED)
+             UPDATE billing_cycles c SET enqueued_until = now() + make_interval(secs => $3) FROM due WHERE c.id = due.id
+             RETURNING c.id, c.attempts + 1",
+            now,
+            room,
+        )
+        .await?;
+        s.retries = retries.len();
+        self.push(retries.into_iter().map(|(id, attempt)| {
+            Job::RetryCharge(RetryCharge { billing_cycle_id: id, cycle_attempt: attempt, attempt: 0 })
+        }))
+        .await?;
+
+        // Charges whose job Redis lost: pending past their lease.
+        let room = self.room(&[Queue::ChargeTransaction]).await?;
+        let lost: Vec<(Uuid, i32)> = self.claim(
+            "WITH due AS (SELECT id FROM transactions
+                WHERE status = 'pending' AND (enqueued_until IS NULL OR enqueued_until < now()) AND $1::timestamptz IS NOT NULL
+                LIMIT $2 FOR UPDATE SKIP LOCKED)
+             UPDATE transactions t SET enqueued_until = now() + make_interval(secs => $3) FROM due WHERE t.id = due.id
+             RETURNING t.id, 0",
+            now,
+            room,
+        )
+        .await?;
+        s.recovered = lost.len();
+        if !lost.is_empty() {
+            tracing::info!(count = lost.len(), "re-enqueued charges whose jobs were lost");
+            metrics::counter!("recur_scheduler_recovered_total").increment(lost.len() as u64);
+        }
+        self.push(
+            lost.into_iter()
+                .map(|(id, _)| Job::ChargeTransaction(ChargeTransaction { transaction_id: id, attempt: 0 })),
+        )
+        .await?;
+        for (kind, n) in [
+            ("generate", s.generated),
+            ("trial_end", s.trials),
+            ("resume", s.resumes),
+            ("retry", s.retries),
+            ("recovered", s.recovered),
+        ] {
+            if n > 0 {
+                metrics::counter!("recur_scheduler_enqueued_total", "kind" => kind).increment(n as u64);
+            }
+        }
+        Ok(s)
+    }
+
+    /// Claim due subscriptions in (next_charge_at, id) order from where the last claim
+    /// stopped, so rows claimed moments ago are not read again; a short claim means the
+    /// end was reached, and the next one starts over (picking up expired leases).
+    async fn claim_due(&self, now: chrono::DateTime<chrono::Utc>, limit: i64) -> anyhow::Result<Vec<(Uuid, i32)>> {
+        if limit <= 0 {
+            return Ok(vec![]);
+        }
+        let after = *self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        // The start of the walk: year 1, earlier than any due date and inside Postgres's range.
+        let floor = chrono::DateTime::<chrono::Utc>::from_timestamp(-62_135_596_800, 0).unwrap_or_default();
+        let (after_at, after_id) = after.unwrap_or((floor, Uuid::nil()));
+        let rows: Vec<(Uuid, i32, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+            "WITH due AS (SELECT id FROM subscriptions
+                WHERE status IN ('active', 'past_due') AND next_charge_at IS NOT NULL AND next_charge_at <= $1
+                  AND (next_charge_at, id) > ($4, $5)
+                  AND (enqueued_until IS NULL OR enqueued_until < now())
+                ORDER BY next_charge_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
+             UPDATE subscriptions s SET enqueued_until = now() + make_interval(secs => $3) FROM due WHERE s.id = due.id
+             RETURNING s.id, s.next_sequence, s.next_charge_at",
+        )
+        .bind(now)
+        .bind(limit)
+        .bind(self.opts.lease_secs as f64)
+        .bind(after_at)
+        .bind(after_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let last = rows.iter().map(|(id, _, at)| (*at, *id)).max();
+        *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = if (rows.len() as i64) < limit { None } else { last };
+        Ok(rows.into_iter().map(|(id, seq, _)| (id, seq)).collect())
+    }
+
+    /// How many more jobs the given queues can take before the high-water mark.
+    async fn room(&self, queues: &[Queue]) -> anyhow::Result<i64> {
+        let mut waiting = 0;
+        for q in queues {
+            waiting += self.queue.waiting(*q).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        Ok((self.opts.high_water.saturating_sub(waiting) as i64).min(self.opts.batch))
+    }
+
+    async fn claim(
+        &self,
+        sql: &'static str,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<(Uuid, i32)>> {
+        if limit <= 0 {
+            return Ok(vec![]);
+        }
+        Ok(sqlx::query_as(sql).bind(now).bind(limit).bind(self.opts.lease_secs as f64).fetch_all(&self.pool).await?)
+    }
+
+    async fn push(&self, jobs: impl Iterator<Item = Job>) -> anyhow::Result<()> {
+        let jobs: Vec<Job> = jobs.collect();
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        // If this fails the leases expire and the next sweeps enqueue the work again.
+        self.queue.push(&jobs).await.map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}

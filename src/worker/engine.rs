@@ -1,0 +1,300 @@
+//! The engine a worker runs jobs with: dispatch per queue, the project's retry policy
+//! (exponential backoff with full jitter, then dead-letter), and the group-commit
+//! batchers shared by all jobs of the process.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use jobs::{Job, PolicyOverrides, Queue};
+use rand::Rng;
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::batch::Batcher;
+use crate::billing::charge::{self, ChargeContext, Recorded, Settlement};
+use crate::billing::dunning::Settled;
+use crate::billing::generate;
+use crate::billing::{CycleStatus, TransactionKind, TransactionStatus};
+use crate::clock::Clock;
+use crate::dlq::{self, DeadLetter};
+use crate::events::{self, Actor, NewEvent};
+use crate::gateway::{ChargeOutcome, ChargeRequest, Gateway};
+use crate::queue::Enqueuer;
+
+pub struct Engine {
+    pub pool: PgPool,
+    pub clock: Clock,
+    pub gateway: Arc<dyn Gateway>,
+    pub queue: Enqueuer,
+    pub overrides: PolicyOverrides,
+    pub lease_secs: i64,
+    generate: Batcher<(Uuid, i32), Option<Job>>,
+    loader: Batcher<Uuid, Option<ChargeContext>>,
+    recorder: Batcher<Settlement, Recorded>,
+    pusher: Batcher<Job, ()>,
+}
+
+impl Engine {
+    pub fn new(
+        pool: PgPool,
+        clock: Clock,
+        gateway: Arc<dyn Gateway>,
+        queue: Enqueuer,
+        overrides: PolicyOverrides,
+        lease_secs: i64,
+    ) -> Arc<Engine> {
+        let (p, c) = (pool.clone(), clock.clone());
+        let generate = Batcher::spawn("generate", 500, 2, move |items: Vec<(Uuid, i32)>| {
+            let (p, c) = (p.clone(), c.clone());
+            async move { generate::generate_batch(&p, &c, items, lease_secs).await }
+        });
+        let p = pool.clone();
+        let loader = Batcher::spawn("load", 1000, 2, move |ids: Vec<Uuid>| {
+            let p = p.clone();
+            async move { charge::load_batch(&p, ids).await }
+        });
+        let p = pool.clone();
+        let recorder = Batcher::spawn("record", 1000, 3, move |items: Vec<Settlement>| {
+            let p = p.clone();
+            async move { charge::record_batch(&p, items).await }
+        });
+        let q = queue.clone();
+        let pusher = Batcher::spawn("push", 1000, 2, move |jobs: Vec<Job>| {
+            let q = q.clone();
+            async move {
+                let n = jobs.len();
+                q.push(&jobs).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                Ok(vec![(); n])
+            }
+        });
+        Arc::new(Engine { pool, clock, gateway, queue, overrides, lease_secs, generate, loader, recorder, pusher })
+    }
+
+    /// Run one delivery of a job under its queue's policy. Technical failures are
+    /// handled here (retry or dead-letter), so apalis only ever sees success; an error
+    /// is returned only when that handling itself failed, and apalis then redelivers.
+    pub async fn execute(self: &Arc<Self>, job: Job) -> Result<(), apalis_core::error::BoxDynError> {
+        let queue = job.queue();
+        let policy = queue.policy().with(&self.overrides);
+        let start = Instant::now();
+        let run =
+            tokio::time::timeout(policy.timeout, AssertUnwindSafe(self.dispatch(job.clone())).catch_unwind()).await;
+        metrics::histogram!("recur_job_duration_seconds", "queue" => queue.name())
+            .record(start.elapsed().as_secs_f64());
+        let failure = match run {
+            Ok(Ok(Ok(()))) => None,
+            Ok(Ok(Err(e))) => Some(format!("{e:#}")),
+            Ok(Err(_)) => Some("the job handler panicked".to_owned()),
+            Err(_) => Some(format!("the job timed out after {:?}", policy.timeout)),
+        };
+        let Some(error) = failure else {
+            metrics::counter!("recur_jobs_total", "queue" => queue.name(), "outcome" => "ok").increment(1);
+            return Ok(());
+        };
+        let failures = job.attempt() + 1;
+        if policy.exhausted(failures) {
+            tracing::warn!(%queue, attempts = failures, %error, "job dead-lettered");
+            self.dead_letter(job, failures, &error).await.map_err(|e| e.to_string())?;
+            metrics::counter!("recur_jobs_total", "queue" => queue.name(), "outcome" => "dead").increment(1);
+        } else {
+            let delay = policy.backoff.delay(failures, rand::rng().random::<f64>());
+            tracing::debug!(%queue, attempt = failures, ?delay, %error, "job will be retried");
+            if let Job::ChargeTransaction(c) = &job {
+                let hold = delay.as_secs_f64() + self.lease_secs as f64;
+                charge::extend_lease(&self.pool, c.transaction_id, hold).await.map_err(|e| e.to_string())?;
+            }
+            self.queue.push_after(&[job.with_attempt(failures)], delay).await.map_err(|e| e.to_string())?;
+            metrics::counter!("recur_jobs_total", "queue" => queue.name(), "outcome" => "retry").increment(1);
+        }
+        Ok(())
+    }
+
+    async fn dispatch(&self, job: Job) -> anyhow::Result<()> {
+        let next: Vec<Job> = match job {
+            Job::GenerateCycle(j) => self.generate.submit((j.subscription_id, j.sequence)).await?.into_iter().collect(),
+            Job::ChargeTransaction(j) => {
+                self.charge(j.transaction_id).await?;
+                vec![]
+            }
+            Job::RetryCharge(j) => {
+                generate::retry_charge(&self.pool, &self.clock, j.billing_cycle_id, j.cycle_attempt, self.lease_secs)
+                    .await?
+            }
+            Job::TrialEnd(j) => {
+                generate::trial_end(&self.pool, &self.clock, j.subscription_id, self.lease_secs).await?
+            }
+            Job::Resume(j) => generate::resume(&self.pool, &self.clock, j.subscription_id).await?,
+        };
+        for j in next {
+            self.pusher.submit(j).await?;
+        }
+        Ok(())
+    }
+
+    async fn charge(&self, transaction_id: Uuid) -> anyhow::Result<()> {
+        let Some(ctx) = self.loader.submit(transaction_id).await? else { return Ok(()) };
+        if ctx.status != TransactionStatus::Pending {
+            return Ok(());
+        }
+        if matches!(ctx.cycle_status, Some(CycleStatus::Cancelled)) {
+            return charge_abandoned(&self.pool, &ctx).await;
+        }
+        let over_limit = ctx.authorized_limit.is_some_and(|limit| ctx.amount > limit);
+        let outcome = if over_limit {
+            Settled::Declined { code: "over_authorized_limit".into(), soft: false }
+        } else {
+            let Some(payment_method) = ctx.payment_method.clone() else {
+                anyhow::bail!("transaction {} has no payment method", ctx.id);
+            };
+            let req = ChargeRequest {
+                idempotency_key: ctx.idempotency_key.clone(),
+                merchant_key: ctx.merchant_key,
+                amount: ctx.amount,
+                currency: ctx.currency.clone(),
+                customer_account_id: ctx.customer_account_id.clone(),
+                payment_method,
+                scope: ctx.scope(),
+            };
+            let started = Instant::now();
+            let result = self.gateway.charge(req).await;
+            let outcome_label = match &result {
+                Ok(ChargeOutcome::Approved { .. }) => "approved",
+                Ok(ChargeOutcome::Declined { .. }) => "declined",
+                Err(_) => "error",
+            };
+            metrics::histogram!("recur_gateway_duration_seconds", "outcome" => outcome_label)
+                .record(started.elapsed().as_secs_f64());
+            match result {
+                Ok(ChargeOutcome::Approved { reference }) => Settled::Approved { reference },
+                Ok(ChargeOutcome::Declined { code }) => Settled::declined(code),
+                Err(e) => {
+                    metrics::counter!("recur_gateway_errors_total", "kind" => ctx.kind.as_str()).increment(1);
+                    return Err(anyhow::anyhow!("gateway: {e}"));
+                }
+            }
+        };
+        let now = self.clock.now().await?;
+        let label = outcome.outcome_label();
+        let decline_code = match &outcome {
+            Settled::Declined { code, .. } => Some(code.clone()),
+            Settled::Approved { .. } => None,
+        };
+        let recorded = self.recorder.submit(Settlement { ctx: ctx.clone(), outcome, at: now }).await?;
+        if recorded {
+            let currency = ctx.currency.clone();
+            metrics::counter!("recur_charges_total", "outcome" => label, "kind" => ctx.kind.as_str(), "currency" => currency.clone())
+                .increment(1);
+            // A monotonically increasing gauge: metrics' counters are integers, money is not.
+            let amount: f64 = ctx.amount.try_into().unwrap_or(0.0);
+            metrics::gauge!("recur_charge_amount_total", "outcome" => label, "currency" => currency).increment(amount);
+            if let Some(code) = decline_code {
+                metrics::counter!("recur_declines_total", "code" => code).increment(1);
+            }
+            if ctx.kind == TransactionKind::Scheduled
+                && let Some(due) = ctx.due_at
+            {
+                let lag = (now - due).num_milliseconds().max(0) as f64 / 1000.0;
+                metrics::histogram!("recur_due_lag_seconds").record(lag);
+            }
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(&self, job: Job, attempts: u32, error: &str) -> anyhow::Result<()> {
+        dlq::put(&self.queue, &DeadLetter::new(job.clone(), attempts, error))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        match &job {
+            Job::ChargeTransaction(j) => charge::mark_error(&self.pool, j.transaction_id, error).await,
+            Job::RetryCharge(j) => {
+                let mut tx = self.pool.begin().await?;
+                let merchant: Option<Uuid> = sqlx::query_scalar("SELECT merchant_id FROM billing_cycles WHERE id = $1")
+                    .bind(j.billing_cycle_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(m) = merchant {
+                    let mut evs = vec![NewEvent::new(
+                        m,
+                        "billing_cycle",
+                        j.billing_cycle_id,
+                        "dead_lettered",
+                        json!({"queue": "retry-charge", "error": error}),
+                        Actor::System,
+                    )];
+                    charge::mark_cycle_error(&mut tx, m, j.billing_cycle_id, &mut evs).await?;
+                    events::record(&mut tx, &evs).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+            Job::GenerateCycle(_) | Job::TrialEnd(_) | Job::Resume(_) => {
+                let (_, sub) = job.object();
+                let mut tx = self.pool.begin().await?;
+                // Hold the sweep off for an hour: the job is in the DLQ for an operator.
+                let merchant: Option<Uuid> = sqlx::query_scalar(
+                    "UPDATE subscriptions SET enqueued_until = now() + interval '1 hour' WHERE id = $1 RETURNING merchant_id",
+                )
+                .bind(sub)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(m) = merchant {
+                    events::record_one(
+                        &mut tx,
+                        NewEvent::new(
+                            m,
+                            "subscription",
+                            sub,
+                            "dead_lettered",
+                            json!({"queue": job.queue().name(), "error": error}),
+                            Actor::System,
+                        ),
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+    }
+
+    pub fn queues(&self) -> &'static [Queue] {
+        &Queue::ALL
+    }
+}
+
+/// A pending charge of a cycle that was cancelled first: never sent to the gateway.
+async fn charge_abandoned(pool: &PgPool, ctx: &ChargeContext) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    let done = sqlx::query(
+        "UPDATE transactions SET status = 'error', error_message = 'the billing cycle was cancelled before the charge', enqueued_until = NULL
+         WHERE id = $1 AND status = 'pending'",
+    )
+    .bind(ctx.id)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() == 1 {
+        events::record_one(
+            &mut tx,
+            NewEvent::new(
+                ctx.merchant_id,
+                "transaction",
+                ctx.id,
+                "charge_error",
+                json!({"error": "billing cycle cancelled before the charge"}),
+                Actor::System,
+            ),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// How often an idle worker asks Redis for work (apalis-redis otherwise waits for its
+/// 30 s heartbeat); one cheap script call per queue per tick.
+pub fn poll_interval() -> Duration {
+    Duration::from_millis(50)
+}
