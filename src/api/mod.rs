@@ -1,0 +1,108 @@
+//! The HTTP API (SPEC 7): thin handlers over the domain modules.
+
+pub mod admin;
+pub mod auth;
+pub mod billing;
+pub mod customers;
+pub mod extract;
+pub mod health;
+pub mod idempotency;
+pub mod openapi;
+pub mod ops;
+pub mod plans;
+pub mod series;
+pub mod subscriptions;
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::app::App;
+use crate::error::Error;
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 256 * 1024;
+
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/v1/plans", post(plans::create).get(plans::list))
+        .route("/v1/plans/{id}", get(plans::get).patch(plans::update).delete(plans::delete))
+        .route("/v1/plans/{id}/activate", post(plans::activate))
+        .route("/v1/plans/{id}/archive", post(plans::archive))
+        .route("/v1/subscriptions", post(subscriptions::create).get(subscriptions::list))
+        .route(
+            "/v1/subscriptions/{id}",
+            get(subscriptions::get).patch(subscriptions::update).delete(subscriptions::delete),
+        )
+        .route("/v1/subscriptions/{id}/pause", post(subscriptions::pause))
+        .route("/v1/subscriptions/{id}/resume", post(subscriptions::resume))
+        .route("/v1/subscriptions/{id}/cancel", post(subscriptions::cancel))
+        .route("/v1/subscriptions/{id}/billing-cycles", get(billing::list_cycles))
+        .route("/v1/billing-cycles/{id}", get(billing::get_cycle))
+        .route("/v1/billing-cycles/{id}/retry", post(billing::retry_cycle))
+        .route("/v1/transactions/{id}", get(billing::get_transaction))
+        .route("/v1/payment-series", post(series::create).get(series::list))
+        .route("/v1/payment-series/{id}", get(series::get))
+        .route("/v1/payment-series/{id}/cancel", post(series::cancel))
+        .route("/v1/payment-series/{id}/transactions", post(series::create_transaction))
+        .route("/v1/customers/{customerAccountId}", get(customers::get))
+        .route("/v1/events", get(customers::events))
+        .route("/admin/merchants", post(admin::create_merchant))
+        .route("/admin/clock", get(admin::get_clock).post(admin::move_clock))
+        .route("/admin/sandbox/charges", get(admin::sandbox_charges))
+        .route("/admin/queues", get(ops::queues))
+        .route("/admin/dlq", get(ops::list))
+        .route("/admin/dlq/replay", post(ops::replay))
+        .route("/admin/dlq/drain", post(ops::drain))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(openapi::serve))
+        .route("/metrics", get(crate::telemetry::render))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(observe))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            Error::Internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(30),
+        ))
+        .with_state(app)
+}
+
+async fn not_found() -> Error {
+    Error::NotFound("route")
+}
+
+async fn method_not_allowed() -> Response {
+    crate::error::Problem {
+        kind: "https://recur.dev/problems/method-not-allowed".into(),
+        title: "Method not allowed".into(),
+        status: 405,
+        detail: "this route does not support that method".into(),
+        errors: vec![],
+        existing_id: None,
+    }
+    .into_response_with(StatusCode::METHOD_NOT_ALLOWED)
+}
+
+/// Request metrics labelled by route template (bounded), and 5xx logging.
+async fn observe(req: Request, next: Next) -> Response {
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let start = Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    metrics::counter!("recur_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("recur_http_request_duration_seconds", "route" => route).record(start.elapsed().as_secs_f64());
+    res
+}

@@ -1,0 +1,109 @@
+//! `recur bench`: the billing-day benchmark (a command, not a test).
+//!
+//! It creates its own database and Redis namespace, starts the scheduler and W
+//! workers as separate `recur` processes, and reports medians over several runs,
+//! each as a ratio to baselines measured in the same run on the same Postgres:
+//! pgbench TPC-B and a raw SQL loop doing one charge's writes with no queue.
+
+mod baseline;
+mod procs;
+mod report;
+mod scenario;
+
+use std::time::Duration;
+
+use clap::Args;
+
+pub use report::Report;
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Postgres server (no database part): bench databases are created on it and dropped.
+    #[arg(long, env = "RECUR_BENCH_PG", default_value = "postgres://postgres@127.0.0.1:5432")]
+    pub pg: String,
+    /// Runs per figure (medians are reported, with min–max).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Subscriptions due at one instant in the surge scenario.
+    #[arg(long, default_value_t = 100_000)]
+    pub surge: i64,
+    /// Worker process counts to run the surge with.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub workers: Vec<usize>,
+    /// Due charges in the latency scenario.
+    #[arg(long, default_value_t = 20_000)]
+    pub latency_charges: i64,
+    /// Sandbox latency in the latency scenario (ms).
+    #[arg(long, default_value_t = 200)]
+    pub latency_ms: u64,
+    /// Charge concurrency per worker in the latency scenario; each value is one point
+    /// (1000 is the default policy; a lower one shows the bound where CPU does not cap it).
+    #[arg(long, value_delimiter = ',', default_value = "1000,300")]
+    pub latency_concurrency: Vec<usize>,
+    /// Stored subscriptions in the scale scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub scale_total: i64,
+    /// Of which due.
+    #[arg(long, default_value_t = 10_000)]
+    pub scale_due: i64,
+    /// Seconds over which the scale scenario's due set falls due.
+    #[arg(long, default_value_t = 10)]
+    pub scale_window_secs: u64,
+    /// Seconds of pgbench and of the raw SQL loop.
+    #[arg(long, default_value_t = 20)]
+    pub baseline_secs: u64,
+    /// Connections for the baselines (recur's processes use the same pool size).
+    #[arg(long, default_value_t = 16)]
+    pub clients: u32,
+    /// Only these scenarios (surge, baseline, latency, scale).
+    #[arg(long, value_delimiter = ',', default_value = "surge,baseline,latency,scale")]
+    pub only: Vec<String>,
+    /// Write the report here as Markdown (table + JSON).
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+}
+
+pub async fn run(args: BenchArgs, redis_url: String) -> anyhow::Result<()> {
+    let recur = std::env::current_exe()?;
+    let mut report = Report::new(&args);
+    let want = |s: &str| args.only.iter().any(|o| o == s);
+    for run in 1..=args.runs {
+        eprintln!("== run {run}/{}", args.runs);
+        if want("baseline") {
+            let pg = baseline::pgbench(&args.pg, args.clients, args.baseline_secs).await?;
+            eprintln!("pgbench TPC-B: {pg:.0} tps");
+            report.add("baseline", "pgbench_tpcb_tps", pg);
+            let raw = baseline::sql_loop(&args.pg, args.clients, args.baseline_secs).await?;
+            eprintln!("raw SQL charge loop: {raw:.0} charges/s");
+            report.add("baseline", "sql_loop_charges_per_s", raw);
+        }
+        if want("surge") {
+            for &w in &args.workers {
+                let r = scenario::surge(&recur, &args, &redis_url, args.surge, w, 0, None).await?;
+                eprintln!("surge W={w}: {:.0} charges/s, lag p99 {:.2}s", r.charges_per_s, r.lag_p99);
+                report.surge(w, &r);
+            }
+        }
+        if want("latency") {
+            for &c in &args.latency_concurrency {
+                let r = scenario::surge(&recur, &args, &redis_url, args.latency_charges, 1, args.latency_ms, Some(c))
+                    .await?;
+                eprintln!("latency c={c}: {:.0} charges/s (bound {:.0})", r.charges_per_s, r.bound);
+                report.latency(c, &r);
+            }
+        }
+        if want("scale") {
+            let r = scenario::scale(&recur, &args, &redis_url).await?;
+            eprintln!("scale: sweep {:.1} ms/tick, lag p99 {:.2}s", r.sweep_ms, r.lag_p99);
+            report.scale(&r);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let text = report.render();
+    println!("{text}");
+    if let Some(path) = &args.out {
+        std::fs::write(path, &text)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}

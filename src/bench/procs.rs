@@ -1,0 +1,97 @@
+//! Child `recur` processes of a benchmark run, with their resource use from /proc.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct Proc {
+    pub role: String,
+    pub child: Child,
+    pub metrics_port: u16,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(19464)
+}
+
+pub fn spawn(recur: &std::path::Path, role: &str, env: &[(String, String)]) -> anyhow::Result<Proc> {
+    let port = free_port();
+    let mut cmd = Command::new(recur);
+    cmd.arg(role)
+        .envs(env.iter().cloned())
+        .env("RECUR_METRICS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RECUR_NO_MIGRATE", "true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    Ok(Proc { role: role.to_owned(), child: cmd.spawn()?, metrics_port: port })
+}
+
+impl Proc {
+    /// Wait until the process answers /readyz on its metrics port.
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        for _ in 0..200 {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).await {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let _ = s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").await;
+                let mut buf = vec![0u8; 64];
+                if let Ok(n) = s.read(&mut buf).await
+                    && String::from_utf8_lossy(&buf[..n]).contains(" 200 ")
+                {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("{} did not become ready", self.role)
+    }
+
+    /// Peak resident set (MB) and CPU seconds used so far.
+    pub fn usage(&self) -> (f64, f64) {
+        let pid = self.child.id();
+        let hwm_kb = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+            .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+            .unwrap_or(0.0);
+        let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let after = s.rsplit_once(')').map(|(_, r)| r.to_owned())?;
+                let f: Vec<&str> = after.split_whitespace().collect();
+                Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+            })
+            .unwrap_or(0.0);
+        (hwm_kb / 1024.0, ticks / 100.0)
+    }
+
+    /// A sample of this process's /metrics text.
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).await else {
+            return String::new();
+        };
+        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await;
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out).await;
+        out
+    }
+
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

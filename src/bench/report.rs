@@ -1,0 +1,125 @@
+//! Medians with min–max over runs, as a Markdown table plus JSON.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::BenchArgs;
+use super::scenario::{ScaleResult, SurgeResult};
+
+pub struct Report {
+    args: String,
+    figures: BTreeMap<(String, String), Vec<f64>>,
+}
+
+fn stats(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let median = if s.is_empty() {
+        0.0
+    } else if s.len() % 2 == 1 {
+        s[s.len() / 2]
+    } else {
+        (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
+    };
+    (median, s.first().copied().unwrap_or(0.0), s.last().copied().unwrap_or(0.0))
+}
+
+impl Report {
+    pub fn new(args: &BenchArgs) -> Report {
+        Report { args: format!("{args:?}"), figures: BTreeMap::new() }
+    }
+
+    pub fn add(&mut self, group: &str, name: &str, v: f64) {
+        self.figures.entry((group.to_owned(), name.to_owned())).or_default().push(v);
+    }
+
+    fn median(&self, group: &str, name: &str) -> Option<f64> {
+        self.figures.get(&(group.to_owned(), name.to_owned())).map(|v| stats(v).0)
+    }
+
+    pub fn surge(&mut self, w: usize, r: &SurgeResult) {
+        let g = format!("surge_w{w}");
+        self.add(&g, "charges_per_s", r.charges_per_s);
+        self.add(&g, "elapsed_s", r.elapsed_s);
+        self.add(&g, "due_lag_p50_s", r.lag_p50);
+        self.add(&g, "due_lag_p95_s", r.lag_p95);
+        self.add(&g, "due_lag_p99_s", r.lag_p99);
+        self.procs(&g, r);
+    }
+
+    fn procs(&mut self, g: &str, r: &SurgeResult) {
+        let mut worker_no = 0;
+        for (role, rss, cpu) in &r.procs {
+            let who = if role == "worker" {
+                worker_no += 1;
+                format!("worker{worker_no}")
+            } else {
+                role.clone()
+            };
+            self.add(g, &format!("{who}_peak_rss_mb"), *rss);
+            self.add(g, &format!("{who}_cpu_pct"), 100.0 * cpu / r.elapsed_s.max(0.001));
+        }
+    }
+
+    pub fn latency(&mut self, concurrency: usize, r: &SurgeResult) {
+        let g = format!("latency_c{concurrency}");
+        self.add(&g, "charges_per_s", r.charges_per_s);
+        self.add(&g, "concurrency_bound_per_s", r.bound);
+        self.add(&g, "share_of_bound_pct", 100.0 * r.charges_per_s / r.bound.max(1.0));
+        self.procs(&g, r);
+    }
+
+    pub fn scale(&mut self, r: &ScaleResult) {
+        self.add("scale", "sweep_ms_per_tick_while_due", r.sweep_ms);
+        self.add("scale", "sweep_ms_per_tick_idle", r.idle_sweep_ms);
+        self.add("scale", "due_lag_p99_s", r.lag_p99);
+        self.add("scale", "elapsed_s", r.elapsed_s);
+    }
+
+    pub fn render(&mut self) -> String {
+        // Ratios against the same run's baselines.
+        for w in [1usize, 2, 3, 4] {
+            let g = format!("surge_w{w}");
+            if let Some(recur) = self.median(&g, "charges_per_s") {
+                if let Some(pg) = self.median("baseline", "pgbench_tpcb_tps") {
+                    self.add(&g, "ratio_to_pgbench_tpcb", recur / pg);
+                }
+                if let Some(sql) = self.median("baseline", "sql_loop_charges_per_s") {
+                    self.add(&g, "ratio_to_sql_loop", recur / sql);
+                }
+            }
+        }
+        let mut out =
+            String::from("| scenario | figure | median | min | max | runs |\n|---|---|---:|---:|---:|---:|\n");
+        let mut json_rows = Vec::new();
+        for ((g, n), v) in &self.figures {
+            let (m, lo, hi) = stats(v);
+            out.push_str(&format!("| {g} | {n} | {m:.2} | {lo:.2} | {hi:.2} | {} |\n", v.len()));
+            json_rows.push(json!({"scenario": g, "figure": n, "median": m, "min": lo, "max": hi, "values": v}));
+        }
+        let machine = json!({
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "memory_gib": mem_gib(),
+            "date": chrono::Utc::now().to_rfc3339(),
+        });
+        out.push_str(&format!(
+            "\n```json\n{}\n```\n",
+            serde_json::to_string_pretty(&json!({"machine": machine, "args": self.args, "figures": json_rows}))
+                .unwrap_or_default()
+        ));
+        out
+    }
+}
+
+fn mem_gib() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0 / 1024.0)
+        .unwrap_or(0.0)
+}

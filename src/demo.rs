@@ -1,0 +1,46 @@
+//! `recur all --demo`: a sandbox merchant, a plan and a subscription that is due at
+//! once, so a new user sees a real charge go through within seconds.
+
+use std::net::SocketAddr;
+
+use serde_json::json;
+
+use crate::cli::Runtime;
+
+pub async fn announce(rt: &Runtime, addr: SocketAddr) -> anyhow::Result<()> {
+    let creds = crate::merchants::create(&rt.pool, "demo", true)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.problem().detail))?;
+    let now = rt.clock.now().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut tx = rt.pool.begin().await?;
+    let customer: crate::customers::CustomerInput =
+        serde_json::from_value(json!({"customerAccountId": "demo-customer", "email": "demo@example.com"}))?;
+    let req: crate::subscriptions::CreateSubscription = serde_json::from_value(json!({
+        "customer": customer_json(&customer),
+        "amount": "9.99", "currency": "EUR", "interval": {"unit": "month", "count": 1},
+        "paymentMethod": "pm_sandbox_ok", "description": "recur demo subscription"
+    }))?;
+    let accepts = |t: &str| rt.gateway.accepts_payment_method(t);
+    let valid = req.validate(None, &accepts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let changed = crate::subscriptions::lifecycle::create(&mut tx, creds.merchant_id, valid, now)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tx.commit().await?;
+    rt.app().enqueue(&changed.jobs).await;
+    let host = if addr.ip().is_unspecified() { format!("127.0.0.1:{}", addr.port()) } else { addr.to_string() };
+    let key = creds.merchant_key;
+    let secret = &creds.secret;
+    let sub = changed.subscription.id;
+    println!(
+        "\nrecur is running on http://{host}\n\
+         demo merchant: merchantKey={key} secret={secret}\n\
+         demo subscription {sub} (EUR 9.99 monthly, pm_sandbox_ok) is due now.\n\n\
+         Its billing cycles (the first one charged within seconds):\n  \
+         curl -s -u {key}:{secret} -H 'X-API-KEY: {key}' http://{host}/v1/subscriptions/{sub}/billing-cycles\n"
+    );
+    Ok(())
+}
+
+fn customer_json(c: &crate::customers::CustomerInput) -> serde_json::Value {
+    json!({"customerAccountId": c.customer_account_id, "email": c.email})
+}

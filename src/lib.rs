@@ -1,0 +1,35 @@
+//! recur: recurring and merchant-initiated card charges.
+//!
+//! The HTTP API (`api`) validates and stores merchant requests in Postgres and
+//! enqueues jobs (`queue`); the scheduler (`scheduler`) sweeps Postgres for due work;
+//! workers (`worker`) run the jobs of the `jobs` crate against Postgres and the
+//! gateway (`gateway`), applying the billing rules of `billing`.
+
+pub mod api;
+pub mod app;
+pub mod batch;
+pub mod bench;
+pub mod billing;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod customers;
+pub mod db;
+pub mod demo;
+pub mod dlq;
+pub mod error;
+pub mod events;
+pub mod gateway;
+pub mod merchants;
+pub mod money;
+pub mod ops;
+pub mod plans;
+pub mod queue;
+pub mod scheduler;
+pub mod series;
+pub mod subscriptions;
+pub mod telemetry;
+pub mod validate;
+pub mod worker;
+
+pub use error::{Error, Result};
