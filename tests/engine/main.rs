@@ -1,0 +1,11 @@
+//! Engine tests (issue: charge engine): the test clock drives billing through HTTP,
+//! real workers and schedulers run the jobs, and every test asserts on the sandbox
+//! ledger and Postgres rows.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod calendar_walk;
+mod exactly_once;
+mod lifecycle;
+mod surge;

@@ -1,0 +1,14 @@
+//! Operations tests (SPEC 1, 2.6 and 8): dead-letter operations through the CLI and
+//! the admin API, graceful drain of a worker process, the metrics every process
+//! exports, the dashboards and alert rules evaluated by a real Prometheus, and the
+//! compose stack's wiring. Real Postgres, Redis, Prometheus and `recur` processes.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod compose;
+mod dashboards;
+mod dlq;
+mod drain;
+mod metrics;
+mod stack;

@@ -1,0 +1,639 @@
+//! Test harness: every test gets its own Postgres database and its own Redis key
+//! namespace, both removed when the `TestApp` is dropped, so tests run in parallel
+//! against the real servers without seeing each other.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use recur::cli::Runtime;
+use recur::config::{ClockMode, Settings};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+pub fn pg_base() -> String {
+    std::env::var("RECUR_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("RECUR_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Settings for a fresh database and namespace.
+pub fn fresh_settings() -> Settings {
+    let id = Uuid::now_v7().simple().to_string();
+    Settings {
+        database_url: format!("{}/recur_test_{id}", pg_base()),
+        redis_url: redis_url(),
+        redis_namespace: format!("recur-test-{id}"),
+        db_pool: 10,
+        clock: ClockMode::Manual,
+        gateway: "sandbox".into(),
+        sandbox_latency_ms: 0,
+        admin_token: Some(ADMIN_TOKEN.into()),
+        no_migrate: false,
+        lease_seconds: 5,
+    }
+}
+
+pub struct Merchant {
+    pub id: Uuid,
+    pub key: Uuid,
+    pub secret: String,
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub rt: Arc<Runtime>,
+    pub merchant: Merchant,
+    pub settings: Settings,
+    cleanup: Cleanup,
+}
+
+/// Start the API on a random port over a fresh database, with one sandbox merchant.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(fresh_settings()).await
+}
+
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    let _ = tracing_subscriber_init();
+    let rt = Arc::new(Runtime::start(&settings).await.expect("runtime starts"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = recur::api::router(rt.app());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let creds = recur::merchants::create(&rt.pool, "test merchant", true).await.unwrap();
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        merchant: Merchant { id: creds.merchant_id, key: creds.merchant_key, secret: creds.secret },
+        cleanup: Cleanup { database_url: settings.database_url.clone(), namespace: settings.redis_namespace.clone() },
+        settings,
+        rt,
+    }
+}
+
+fn tracing_subscriber_init() -> Option<()> {
+    if std::env::var("TEST_LOG").is_ok() {
+        recur::telemetry::init_tracing();
+    }
+    Some(())
+}
+
+impl TestApp {
+    pub fn pool(&self) -> &sqlx::PgPool {
+        &self.rt.pool
+    }
+
+    /// A second merchant of the same app.
+    pub async fn new_merchant(&self, name: &str) -> Merchant {
+        let c = recur::merchants::create(&self.rt.pool, name, true).await.unwrap();
+        Merchant { id: c.merchant_id, key: c.merchant_key, secret: c.secret }
+    }
+
+    pub fn request_as(&self, m: &Merchant, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .basic_auth(m.key, Some(&m.secret))
+            .header("X-API-KEY", m.key.to_string())
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.request_as(&self.merchant, method, path)
+    }
+
+    pub fn admin(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base)).bearer_auth(ADMIN_TOKEN)
+    }
+
+    pub async fn send(rb: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let res = rb.send().await.expect("request sent");
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, body)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        Self::send(self.request(Method::GET, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        Self::send(self.request(Method::POST, path).json(&body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        Self::send(self.request(Method::PATCH, path).json(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        Self::send(self.request(Method::DELETE, path)).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> (StatusCode, Value) {
+        Self::send(self.admin(Method::GET, path)).await
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        Self::send(self.admin(Method::POST, path).json(&body)).await
+    }
+
+    /// Create an active monthly EUR plan; returns its id.
+    pub async fn active_plan(&self, amount: &str) -> String {
+        let (s, b) = self
+            .post(
+                "/v1/plans",
+                json!({"name": "Gold", "amount": amount, "currency": "EUR", "interval": {"unit": "month", "count": 1}, "status": "active"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        b["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Create a subscription from a JSON body; asserts 201.
+    pub async fn subscription(&self, body: Value) -> Value {
+        let (s, b) = self.post("/v1/subscriptions", body).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        b
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(self.pool()).await.unwrap()
+    }
+
+    pub async fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.rt.clock.now().await.unwrap()
+    }
+
+    pub async fn set_clock(&self, rfc3339: &str) {
+        let (s, b) = self.admin_post("/admin/clock", json!({"now": rfc3339})).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+
+    pub async fn advance(&self, seconds: i64) {
+        let (s, b) = self.admin_post("/admin/clock", json!({"advanceSeconds": seconds})).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+}
+
+/// A response with its headers, for assertions on content type and replay headers.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `field` of every entry of a problem's `errors`.
+    pub fn error_fields(&self) -> Vec<String> {
+        self.body["errors"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|e| e["field"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Send and keep status, headers and the JSON body (or the text as a JSON string).
+pub async fn send_full(rb: reqwest::RequestBuilder) -> Reply {
+    let res = rb.send().await.expect("request sent");
+    let status = res.status();
+    let headers = res.headers().clone();
+    let text = res.text().await.unwrap_or_default();
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    Reply { status, headers, body }
+}
+
+/// Assert an RFC 9457 problem response with this status: the content type and the
+/// `type`, `title`, `status` and `detail` members, and every `errors` entry well formed.
+#[track_caller]
+pub fn assert_problem(r: &Reply, status: u16) {
+    assert_eq!(r.status.as_u16(), status, "unexpected status; body: {}", r.body);
+    let ct = r.header("content-type").unwrap_or_default();
+    assert!(ct.starts_with("application/problem+json"), "content-type {ct:?}; body: {}", r.body);
+    let b = &r.body;
+    assert!(b["type"].as_str().is_some_and(|t| !t.is_empty()), "problem without type: {b}");
+    assert!(b["title"].as_str().is_some_and(|t| !t.is_empty()), "problem without title: {b}");
+    assert_eq!(b["status"], json!(status), "problem status member: {b}");
+    assert!(b["detail"].as_str().is_some_and(|t| !t.is_empty()), "problem without detail: {b}");
+    if let Some(errors) = b.get("errors") {
+        let errors = errors.as_array().expect("errors is an array");
+        for e in errors {
+            assert!(e["field"].as_str().is_some_and(|f| !f.is_empty()), "error without field: {b}");
+            assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "error without message: {b}");
+        }
+    }
+}
+
+/// Tables a request can write; snapshots of them prove that nothing changed.
+pub const STATE_TABLES: &[&str] = &[
+    "merchants",
+    "customers",
+    "plans",
+    "subscriptions",
+    "billing_cycles",
+    "payment_series",
+    "transactions",
+    "events",
+    "idempotency_keys",
+    "sandbox_charges",
+];
+
+impl TestApp {
+    pub async fn send_full(&self, rb: reqwest::RequestBuilder) -> Reply {
+        send_full(rb).await
+    }
+
+    /// Every row of `table` as canonical JSON text (row order independent).
+    pub async fn table_snapshot(&self, table: &str) -> String {
+        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
+            "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY to_jsonb(t)::text), '[]'::jsonb)::text FROM {table} t"
+        )))
+        .fetch_one(self.pool())
+        .await
+        .unwrap()
+    }
+
+    /// Snapshots of every table in [`STATE_TABLES`].
+    pub async fn state_snapshot(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::with_capacity(STATE_TABLES.len());
+        for t in STATE_TABLES {
+            out.push((*t, self.table_snapshot(t).await));
+        }
+        out
+    }
+
+    /// Assert that no table changed since `before` was taken.
+    pub async fn assert_state_unchanged(&self, before: &[(&'static str, String)], context: &str) {
+        let after = self.state_snapshot().await;
+        for ((table, b), (_, a)) in before.iter().zip(after.iter()) {
+            assert_eq!(b, a, "{context}: table {table} changed");
+        }
+    }
+
+    /// The events of one object through the API, oldest first: `(type, data)`.
+    pub async fn events_of(&self, object_id: &str) -> Vec<(String, Value)> {
+        let (s, b) = self.get(&format!("/v1/events?objectId={object_id}&limit=100")).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["type"].as_str().unwrap().to_owned(), e["data"].clone()))
+            .collect()
+    }
+
+    /// Just the event types of one object, oldest first.
+    pub async fn event_types(&self, object_id: &str) -> Vec<String> {
+        self.events_of(object_id).await.into_iter().map(|(t, _)| t).collect()
+    }
+}
+
+/// Drops the test database and deletes the namespace's Redis keys.
+struct Cleanup {
+    database_url: String,
+    namespace: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if std::env::var("RECUR_TEST_KEEP").is_ok() {
+            eprintln!("kept test database {} and namespace {}", self.database_url, self.namespace);
+            return;
+        }
+        let db = self.database_url.rsplit('/').next().unwrap_or_default().to_owned();
+        let ns = self.namespace.clone();
+        // Drop runs inside the test's runtime: clean up from a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::PgConnection::connect(&format!("{}/postgres", pg_base())).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")))
+                        .execute(&mut c)
+                        .await;
+                }
+                if let Ok(client) = redis::Client::open(redis_url())
+                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                {
+                    delete_namespace(&mut conn, &ns).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub async fn delete_namespace(conn: &mut redis::aio::MultiplexedConnection, ns: &str) {
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{ns}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .unwrap_or((0, vec![]));
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("UNLINK").arg(&keys).query_async(conn).await;
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+}
+
+/// Options for an in-process engine (worker + scheduler) of a test.
+#[derive(Clone)]
+pub struct EngineOpts {
+    pub queues: Vec<jobs::Queue>,
+    pub concurrency: Option<usize>,
+    pub max_attempts: Option<u32>,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    pub scheduler: bool,
+    pub worker: bool,
+    pub tick_ms: u64,
+    pub high_water: u64,
+}
+
+impl Default for EngineOpts {
+    fn default() -> Self {
+        EngineOpts {
+            queues: jobs::Queue::ALL.to_vec(),
+            concurrency: None,
+            max_attempts: None,
+            backoff_initial_ms: 50,
+            backoff_max_ms: 200,
+            scheduler: true,
+            worker: true,
+            tick_ms: 50,
+            high_water: 4000,
+        }
+    }
+}
+
+/// A running in-process engine; stops (and waits) on `stop()`, aborts on drop.
+pub struct EngineHandle {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl EngineHandle {
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for EngineHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl TestApp {
+    pub fn engine_args(&self, o: &EngineOpts) -> recur::cli::EngineArgs {
+        recur::cli::EngineArgs {
+            job_max_attempts: o.max_attempts,
+            job_backoff_initial_ms: Some(o.backoff_initial_ms),
+            job_backoff_max_ms: Some(o.backoff_max_ms),
+            drain_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+
+    /// Start a worker and a scheduler inside the test process.
+    pub fn start_engine(&self, o: EngineOpts) -> EngineHandle {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        if o.worker {
+            let engine = self.rt.engine(&self.engine_args(&o));
+            let opts = recur::worker::WorkerOptions {
+                queues: o.queues.clone(),
+                concurrency: o.concurrency,
+                drain_timeout: std::time::Duration::from_secs(10),
+            };
+            let s = stopped.clone();
+            tasks.push(tokio::spawn(async move {
+                let _ = recur::worker::run(engine, opts, s).await;
+            }));
+        }
+        if o.scheduler {
+            let sched = self.rt.scheduler(&recur::cli::SchedulerArgs {
+                tick_ms: o.tick_ms,
+                batch: 1000,
+                high_water: o.high_water,
+            });
+            let s = stopped.clone();
+            tasks.push(tokio::spawn(async move { sched.run(s).await }));
+        }
+        EngineHandle { stop, tasks }
+    }
+
+    /// Environment for a `recur` child process sharing this test's database and namespace.
+    pub fn child_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("DATABASE_URL".into(), self.settings.database_url.clone()),
+            ("REDIS_URL".into(), self.settings.redis_url.clone()),
+            ("RECUR_REDIS_NAMESPACE".into(), self.settings.redis_namespace.clone()),
+            ("RECUR_CLOCK".into(), "manual".into()),
+            ("RECUR_LEASE_SECONDS".into(), self.settings.lease_seconds.to_string()),
+            ("RECUR_JOB_BACKOFF_INITIAL_MS".into(), "50".into()),
+            ("RECUR_JOB_BACKOFF_MAX_MS".into(), "200".into()),
+            ("RECUR_SCHEDULER_TICK_MS".into(), "50".into()),
+            ("RECUR_METRICS_LISTEN".into(), "127.0.0.1:0".into()),
+            ("RECUR_LOG".into(), std::env::var("RECUR_LOG").unwrap_or_else(|_| "warn".into())),
+        ]
+    }
+
+    /// Start `recur <args>` as a separate OS process (killed when the handle drops).
+    pub fn spawn_process(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Child {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_recur"));
+        cmd.args(args).envs(self.child_env()).stdin(std::process::Stdio::null());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        if std::env::var("TEST_LOG").is_err() {
+            cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        }
+        Child(cmd.spawn().expect("recur binary starts"))
+    }
+
+    /// Ledger entries (sandbox charges) of this test's database.
+    pub async fn ledger_count(&self) -> i64 {
+        self.count("SELECT count(*) FROM sandbox_charges").await
+    }
+
+    /// The exactly-once invariants: one ledger entry per succeeded cycle (and per
+    /// succeeded series transaction), no cycle with two approved transactions, and
+    /// every approved transaction's key in the ledger.
+    pub async fn assert_exactly_once(&self) {
+        let ledger = self.ledger_count().await;
+        let succeeded_txns = self.count("SELECT count(*) FROM transactions WHERE status = 'succeeded'").await;
+        let succeeded_cycles = self.count("SELECT count(*) FROM billing_cycles WHERE status = 'succeeded'").await;
+        let series_ok = self
+            .count("SELECT count(*) FROM transactions WHERE status = 'succeeded' AND payment_series_id IS NOT NULL")
+            .await;
+        let doubles = self
+            .count(
+                "SELECT count(*) FROM (SELECT billing_cycle_id FROM transactions WHERE status = 'succeeded'
+                 AND billing_cycle_id IS NOT NULL GROUP BY billing_cycle_id HAVING count(*) > 1) d",
+            )
+            .await;
+        let unmatched = self
+            .count(
+                "SELECT count(*) FROM transactions t WHERE t.status = 'succeeded'
+                 AND NOT EXISTS (SELECT 1 FROM sandbox_charges l WHERE l.idempotency_key = t.idempotency_key)",
+            )
+            .await;
+        assert_eq!(doubles, 0, "a cycle has two approved transactions");
+        assert_eq!(unmatched, 0, "an approved transaction has no ledger entry");
+        assert_eq!(ledger, succeeded_txns, "ledger entries != succeeded transactions");
+        assert_eq!(ledger, succeeded_cycles + series_ok, "ledger entries != succeeded cycles + series charges");
+    }
+}
+
+/// What a `recur` command run to completion printed, and how it exited.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// The stdout parsed as JSON (for `--json`); panics with the output otherwise.
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        assert!(self.status.success(), "command failed: {self:?}");
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+}
+
+impl TestApp {
+    /// Run `recur <args>` against this test's database and namespace to completion
+    /// (without blocking the test's runtime, which serves the API and engine).
+    pub async fn run_cli(&self, args: &[&str]) -> CliOutput {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+            .args(args)
+            .envs(self.child_env())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .expect("recur binary runs");
+        CliOutput {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, then drop).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Child(pub std::process::Child);
+
+impl Child {
+    pub fn kill9(&mut self) {
+        let _ = self.0.kill(); // SIGKILL on unix
+        let _ = self.0.wait();
+    }
+
+    pub fn sigterm(&mut self) {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+    }
+
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(s)) = self.0.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Poll `check` until it returns true or `secs` pass; panics with `what` on timeout.
+pub async fn wait_for<F, Fut>(what: &str, secs: u64, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if check().await {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out after {secs}s waiting for: {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Insert `n` active monthly subscriptions of the test merchant, all due at `due`,
+/// in three set-based statements (seeding is not what the tests measure).
+pub async fn seed_due(app: &TestApp, n: i64, due: chrono::DateTime<chrono::Utc>, payment_method: &str) {
+    let pool = app.pool();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "CREATE TEMP TABLE seed ON COMMIT DROP AS
+         SELECT g, (md5(random()::text || g)::uuid) AS cust, (md5(random()::text || g || 's')::uuid) AS sub
+         FROM generate_series(1, $1) g",
+    )
+    .bind(n)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO customers (id, merchant_id, customer_account_id)
+         SELECT cust, $1, 'seed-' || sub FROM seed",
+    )
+    .bind(app.merchant.id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO subscriptions (id, merchant_id, customer_id, amount, currency, interval_unit, interval_count,
+            retry_schedule_hours, start_at, payment_method, status, anchor_at, anchor_sequence, next_sequence, next_charge_at)
+         SELECT sub, $1, cust, 9.99, 'EUR', 'month', 1, '{24,72,120}', $2, $3, 'active', $2, 1, 1, $2 FROM seed",
+    )
+    .bind(app.merchant.id)
+    .bind(due)
+    .bind(payment_method)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
