@@ -94,8 +94,15 @@ pub async fn record_batch(pool: &PgPool, items: Vec<Settlement>) -> anyhow::Resu
     // "not recorded", exactly like a duplicate that arrives in a later batch.
     let mut seen = std::collections::HashSet::with_capacity(items.len());
     let first: Vec<bool> = items.iter().map(|i| seen.insert(i.ctx.id)).collect();
-    let unique: Vec<&Settlement> = items.iter().zip(&first).filter(|(_, f)| **f).map(|(i, _)| i).collect();
+    let mut unique: Vec<&Settlement> = items.iter().zip(&first).filter(|(_, f)| **f).map(|(i, _)| i).collect();
+    // Rows are locked in id order (transactions, then cycles, then subscriptions), so
+    // two batches sharing rows (duplicate deliveries on two workers) cannot deadlock.
+    unique.sort_by_key(|i| i.ctx.id);
     let mut tx = pool.begin().await?;
+    sqlx::query("SELECT 1 FROM transactions WHERE id = ANY($1) AND status = 'pending' ORDER BY id FOR UPDATE")
+        .bind(unique.iter().map(|i| i.ctx.id).collect::<Vec<Uuid>>())
+        .execute(&mut *tx)
+        .await?;
     let ids: Vec<Uuid> = unique.iter().map(|i| i.ctx.id).collect();
     let statuses: Vec<TransactionStatus> = unique.iter().map(|i| i.outcome.transaction_status()).collect();
     let refs: Vec<Option<String>> = unique
@@ -160,7 +167,7 @@ pub async fn record_batch(pool: &PgPool, items: Vec<Settlement>) -> anyhow::Resu
     if !c_ids.is_empty() {
         // A success is recorded even on a cycle cancelled meanwhile: the money moved.
         let moved: Vec<(Uuid, Uuid, CycleStatus, CycleStatus, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "WITH old AS (SELECT id, status FROM billing_cycles WHERE id = ANY($1) FOR UPDATE)
+            "WITH old AS (SELECT id, status FROM billing_cycles WHERE id = ANY($1) ORDER BY id FOR UPDATE)
              UPDATE billing_cycles c SET status = u.st, next_retry_at = u.nr, failure_code = u.fc,
                 failed_at = CASE WHEN u.st = 'failed' THEN u.at ELSE c.failed_at END,
                 first_attempt_at = COALESCE(c.first_attempt_at, u.at), enqueued_until = NULL
@@ -202,7 +209,7 @@ pub async fn record_batch(pool: &PgPool, items: Vec<Settlement>) -> anyhow::Resu
         let (s_ids, s_status): (Vec<Uuid>, Vec<SubscriptionStatus>) =
             sub_targets.iter().map(|(id, (st, _))| (*id, *st)).unzip();
         let moved: Vec<(Uuid, Uuid, SubscriptionStatus, SubscriptionStatus)> = sqlx::query_as(
-            "WITH old AS (SELECT id, status FROM subscriptions WHERE id = ANY($1) FOR UPDATE)
+            "WITH old AS (SELECT id, status FROM subscriptions WHERE id = ANY($1) ORDER BY id FOR UPDATE)
              UPDATE subscriptions s SET status = u.st
              FROM unnest($1::uuid[], $2::subscription_status[]) AS u(id, st), old
              WHERE s.id = u.id AND old.id = s.id AND s.status IN ('active', 'past_due') AND s.status <> u.st

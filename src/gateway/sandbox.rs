@@ -143,7 +143,11 @@ async fn write_ledger(pool: &PgPool, entries: Vec<LedgerEntry>) -> anyhow::Resul
     let mut customers = Vec::with_capacity(n);
     let mut methods = Vec::with_capacity(n);
     let mut refs = Vec::with_capacity(n);
-    for e in &entries {
+    // Inserted in key order: two batches sharing keys (two workers charging duplicates
+    // of one job) then wait on each other in one order, never deadlock.
+    let mut sorted: Vec<&LedgerEntry> = entries.iter().collect();
+    sorted.sort_by(|a, b| a.req.idempotency_key.cmp(&b.req.idempotency_key));
+    for e in sorted {
         let id = Uuid::now_v7();
         ids.push(id);
         keys.push(e.req.idempotency_key.clone());
@@ -175,7 +179,9 @@ async fn write_ledger(pool: &PgPool, entries: Vec<LedgerEntry>) -> anyhow::Resul
             .fetch_all(pool)
             .await?;
     let by_key: std::collections::HashMap<String, String> = stored.into_iter().collect();
-    keys.iter()
+    entries
+        .iter()
+        .map(|e| &e.req.idempotency_key)
         .map(|k| by_key.get(k).cloned().ok_or_else(|| anyhow::anyhow!("ledger entry missing after insert")))
         .collect()
 }
