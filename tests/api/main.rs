@@ -1,0 +1,17 @@
+//! API tests (issue: foundation): one binary, one module per area.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod auth;
+mod edges;
+mod fuzz_regressions;
+mod health;
+mod idempotency;
+mod openapi;
+mod plans;
+mod series;
+mod smoke;
+mod subscriptions;
+mod tenants;
+mod validation;
