@@ -4,8 +4,9 @@
 //! on `pm_sandbox_flaky_5`, while a driver
 //!
 //! - `kill -9`s a random worker every few seconds and restarts it,
-//! - deletes every Redis key of the run's namespace once (that is how losing Redis is
-//!   simulated here: the Redis server is shared, so it is never FLUSHDB/FLUSHALLed),
+//! - empties its Redis database once (`FLUSHDB`): the run has a database of its own
+//!   (14 for the short variant, 15 for the long one; `RECUR_CHAOS_REDIS_DB`), so the
+//!   flush takes every queue, lease and dead letter and nothing of other tests,
 //! - restarts Postgres once (`pg_ctlcluster … restart`; only in the long variant,
 //!   because it would break every other test running at the same time),
 //! - SIGTERMs one worker (it must drain and exit 0) and starts a new one.
@@ -54,6 +55,8 @@ struct Plan {
     /// Attempts before a job is dead-lettered (None: the queues' policies, 8 for a charge).
     max_attempts: Option<u32>,
     lease_secs: i64,
+    /// The Redis database (index) the run owns and FLUSHDBs.
+    redis_db: u8,
     /// How long the whole run may take before it counts as lost work.
     timeout: Duration,
 }
@@ -77,6 +80,7 @@ impl Plan {
             concurrency: Some(env("RECUR_CHAOS_CONCURRENCY").unwrap_or(5)),
             max_attempts: env("RECUR_CHAOS_MAX_ATTEMPTS"),
             lease_secs: 5,
+            redis_db: env("RECUR_CHAOS_REDIS_DB").unwrap_or(14),
             timeout: Duration::from_secs(env("RECUR_CHAOS_TIMEOUT_SECS").unwrap_or(150)),
         }
     }
@@ -96,6 +100,7 @@ impl Plan {
             concurrency: env("RECUR_CHAOS_CONCURRENCY"),
             max_attempts: env("RECUR_CHAOS_MAX_ATTEMPTS"),
             lease_secs: 10,
+            redis_db: env("RECUR_CHAOS_REDIS_DB").unwrap_or(15),
             // Generous: a 2-core machine does a few hundred charges a second under this.
             timeout: Duration::from_secs(env("RECUR_CHAOS_TIMEOUT_SECS").unwrap_or(600 + charges as u64 / 20)),
         }
@@ -192,34 +197,13 @@ impl Run<'_> {
         self.faults.restarts += 1;
     }
 
-    /// Delete every key of the run's namespace (never the whole Redis: it is shared).
+    /// `FLUSHDB` the run's own Redis database mid-run.
     async fn wipe_redis(&mut self) {
-        let client = redis::Client::open(self.app.settings.redis_url.as_str()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let pattern = format!("{}:*", self.app.settings.redis_namespace);
-        let mut cursor: u64 = 0;
-        let mut deleted = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            if !keys.is_empty() {
-                let n: u64 = redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await.unwrap();
-                deleted += n;
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        let mut conn = redis_db(self.app).await;
+        let keys: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+        let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
         self.faults.redis_wipes += 1;
-        self.faults.redis_keys_deleted += deleted;
+        self.faults.redis_keys_deleted += keys;
     }
 
     /// Restart the local Postgres cluster and wait until it answers again.
@@ -251,6 +235,12 @@ impl Run<'_> {
         }
         panic!("Postgres did not come back within 60 s of the restart");
     }
+}
+
+/// A connection to the run's own Redis database.
+async fn redis_db(app: &TestApp) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(app.settings.redis_url.as_str()).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
 }
 
 /// A count that waits out a Postgres restart instead of failing the run.
@@ -473,7 +463,10 @@ async fn drive(run: &mut Run<'_>, start: Instant) {
 async fn chaos(plan: Plan) {
     let mut settings = support::fresh_settings();
     settings.lease_seconds = plan.lease_secs;
+    settings.redis_url = format!("{}/{}", support::redis_url().trim_end_matches('/'), plan.redis_db);
     let app = spawn_app_with(settings).await;
+    // The database is the run's alone: start from an empty one.
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut redis_db(&app).await).await.unwrap();
     let n = plan.charges;
     let flaky = n * plan.flaky_percent / 100;
     let due = app.clock_now().await - chrono::Duration::minutes(1);
@@ -568,7 +561,7 @@ async fn chaos(plan: Plan) {
         "faults": {
             "kill9": f.kill9,
             "workerRestarts": f.restarts,
-            "redisNamespaceWipes": f.redis_wipes,
+            "redisFlushdb": f.redis_wipes,
             "redisKeysDeleted": f.redis_keys_deleted,
             "postgresRestarts": f.postgres_restarts,
             "sigterm": f.sigterms,
@@ -583,7 +576,7 @@ async fn chaos(plan: Plan) {
         "\nchaos report\n  charges due          {n} ({flaky} on pm_sandbox_flaky_5)\n  charged (ledger)     {}\n  \
          succeeded cycles     {}\n  double               {}\n  lost                 {}\n  dead-lettered        {} DLQ \
          entries, {} dead_lettered events, {errors} error cycles\n  replayed             {}\n  faults injected      \
-         kill -9 {} (restarts {}), Redis namespace wipes {} ({} keys), Postgres restarts {}, SIGTERM {} (exit codes \
+         kill -9 {} (restarts {}), Redis FLUSHDB {} ({} keys), Postgres restarts {}, SIGTERM {} (exit codes \
          {:?}), at settled cycles {:?}\n  event mismatches     {:?}\n  took                 {took:.1?} ({charged_in:.1?} \
          to settle)\n",
         r.charged,
@@ -615,7 +608,7 @@ async fn chaos(plan: Plan) {
     assert!(r.event_mismatches.is_empty(), "changes without their event: {report}");
     // The faults really happened while work was outstanding.
     assert!(f.kill9 >= 1, "no worker was killed mid-run: {report}");
-    assert_eq!(f.redis_wipes, 1, "the Redis namespace was not wiped mid-run: {report}");
+    assert_eq!(f.redis_wipes, 1, "Redis was not flushed mid-run: {report}");
     if plan.restart_postgres_at.is_some() {
         assert_eq!(f.postgres_restarts, 1, "Postgres was not restarted mid-run: {report}");
     }
@@ -624,9 +617,10 @@ async fn chaos(plan: Plan) {
         assert!(*at < n, "{fault} fired only after every cycle settled: {report}");
     }
     app.assert_exactly_once().await;
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut redis_db(&app).await).await.unwrap();
 }
 
-/// The regular suite's variant: 2,000 charges, kill -9, namespace wipe and SIGTERM, no
+/// The regular suite's variant: 2,000 charges, kill -9, FLUSHDB and SIGTERM, no
 /// Postgres restart (other tests may be using Postgres at the same time).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_short() {
