@@ -399,6 +399,18 @@ async fn every_id_route_with_every_object_of_another_merchant_is_404() {
         ("payment series", w.series.clone()),
         ("series transaction", w.series_transaction.clone()),
     ];
+    // Every id route the API documents is in the matrix (a new route cannot skip it).
+    let doc: Value = app.client.get(format!("{}/openapi.json", app.base)).send().await.unwrap().json().await.unwrap();
+    let mut documented: Vec<String> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if path.starts_with("/v1/") && path.contains("{id}") {
+            documented.extend(item.as_object().unwrap().keys().map(|m| format!("{} {path}", m.to_uppercase())));
+        }
+    }
+    documented.sort();
+    let mut matrix: Vec<String> = ID_ROUTES.iter().map(|(m, p, _)| format!("{m} {p}")).collect();
+    matrix.sort();
+    assert_eq!(matrix, documented, "the tenant matrix must cover every documented id route");
     let before = app.state_snapshot().await;
     let mut tried = 0;
     for (method, template, body) in ID_ROUTES {
