@@ -462,3 +462,103 @@ async fn payment_series_charge_delivered_twice_concurrently_charges_once() {
     }
     engine.stop().await;
 }
+
+/// Two workers group-committing the same outcomes (duplicate deliveries of the same
+/// charges) in opposite orders: both batches complete, one records each outcome and
+/// the other finds it settled. Rows are locked in id order, so this does not depend
+/// on the join order Postgres picks for the batch update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_record_batches_in_opposite_orders_do_not_deadlock() {
+    use recur::billing::charge::{Settlement, load_batch, record_batch};
+    use recur::billing::dunning::Settled;
+    let app = spawn_app().await;
+    let (s, series) = app
+        .post(
+            "/v1/payment-series",
+            json!({"customer": {"customerAccountId": "mit-2"}, "paymentMethod": "pm_sandbox_ok", "currency": "EUR"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{series}");
+    let sid = series["id"].as_str().unwrap().to_owned();
+    let mut recorded = 0;
+    for round in 0..5 {
+        let mut ids = Vec::new();
+        for _ in 0..60 {
+            let (s, t) = app.post(&format!("/v1/payment-series/{sid}/transactions"), json!({"amount": "1.00"})).await;
+            assert_eq!(s, StatusCode::ACCEPTED, "{t}");
+            ids.push(t["id"].as_str().unwrap().parse::<Uuid>().unwrap());
+        }
+        let now = app.clock_now().await;
+        let settled: Vec<Settlement> = load_batch(app.pool(), ids)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|ctx| Settlement {
+                outcome: Settled::Approved { reference: format!("ref-{}", ctx.as_ref().unwrap().id) },
+                ctx: ctx.unwrap(),
+                at: now,
+            })
+            .collect();
+        let mut reversed = settled.clone();
+        reversed.reverse();
+        let (p1, p2) = (app.pool().clone(), app.pool().clone());
+        let (a, b) = tokio::join!(
+            tokio::spawn(async move { record_batch(&p1, settled).await }),
+            tokio::spawn(async move { record_batch(&p2, reversed).await })
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a.is_ok() && b.is_ok(), "round {round}: {a:?} / {b:?}");
+        let (a, b) = (a.unwrap(), b.unwrap());
+        for (i, (x, y)) in a.iter().zip(b.iter().rev()).enumerate() {
+            assert!(x ^ y, "round {round}: outcome {i} recorded {} times", u8::from(*x) + u8::from(*y));
+        }
+        recorded += a.iter().chain(&b).filter(|r| **r).count();
+    }
+    assert_eq!(recorded, 300);
+    assert_eq!(app.count("SELECT count(*) FROM transactions WHERE status = 'succeeded'").await, 300);
+    assert_eq!(app.count("SELECT count(*) FROM events WHERE type = 'charge_succeeded'").await, 300);
+}
+
+/// The same charges sent at once through two sandbox gateways (two workers), in
+/// opposite orders: their batched ledger inserts used to take the unique-key locks in
+/// arrival order and could deadlock. Keys are now inserted in order: every call is
+/// answered, and both gateways answer each key with the one ledger entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_sandbox_charges_in_opposite_orders_do_not_deadlock() {
+    use recur::gateway::{ChargeOutcome, ChargeRequest, Gateway, sandbox::Sandbox};
+    let app = spawn_app().await;
+    for round in 0..5 {
+        let requests: Vec<ChargeRequest> = (0..200)
+            .map(|i| ChargeRequest {
+                idempotency_key: format!("recur_txn_deadlock_{round}_{i}"),
+                merchant_key: app.merchant.key,
+                amount: "1.00".parse().unwrap(),
+                currency: "EUR".into(),
+                customer_account_id: format!("c-{i}"),
+                payment_method: "pm_sandbox_ok".into(),
+                scope: Uuid::now_v7(),
+            })
+            .collect();
+        let (a, b) = (
+            Arc::new(Sandbox::new(app.pool().clone(), Duration::ZERO)),
+            Arc::new(Sandbox::new(app.pool().clone(), Duration::ZERO)),
+        );
+        let calls = requests
+            .iter()
+            .cloned()
+            .map(|r| (a.clone(), r))
+            .chain(requests.iter().rev().cloned().map(|r| (b.clone(), r)));
+        let tasks: Vec<_> =
+            calls.map(|(g, r)| tokio::spawn(async move { (r.idempotency_key.clone(), g.charge(r).await) })).collect();
+        let mut references = std::collections::HashMap::new();
+        for t in tasks {
+            let (key, outcome) = t.await.unwrap();
+            let Ok(ChargeOutcome::Approved { reference }) = outcome else {
+                panic!("round {round}: {key}: {outcome:?}")
+            };
+            assert_eq!(references.entry(key).or_insert(reference.clone()), &reference, "two references for one key");
+        }
+        assert_eq!(references.len(), 200);
+    }
+    assert_eq!(app.ledger_count().await, 1000);
+}
