@@ -194,3 +194,37 @@ async fn problem_responses_are_documented_as_application_problem_json() {
     let documented = &doc["paths"]["/v1/plans/{id}"]["get"]["responses"]["404"]["content"];
     assert!(documented.get(r.header("content-type").unwrap()).is_some(), "{documented}");
 }
+
+/// The long fuzz run's one 5xx: metadata with a number near the ends of the f64 range
+/// was stored, but jsonb prints numbers in full (1.7976931348623157e308 as 309
+/// digits) and serde_json's default float parser refused that as "number out of
+/// range", so reading the object back answered 500. Such numbers now read back as
+/// they were sent, on every object with metadata.
+#[tokio::test]
+async fn metadata_numbers_at_the_ends_of_the_f64_range_read_back() {
+    let app = spawn_app().await;
+    let metadata = serde_json::json!({"max": f64::MAX, "min": f64::MIN, "tiny": 5e-324, "small": -2.2250738585072014e-308,
+        "big": 1e300, "int": 18446744073709551615u64, "neg": -9223372036854775808i64});
+    let (s, plan) = app
+        .post(
+            "/v1/plans",
+            serde_json::json!({"name": "Edge", "amount": "1", "currency": "EUR", "interval": {"unit": "month", "count": 1},
+                "status": "active", "metadata": metadata}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{plan}");
+    assert_eq!(plan["metadata"], metadata);
+    let id = plan["id"].as_str().unwrap();
+    let (s, got) = app.get(&format!("/v1/plans/{id}")).await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    assert_eq!(got["metadata"], metadata);
+    let (s, list) = app.get("/v1/plans").await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let sub = app
+        .subscription(serde_json::json!({"customer": {"customerAccountId": "c-1"}, "planId": id,
+            "paymentMethod": "pm_sandbox_ok", "metadata": metadata}))
+        .await;
+    let (s, got) = app.get(&format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap())).await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    assert_eq!(got["metadata"], metadata);
+}
