@@ -99,10 +99,6 @@ pub async fn record_batch(pool: &PgPool, items: Vec<Settlement>) -> anyhow::Resu
     // two batches sharing rows (duplicate deliveries on two workers) cannot deadlock.
     unique.sort_by_key(|i| i.ctx.id);
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT 1 FROM transactions WHERE id = ANY($1) AND status = 'pending' ORDER BY id FOR UPDATE")
-        .bind(unique.iter().map(|i| i.ctx.id).collect::<Vec<Uuid>>())
-        .execute(&mut *tx)
-        .await?;
     let ids: Vec<Uuid> = unique.iter().map(|i| i.ctx.id).collect();
     let statuses: Vec<TransactionStatus> = unique.iter().map(|i| i.outcome.transaction_status()).collect();
     let refs: Vec<Option<String>> = unique
@@ -121,9 +117,10 @@ pub async fn record_batch(pool: &PgPool, items: Vec<Settlement>) -> anyhow::Resu
         .collect();
     let ats: Vec<DateTime<Utc>> = unique.iter().map(|i| i.at).collect();
     let changed: Vec<Uuid> = sqlx::query_scalar(
-        "UPDATE transactions t SET status = u.st, gateway_reference = u.r, decline_code = u.c, settled_at = u.at, enqueued_until = NULL
-         FROM unnest($1::uuid[], $2::transaction_status[], $3::text[], $4::text[], $5::timestamptz[]) AS u(id, st, r, c, at)
-         WHERE t.id = u.id AND t.status = 'pending'
+        "WITH locked AS (SELECT id FROM transactions WHERE id = ANY($1) AND status = 'pending' ORDER BY id FOR UPDATE)
+         UPDATE transactions t SET status = u.st, gateway_reference = u.r, decline_code = u.c, settled_at = u.at, enqueued_until = NULL
+         FROM unnest($1::uuid[], $2::transaction_status[], $3::text[], $4::text[], $5::timestamptz[]) AS u(id, st, r, c, at), locked
+         WHERE t.id = u.id AND locked.id = t.id AND t.status = 'pending'
          RETURNING t.id",
     )
     .bind(&ids)
