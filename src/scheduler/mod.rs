@@ -167,34 +167,13 @@ impl Scheduler {
         )
         .await?;
 
-        let trials: Vec<(Uuid, i32)> = self
-            .claim(
-                "WITH due AS (SELECT id FROM subscriptions
-                WHERE status = 'trialing' AND trial_end_at <= $1 AND (enqueued_until IS NULL OR enqueued_until < now())
-                LIMIT $2 FOR UPDATE SKIP LOCKED)
-             UPDATE subscriptions s SET enqueued_until = now() + make_interval(secs => $3) FROM due WHERE s.id = due.id
-             RETURNING s.id, 0",
-                now,
-                self.opts.batch,
-            )
-            .await?;
+        let trials = self.claim_subscriptions("trialing", "trial_end_at", now).await?;
         s.trials = trials.len();
-        self.push(trials.into_iter().map(|(id, _)| Job::TrialEnd(TrialEnd { subscription_id: id, attempt: 0 })))
-            .await?;
+        self.push(trials.into_iter().map(|id| Job::TrialEnd(TrialEnd { subscription_id: id, attempt: 0 }))).await?;
 
-        let resumes: Vec<(Uuid, i32)> = self
-            .claim(
-                "WITH due AS (SELECT id FROM subscriptions
-                WHERE status = 'paused' AND resume_at <= $1 AND (enqueued_until IS NULL OR enqueued_until < now())
-                LIMIT $2 FOR UPDATE SKIP LOCKED)
-             UPDATE subscriptions s SET enqueued_until = now() + make_interval(secs => $3) FROM due WHERE s.id = due.id
-             RETURNING s.id, 0",
-                now,
-                self.opts.batch,
-            )
-            .await?;
+        let resumes = self.claim_subscriptions("paused", "resume_at", now).await?;
         s.resumes = resumes.len();
-        self.push(resumes.into_iter().map(|(id, _)| Job::Resume(Resume { subscription_id: id, attempt: 0 }))).await?;
+        self.push(resumes.into_iter().map(|id| Job::Resume(Resume { subscription_id: id, attempt: 0 }))).await?;
 
         let room = self.room(&[Queue::RetryCharge, Queue::ChargeTransaction]).await?;
         let retries: Vec<(Uuid, i32)> = self.claim(
@@ -251,6 +230,25 @@ impl Scheduler {
         Ok(s)
     }
 
+    /// Claim subscriptions in `status` whose `due_column` has come (trial ends, resumes).
+    async fn claim_subscriptions(
+        &self,
+        status: &str,
+        due_column: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<Vec<Uuid>> {
+        let sql = format!(
+            "WITH due AS (SELECT id FROM subscriptions
+                WHERE status = '{status}' AND {due_column} <= $1 AND (enqueued_until IS NULL OR enqueued_until < now())
+                LIMIT $2 FOR UPDATE SKIP LOCKED)
+             UPDATE subscriptions s SET enqueued_until = now() + make_interval(secs => $3) FROM due WHERE s.id = due.id
+             RETURNING s.id, 0"
+        );
+        // Both names are this module's constants, never input.
+        let claimed = self.claim(sqlx::AssertSqlSafe(sql), now, self.opts.batch).await?;
+        Ok(claimed.into_iter().map(|(id, _)| id).collect())
+    }
+
     /// Claim due subscriptions in (next_charge_at, id) order from where the last claim
     /// stopped, so rows claimed moments ago are not read again; a short claim means the
     /// end was reached, and the next one starts over (picking up expired leases).
@@ -294,7 +292,7 @@ impl Scheduler {
 
     async fn claim(
         &self,
-        sql: &'static str,
+        sql: impl sqlx::SqlSafeStr,
         now: chrono::DateTime<chrono::Utc>,
         limit: i64,
     ) -> anyhow::Result<Vec<(Uuid, i32)>> {
