@@ -501,3 +501,54 @@ async fn manual_retry_of_an_errored_charge_that_went_through_charges_nothing_mor
     let (st, _) = app.post(&format!("/v1/billing-cycles/{}/retry", id(&c)), json!({})).await;
     assert_eq!(st, StatusCode::CONFLICT);
 }
+
+/// A cycle and its transactions are read on one snapshot. The interleaving is forced:
+/// a writer holds the transactions table locked while it changes a cycle and its
+/// charge, so the GET reads the cycle, then waits for the lock. Under READ COMMITTED
+/// its second query ran on a new snapshot after the commit and answered the old cycle
+/// with the new charge (a `succeeded` cycle with a `declined` charge); now both come
+/// from the moment of the first query.
+#[tokio::test]
+async fn a_cycle_and_its_transactions_are_read_on_one_snapshot() {
+    let app = spawn_app().await;
+    app.set_clock("2027-06-01T00:00:00Z").await;
+    let engine = app.start_engine(EngineOpts::default());
+    let plan = app.active_plan("3.00").await;
+    let s = app
+        .subscription(
+            json!({"customer": {"customerAccountId": "snap"}, "planId": plan, "paymentMethod": "pm_sandbox_ok"}),
+        )
+        .await;
+    let sid = id(&s);
+    let cid = id(&wait_cycle(&app, &sid, 1, "succeeded").await);
+    engine.stop().await;
+
+    for (path, cycle_at) in
+        [(format!("/v1/billing-cycles/{cid}"), ""), (format!("/v1/subscriptions/{sid}/billing-cycles"), "/data/0")]
+    {
+        let set = |status: &str, txn: &str| {
+            format!(
+                "UPDATE billing_cycles SET status = '{status}' WHERE id = '{cid}';
+                 UPDATE transactions SET status = '{txn}' WHERE billing_cycle_id = '{cid}'"
+            )
+        };
+        let mut writer = app.pool().begin().await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "LOCK TABLE transactions IN ACCESS EXCLUSIVE MODE; {}",
+            set("failed", "declined")
+        )))
+        .execute(&mut *writer)
+        .await
+        .unwrap();
+        let reader = tokio::spawn(app.request(reqwest::Method::GET, &path).send());
+        // The reader has read the cycle and waits for the table lock.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(!reader.is_finished(), "{path}: the reader did not wait for the lock");
+        writer.commit().await.unwrap();
+        let v: Value = reader.await.unwrap().unwrap().json().await.unwrap();
+        let c = v.pointer(cycle_at).unwrap();
+        let seen = (c["status"].as_str().unwrap(), c["transactions"][0]["status"].as_str().unwrap());
+        assert_eq!(seen, ("succeeded", "succeeded"), "{path}: one moment, before the write: {c:#}");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(set("succeeded", "succeeded"))).execute(app.pool()).await.unwrap();
+    }
+}
