@@ -20,6 +20,7 @@ pub mod dlq;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod lease;
 pub mod merchants;
 pub mod money;
 pub mod ops;

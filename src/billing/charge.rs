@@ -7,7 +7,7 @@
 //! cycle, subscription, events) commits in one Postgres transaction. Loads and
 //! records are group-committed across concurrent jobs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -17,7 +17,9 @@ use uuid::Uuid;
 
 use super::cycles::CycleStatus;
 use super::dunning::{self, CycleChange, Settled};
+use super::locks::{self, LockedCycle, LockedSubscription};
 use super::transactions::{TransactionKind, TransactionStatus};
+use super::{cycle_state, transaction_state};
 use crate::events::{self, Actor, NewEvent};
 use crate::subscriptions::SubscriptionStatus;
 
@@ -85,147 +87,99 @@ pub struct Settlement {
 /// Did this record change anything (false: a duplicate delivery found it settled)?
 pub type Recorded = bool;
 
-/// Record many outcomes in one transaction, set-based.
+/// Record many outcomes in one transaction, set-based, taking the rows' locks in the
+/// lock order (subscriptions, cycles, transactions: `super::locks`).
 pub async fn record_batch(pool: &PgPool, items: Vec<Settlement>) -> anyhow::Result<Vec<Recorded>> {
     // Two deliveries of one transaction can share a batch (duplicate jobs in flight at
-    // once are group-committed together). Only the first copy is recorded: the UPDATE
-    // below changes the row once, but the events, the cycle change and the `Recorded`
-    // answer (metrics) would otherwise be produced once per copy. Later copies answer
-    // "not recorded", exactly like a duplicate that arrives in a later batch.
-    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    // once are group-committed together). Only the first copy is recorded: later
+    // copies answer "not recorded", exactly like a duplicate in a later batch.
+    let mut seen = HashSet::with_capacity(items.len());
     let first: Vec<bool> = items.iter().map(|i| seen.insert(i.ctx.id)).collect();
     let mut unique: Vec<&Settlement> = items.iter().zip(&first).filter(|(_, f)| **f).map(|(i, _)| i).collect();
-    // Rows are locked in id order (transactions, then cycles, then subscriptions), so
-    // two batches sharing rows (duplicate deliveries on two workers) cannot deadlock.
     unique.sort_by_key(|i| i.ctx.id);
     let mut tx = pool.begin().await?;
-    let ids: Vec<Uuid> = unique.iter().map(|i| i.ctx.id).collect();
-    let statuses: Vec<TransactionStatus> = unique.iter().map(|i| i.outcome.transaction_status()).collect();
-    let refs: Vec<Option<String>> = unique
-        .iter()
-        .map(|i| match &i.outcome {
-            Settled::Approved { reference } => Some(reference.clone()),
-            Settled::Declined { .. } => None,
-        })
-        .collect();
-    let codes: Vec<Option<String>> = unique
-        .iter()
-        .map(|i| match &i.outcome {
-            Settled::Declined { code, .. } => Some(code.clone()),
-            Settled::Approved { .. } => None,
-        })
-        .collect();
-    let ats: Vec<DateTime<Utc>> = unique.iter().map(|i| i.at).collect();
-    let changed: Vec<Uuid> = sqlx::query_scalar(
-        "WITH locked AS (SELECT id FROM transactions WHERE id = ANY($1) AND status = 'pending' ORDER BY id FOR UPDATE)
-         UPDATE transactions t SET status = u.st, gateway_reference = u.r, decline_code = u.c, settled_at = u.at, enqueued_until = NULL
-         FROM unnest($1::uuid[], $2::transaction_status[], $3::text[], $4::text[], $5::timestamptz[]) AS u(id, st, r, c, at), locked
-         WHERE t.id = u.id AND locked.id = t.id AND t.status = 'pending'
-         RETURNING t.id",
-    )
-    .bind(&ids)
-    .bind(&statuses)
-    .bind(&refs)
-    .bind(&codes)
-    .bind(&ats)
-    .fetch_all(&mut *tx)
-    .await?;
-    let changed: std::collections::HashSet<Uuid> = changed.into_iter().collect();
+    let sub_ids: Vec<Uuid> = unique.iter().filter_map(|i| i.ctx.subscription_id).collect();
+    let mut subs: HashMap<Uuid, LockedSubscription> =
+        locks::subscriptions(&mut tx, &sub_ids).await?.into_iter().map(|s| (s.id, s)).collect();
+    let cycle_ids: Vec<Uuid> = unique.iter().filter_map(|i| i.ctx.cycle_id).collect();
+    let mut cycles: HashMap<Uuid, LockedCycle> =
+        locks::cycles(&mut tx, &cycle_ids).await?.into_iter().map(|c| (c.id, c)).collect();
 
     let mut evs = Vec::new();
-    let (mut c_ids, mut c_status, mut c_retry, mut c_code, mut c_at) = (vec![], vec![], vec![], vec![], vec![]);
-    let mut sub_targets: HashMap<Uuid, (SubscriptionStatus, Uuid)> = HashMap::new();
+    let settlements: Vec<transaction_state::Settlement> = unique
+        .iter()
+        .map(|i| transaction_state::Settlement {
+            id: i.ctx.id,
+            merchant_id: i.ctx.merchant_id,
+            outcome: &i.outcome,
+            at: i.at,
+            data: outcome_json(&i.outcome, &i.ctx),
+        })
+        .collect();
+    let changed: HashSet<Uuid> = transaction_state::settle(&mut tx, &settlements, &mut evs).await?.into_iter().collect();
+
+    // Dunning decides each cycle's next state; the state machine says whether the
+    // cycle may take it (a decline does not touch a cycle cancelled meanwhile, an
+    // approval is recorded whatever happened: the money moved).
+    let mut rounds: Vec<Vec<cycle_state::Move>> = Vec::new();
+    let mut sub_targets: HashMap<Uuid, SubscriptionStatus> = HashMap::new();
     for i in unique.iter().filter(|i| changed.contains(&i.ctx.id)) {
         let ctx = &i.ctx;
-        let kind = match i.outcome {
-            Settled::Approved { .. } => "charge_succeeded",
-            Settled::Declined { .. } => "charge_declined",
-        };
-        evs.push(NewEvent::new(
-            ctx.merchant_id,
-            "transaction",
-            ctx.id,
-            kind,
-            outcome_json(&i.outcome, ctx),
-            Actor::System,
-        ));
-        let Some(cycle_id) = ctx.cycle_id else { continue };
+        let Some(cycle) = ctx.cycle_id.and_then(|id| cycles.get_mut(&id)) else { continue };
         let schedule = ctx.retry_schedule_hours.clone().unwrap_or_default();
         let change: CycleChange = dunning::after(ctx.kind, ctx.attempt, &schedule, &i.outcome, i.at);
-        c_ids.push(cycle_id);
-        c_status.push(change.status);
-        c_retry.push(change.next_retry_at);
-        c_code.push(change.failure_code.clone());
-        c_at.push(i.at);
+        let cause = match i.outcome {
+            Settled::Approved { .. } => cycle_state::Cause::Approved,
+            Settled::Declined { .. } => cycle_state::Cause::Declined,
+        };
+        if cycle_state::permits(cause, cycle.status, change.status) {
+            let mut m = cycle_state::Move::new(cycle, cause, change.status, Actor::System);
+            m.next_retry_at = change.next_retry_at;
+            m.failure_code = Some(change.failure_code.clone());
+            m.settled_at = Some(i.at);
+            cycle.status = change.status;
+            // One UPDATE writes each cycle once: a second attempt of the same cycle in
+            // this batch goes in the next round.
+            match rounds.iter_mut().find(|r| r.iter().all(|x| x.id != m.id)) {
+                Some(round) => round.push(m),
+                None => rounds.push(vec![m]),
+            }
+        }
         if let Some(sid) = ctx.subscription_id {
-            sub_targets.insert(sid, (change.subscription, ctx.merchant_id));
+            sub_targets.insert(sid, change.subscription);
         }
     }
-    if !c_ids.is_empty() {
-        // A success is recorded even on a cycle cancelled meanwhile: the money moved.
-        let moved: Vec<(Uuid, Uuid, CycleStatus, CycleStatus, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "WITH old AS (SELECT id, status FROM billing_cycles WHERE id = ANY($1) ORDER BY id FOR UPDATE)
-             UPDATE billing_cycles c SET status = u.st, next_retry_at = u.nr, failure_code = u.fc,
-                failed_at = CASE WHEN u.st = 'failed' THEN u.at ELSE c.failed_at END,
-                first_attempt_at = COALESCE(c.first_attempt_at, u.at), enqueued_until = NULL
-             FROM unnest($1::uuid[], $2::cycle_status[], $3::timestamptz[], $4::text[], $5::timestamptz[]) AS u(id, st, nr, fc, at), old
-             WHERE c.id = u.id AND old.id = c.id AND (u.st = 'succeeded' OR c.status IN ('pending', 'retrying'))
-             RETURNING c.id, c.merchant_id, old.status, c.status, c.next_retry_at",
-        )
-        .bind(&c_ids)
-        .bind(&c_status)
-        .bind(&c_retry)
-        .bind(&c_code)
-        .bind(&c_at)
-        .fetch_all(&mut *tx)
-        .await?;
-        for (id, merchant, from, to, next_retry_at) in moved {
-            if from != to {
-                evs.push(NewEvent::new(
-                    merchant,
-                    "billing_cycle",
-                    id,
-                    "status_changed",
-                    json!({"from": from, "to": to}),
-                    Actor::System,
-                ));
-            }
-            if to == CycleStatus::Retrying {
-                evs.push(NewEvent::new(
-                    merchant,
-                    "billing_cycle",
-                    id,
-                    "retry_scheduled",
-                    json!({"nextRetryAt": next_retry_at}),
-                    Actor::System,
-                ));
-            }
-        }
+    for round in &rounds {
+        cycle_state::apply(&mut tx, round, &mut evs).await?;
     }
-    if !sub_targets.is_empty() {
-        let (s_ids, s_status): (Vec<Uuid>, Vec<SubscriptionStatus>) =
-            sub_targets.iter().map(|(id, (st, _))| (*id, *st)).unzip();
-        let moved: Vec<(Uuid, Uuid, SubscriptionStatus, SubscriptionStatus)> = sqlx::query_as(
-            "WITH old AS (SELECT id, status FROM subscriptions WHERE id = ANY($1) ORDER BY id FOR UPDATE)
-             UPDATE subscriptions s SET status = u.st
-             FROM unnest($1::uuid[], $2::subscription_status[]) AS u(id, st), old
-             WHERE s.id = u.id AND old.id = s.id AND s.status IN ('active', 'past_due') AND s.status <> u.st
-             RETURNING s.id, s.merchant_id, old.status, s.status",
-        )
-        .bind(&s_ids)
-        .bind(&s_status)
-        .fetch_all(&mut *tx)
-        .await?;
-        for (id, merchant, from, to) in moved {
+
+    // Only live subscriptions follow their cycles (active ⇄ past_due).
+    let mut moved_subs: Vec<(Uuid, SubscriptionStatus)> = Vec::new();
+    for (sid, target) in sub_targets {
+        let Some(s) = subs.get_mut(&sid) else { continue };
+        if matches!(s.status, SubscriptionStatus::Active | SubscriptionStatus::PastDue) && s.status != target {
             evs.push(NewEvent::new(
-                merchant,
+                s.merchant_id,
                 "subscription",
-                id,
+                sid,
                 "status_changed",
-                json!({"from": from, "to": to}),
+                json!({"from": s.status, "to": target}),
                 Actor::System,
             ));
+            s.status = target;
+            moved_subs.push((sid, target));
         }
+    }
+    if !moved_subs.is_empty() {
+        let (ids, statuses): (Vec<Uuid>, Vec<SubscriptionStatus>) = moved_subs.into_iter().unzip();
+        sqlx::query!(
+            "UPDATE subscriptions s SET status = u.st
+             FROM unnest($1::uuid[], $2::subscription_status[]) AS u(id, st) WHERE s.id = u.id",
+            &ids,
+            &statuses as _,
+        )
+        .execute(&mut *tx)
+        .await?;
     }
     events::record(&mut tx, &evs).await?;
     tx.commit().await?;
@@ -244,75 +198,52 @@ fn outcome_json(o: &Settled, ctx: &ChargeContext) -> serde_json::Value {
 /// A transaction whose job ran out of attempts: it and its cycle become `error`.
 pub async fn mark_error(pool: &PgPool, transaction_id: Uuid, message: &str) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
-    let row: Option<(Uuid, Option<Uuid>)> = sqlx::query_as(
-        "UPDATE transactions SET status = 'error', error_message = $2, enqueued_until = NULL
-         WHERE id = $1 AND status = 'pending' RETURNING merchant_id, billing_cycle_id",
-    )
-    .bind(transaction_id)
-    .bind(message)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((merchant, cycle)) = row else { return Ok(()) };
-    let mut evs = vec![
-        NewEvent::new(
-            merchant,
-            "transaction",
-            transaction_id,
-            "charge_error",
-            json!({"error": message}),
-            Actor::System,
-        ),
-        NewEvent::new(
-            merchant,
-            "transaction",
-            transaction_id,
-            "dead_lettered",
-            json!({"queue": "charge-transaction"}),
-            Actor::System,
-        ),
-    ];
-    if let Some(cycle) = cycle {
-        mark_cycle_error(&mut tx, merchant, cycle, &mut evs).await?;
+    let Some((parents, _)) = locks::transaction(&mut tx, transaction_id).await? else { return Ok(()) };
+    let mut evs = Vec::new();
+    let Some((merchant, _)) = transaction_state::error(&mut tx, transaction_id, message, message, &mut evs).await?
+    else {
+        return Ok(());
+    };
+    evs.push(NewEvent::new(
+        merchant,
+        "transaction",
+        transaction_id,
+        "dead_lettered",
+        json!({"queue": "charge-transaction"}),
+        Actor::System,
+    ));
+    if let Some((_, cycle)) = parents {
+        cycle_error(&mut tx, &cycle, &mut evs).await?;
     }
     events::record(&mut tx, &evs).await?;
     tx.commit().await?;
     Ok(())
 }
 
-pub async fn mark_cycle_error(
-    conn: &mut sqlx::PgConnection,
-    merchant: Uuid,
-    cycle: Uuid,
-    evs: &mut Vec<NewEvent>,
-) -> anyhow::Result<()> {
-    let from: Option<CycleStatus> = sqlx::query_scalar(
-        "WITH old AS (SELECT id, status FROM billing_cycles WHERE id = $1 FOR UPDATE)
-         UPDATE billing_cycles c SET status = 'error', next_retry_at = NULL, enqueued_until = NULL FROM old
-         WHERE c.id = old.id AND c.status IN ('pending', 'retrying') RETURNING old.status",
-    )
-    .bind(cycle)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(from) = from {
-        evs.push(NewEvent::new(
-            merchant,
-            "billing_cycle",
-            cycle,
-            "status_changed",
-            json!({"from": from, "to": "error"}),
-            Actor::System,
-        ));
-    }
+/// A `retry-charge` job ran out of attempts: its cycle becomes `error`, with a
+/// `dead_lettered` event first.
+pub async fn mark_cycle_dead(pool: &PgPool, cycle_id: Uuid, error: &str) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    let Some((_, cycle)) = locks::cycle(&mut tx, cycle_id, None).await? else { return Ok(()) };
+    let mut evs = vec![NewEvent::new(
+        cycle.merchant_id,
+        "billing_cycle",
+        cycle_id,
+        "dead_lettered",
+        json!({"queue": "retry-charge", "error": error}),
+        Actor::System,
+    )];
+    cycle_error(&mut tx, &cycle, &mut evs).await?;
+    events::record(&mut tx, &evs).await?;
+    tx.commit().await?;
     Ok(())
 }
 
-/// Push a transaction's lease past a scheduled job retry, so the sweep does not
-/// enqueue a second copy while the first waits out its backoff.
-pub async fn extend_lease(pool: &PgPool, transaction_id: Uuid, secs: f64) -> anyhow::Result<()> {
-    sqlx::query("UPDATE transactions SET enqueued_until = now() + make_interval(secs => $2) WHERE id = $1 AND status = 'pending'")
-        .bind(transaction_id)
-        .bind(secs)
-        .execute(pool)
-        .await?;
+/// pending | retrying → error, on a cycle the caller holds locked.
+async fn cycle_error(conn: &mut sqlx::PgConnection, cycle: &LockedCycle, evs: &mut Vec<NewEvent>) -> anyhow::Result<()> {
+    let cause = cycle_state::Cause::DeadLettered;
+    if cycle_state::permits(cause, cycle.status, CycleStatus::Error) {
+        cycle_state::apply(conn, &[cycle_state::Move::new(cycle, cause, CycleStatus::Error, Actor::System)], evs).await?;
+    }
     Ok(())
 }

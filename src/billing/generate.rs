@@ -12,7 +12,9 @@ use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::transactions::idempotency_key;
+use super::transaction_state::{self, NewAttempt};
+use super::transactions::TransactionKind;
+use super::{cycle_state, locks};
 use crate::clock::Clock;
 use crate::events::{self, Actor, NewEvent};
 use crate::subscriptions::lifecycle::clamp_to_end;
@@ -80,12 +82,12 @@ fn is_due(s: &Subscription, now: DateTime<Utc>) -> bool {
 }
 
 async fn pending_charge(conn: &mut PgConnection, subscription_id: Uuid, sequence: i32) -> anyhow::Result<Option<Job>> {
-    let txn: Option<Uuid> = sqlx::query_scalar(
+    let txn = sqlx::query_scalar!(
         "SELECT t.id FROM transactions t JOIN billing_cycles c ON c.id = t.billing_cycle_id
          WHERE c.subscription_id = $1 AND c.sequence = $2 AND t.status = 'pending' ORDER BY t.attempt DESC LIMIT 1",
+        subscription_id,
+        sequence
     )
-    .bind(subscription_id)
-    .bind(sequence)
     .fetch_optional(conn)
     .await?;
     Ok(txn.map(charge))
@@ -108,8 +110,7 @@ pub async fn open_cycles(
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut starts, mut ends, mut dues, mut amounts) =
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::<Decimal>::with_capacity(n));
-    let (mut currencies, mut txn_ids, mut keys, mut methods) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut currencies, mut attempts) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut next_charge, mut evs, mut opened) =
         (Vec::with_capacity(n), Vec::with_capacity(2 * n), HashMap::with_capacity(n));
     for s in due {
@@ -131,9 +132,6 @@ pub async fn open_cycles(
         dues.push(due_at);
         amounts.push(s.amount);
         currencies.push(s.currency.clone());
-        txn_ids.push(txn_id);
-        keys.push(idempotency_key(txn_id));
-        methods.push(s.payment_method.clone().unwrap_or_default());
         next_charge.push(next.next_charge_at);
         opened.insert(s.id, txn_id);
         evs.push(NewEvent::new(
@@ -144,41 +142,50 @@ pub async fn open_cycles(
             json!({"subscriptionId": s.id, "sequence": seq, "dueAt": due_at, "periodStart": start, "periodEnd": end}),
             Actor::System,
         ));
-        evs.push(NewEvent::new(
-            s.merchant_id,
-            "transaction",
-            txn_id,
-            "created",
+        let attempt = NewAttempt {
+            id: txn_id,
+            merchant_id: s.merchant_id,
+            billing_cycle_id: cycle_id,
+            kind: TransactionKind::Scheduled,
+            amount: s.amount,
+            currency: s.currency.clone(),
+            payment_method: s.payment_method.clone().unwrap_or_default(),
+            attempt: 1,
+        };
+        evs.push(transaction_state::created_event(
+            &attempt,
             json!({"billingCycleId": cycle_id, "kind": "scheduled", "attempt": 1}),
             Actor::System,
         ));
+        attempts.push(attempt);
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO billing_cycles (id, merchant_id, subscription_id, sequence, period_start, period_end, due_at, amount, currency, attempts)
          SELECT id, m, s, q, ps, pe, d, a, c, 1 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::timestamptz[],
             $6::timestamptz[], $7::timestamptz[], $8::numeric[], $9::text[]) AS u(id, m, s, q, ps, pe, d, a, c)",
+        &cyc_ids,
+        &merchants,
+        &sub_ids,
+        &seqs,
+        &starts,
+        &ends,
+        &dues,
+        &amounts,
+        &currencies,
     )
-    .bind(&cyc_ids).bind(&merchants).bind(&sub_ids).bind(&seqs).bind(&starts).bind(&ends).bind(&dues).bind(&amounts).bind(&currencies)
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
-        "INSERT INTO transactions (id, merchant_id, billing_cycle_id, kind, amount, currency, payment_method, idempotency_key, attempt, enqueued_until)
-         SELECT id, m, c, 'scheduled', a, cur, pm, k, 1, now() + make_interval(secs => $8)
-         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::numeric[], $5::text[], $6::text[], $7::text[]) AS u(id, m, c, a, cur, pm, k)",
-    )
-    .bind(&txn_ids).bind(&merchants).bind(&cyc_ids).bind(&amounts).bind(&currencies).bind(&methods).bind(&keys).bind(lease_secs as f64)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
+    transaction_state::open(conn, &attempts, lease_secs).await?;
+    sqlx::query!(
         "UPDATE subscriptions s SET next_sequence = s.next_sequence + 1, next_charge_at = u.nc,
             current_period_start = u.ps, current_period_end = u.pe, enqueued_until = NULL
          FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[]) AS u(id, nc, ps, pe)
          WHERE s.id = u.id",
+        &sub_ids,
+        &next_charge as &[Option<DateTime<Utc>>],
+        &starts,
+        &ends,
     )
-    .bind(&sub_ids)
-    .bind(&next_charge)
-    .bind(&starts)
-    .bind(&ends)
     .execute(&mut *conn)
     .await?;
     events::record(conn, &evs).await?;
@@ -225,7 +232,7 @@ pub async fn trial_end(
     Ok(jobs)
 }
 
-/// `resume`: paused → active when resumeAt has come (SPEC 4 re-anchor rule).
+/// `resume`: paused → active when resumeAt has come (docs/states.md#subscriptions).
 pub async fn resume(pool: &PgPool, clock: &Clock, subscription_id: Uuid) -> anyhow::Result<Vec<Job>> {
     let now = clock.now().await?;
     let mut tx = pool.begin().await?;
@@ -233,9 +240,7 @@ pub async fn resume(pool: &PgPool, clock: &Clock, subscription_id: Uuid) -> anyh
     if s.status != S::Paused || s.resume_at.is_none_or(|t| t > now) {
         return Ok(vec![]);
     }
-    let changed = crate::subscriptions::lifecycle::resume_locked(&mut tx, s, now, Actor::System)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let changed = crate::subscriptions::lifecycle::resume_locked(&mut tx, s, now, Actor::System).await?;
     tx.commit().await?;
     Ok(changed.jobs)
 }
@@ -250,80 +255,44 @@ pub async fn retry_charge(
 ) -> anyhow::Result<Vec<Job>> {
     let now = clock.now().await?;
     let mut tx = pool.begin().await?;
-    let row: Option<RetryRow> = sqlx::query_as(
-        "SELECT c.merchant_id, c.attempts, c.status, c.next_retry_at, c.amount, c.currency,
-                s.payment_method, s.status AS subscription_status
-         FROM billing_cycles c JOIN subscriptions s ON s.id = c.subscription_id WHERE c.id = $1 FOR UPDATE OF c",
-    )
-    .bind(cycle_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(RetryRow {
-        merchant_id,
-        attempts,
-        status,
-        next_retry_at,
-        amount,
-        currency,
-        payment_method: pm,
-        subscription_status: sub_status,
-    }) = row
-    else {
-        return Ok(vec![]);
-    };
-    if attempts >= cycle_attempt {
+    let Some((sub, cycle)) = locks::cycle(&mut tx, cycle_id, None).await? else { return Ok(vec![]) };
+    if cycle.attempts >= cycle_attempt {
         // Already opened: re-run the charge if it is still pending.
-        let pending: Option<Uuid> = sqlx::query_scalar(
+        let pending = sqlx::query_scalar!(
             "SELECT id FROM transactions WHERE billing_cycle_id = $1 AND attempt = $2 AND status = 'pending'",
+            cycle_id,
+            cycle_attempt
         )
-        .bind(cycle_id)
-        .bind(cycle_attempt)
         .fetch_optional(&mut *tx)
         .await?;
         return Ok(pending.map(charge).into_iter().collect());
     }
-    let due = status == super::CycleStatus::Retrying
-        && attempts + 1 == cycle_attempt
-        && next_retry_at.is_some_and(|t| t <= now)
-        && !matches!(sub_status, S::Paused | S::Cancelled | S::Completed);
-    let Some(pm) = pm.filter(|_| due) else { return Ok(vec![]) };
-    let txn_id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO transactions (id, merchant_id, billing_cycle_id, kind, amount, currency, payment_method, idempotency_key, attempt, enqueued_until)
-         VALUES ($1, $2, $3, 'retry', $4, $5, $6, $7, $8, now() + make_interval(secs => $9))",
-    )
-    .bind(txn_id).bind(merchant_id).bind(cycle_id).bind(amount).bind(&currency).bind(&pm).bind(idempotency_key(txn_id)).bind(cycle_attempt).bind(lease_secs as f64)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("UPDATE billing_cycles SET attempts = $2, next_retry_at = NULL, enqueued_until = NULL WHERE id = $1")
-        .bind(cycle_id)
-        .bind(cycle_attempt)
-        .execute(&mut *tx)
-        .await?;
+    let due = cycle.status == super::CycleStatus::Retrying
+        && cycle.attempts + 1 == cycle_attempt
+        && cycle.next_retry_at.is_some_and(|t| t <= now)
+        && !matches!(sub.status, S::Paused | S::Cancelled | S::Completed);
+    let Some(payment_method) = sub.payment_method.filter(|_| due) else { return Ok(vec![]) };
+    let attempt = NewAttempt {
+        id: Uuid::now_v7(),
+        merchant_id: cycle.merchant_id,
+        billing_cycle_id: cycle_id,
+        kind: TransactionKind::Retry,
+        amount: cycle.amount,
+        currency: cycle.currency.clone(),
+        payment_method,
+        attempt: cycle_attempt,
+    };
+    transaction_state::open(&mut tx, std::slice::from_ref(&attempt), lease_secs).await?;
+    cycle_state::open_attempt(&mut tx, cycle_id, cycle_attempt).await?;
     events::record_one(
         &mut tx,
-        NewEvent::new(
-            merchant_id,
-            "transaction",
-            txn_id,
-            "created",
+        transaction_state::created_event(
+            &attempt,
             json!({"billingCycleId": cycle_id, "kind": "retry", "attempt": cycle_attempt}),
             Actor::System,
         ),
     )
     .await?;
     tx.commit().await?;
-    Ok(vec![charge(txn_id)])
-}
-
-#[derive(sqlx::FromRow)]
-struct RetryRow {
-    merchant_id: Uuid,
-    attempts: i32,
-    status: super::CycleStatus,
-    next_retry_at: Option<DateTime<Utc>>,
-    amount: Decimal,
-    currency: String,
-    payment_method: Option<String>,
-    subscription_status: S,
+    Ok(vec![charge(attempt.id)])
 }

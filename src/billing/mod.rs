@@ -1,16 +1,22 @@
 //! Billing: the calendar, billing cycles and their transactions (gateway attempts).
+//!
+//! Where a charge happens: `charge::load_batch` reads it, the gateway answers,
+//! `charge::record_batch` writes the outcome through the state machines
+//! (`cycle_state`, `transaction_state`) under the lock order (`locks`).
 
 pub mod calendar;
+pub mod charge;
+pub mod cycle_state;
 pub mod cycles;
+pub mod dunning;
+pub mod generate;
+pub mod locks;
+pub mod retry;
+pub mod transaction_state;
 pub mod transactions;
 
 pub use cycles::{BillingCycle, CycleStatus, CycleView};
 pub use transactions::{Transaction, TransactionKind, TransactionStatus, TransactionView};
-pub mod charge;
-pub mod dunning;
-pub mod generate;
-pub mod retry;
 
-/// How long (wall-clock seconds) an enqueued job owns its row before the scheduler
-/// assumes Redis lost it and enqueues it again (RECUR_LEASE_SECONDS).
-pub const DEFAULT_LEASE_SECONDS: i64 = 30;
+/// How long (wall-clock seconds) an enqueued job owns its row (`crate::lease`).
+pub const DEFAULT_LEASE_SECONDS: i64 = crate::lease::DEFAULT_SECONDS;

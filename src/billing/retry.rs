@@ -1,4 +1,5 @@
-//! Manual retry of a `failed` or `error` cycle (SPEC 5).
+//! Manual retry of a `failed` or `error` cycle (docs/states.md#billing-cycles), and the
+//! reconciliation of an errored attempt that went through after all.
 
 use jobs::{ChargeTransaction, Job};
 use serde_json::json;
@@ -6,9 +7,12 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::cycles::{self, BillingCycle, CycleStatus};
-use super::transactions::{self, TransactionKind};
+use super::transaction_state::{self, NewAttempt};
+use super::transactions::TransactionKind;
+use super::{cycle_state, locks};
 use crate::error::{Error, Result};
 use crate::events::{self, Actor, NewEvent};
+use crate::subscriptions::SubscriptionStatus;
 
 /// Open a `manual_retry` transaction on a failed or errored cycle; returns the job
 /// that charges it. Any other status is a conflict.
@@ -18,72 +22,40 @@ pub async fn manual(
     cycle_id: Uuid,
     lease_secs: i64,
 ) -> Result<(BillingCycle, Job)> {
-    let cycle: BillingCycle = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {} FROM billing_cycles WHERE id = $1 AND merchant_id = $2 FOR UPDATE",
-        cycles::COLUMNS
-    )))
-    .bind(cycle_id)
-    .bind(merchant_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(Error::NotFound("billing cycle"))?;
-    if !matches!(cycle.status, CycleStatus::Failed | CycleStatus::Error) {
+    let (sub, cycle) = locks::cycle(conn, cycle_id, Some(merchant_id)).await?.ok_or(Error::NotFound("billing cycle"))?;
+    let cause = cycle_state::Cause::ManualRetry;
+    if !cycle_state::permits(cause, cycle.status, CycleStatus::Retrying) {
         return Err(Error::conflict(format!(
             "only failed or error cycles can be retried; this one is {}",
             serde_json::to_value(cycle.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
         )));
     }
-    let (payment_method, subscription_status): (Option<String>, crate::subscriptions::SubscriptionStatus) =
-        sqlx::query_as("SELECT payment_method, status FROM subscriptions WHERE id = $1")
-            .bind(cycle.subscription_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    let Some(payment_method) = payment_method else {
+    let Some(payment_method) = sub.payment_method.clone() else {
         return Err(Error::conflict("the subscription has no payment method"));
     };
-    let txn_id = Uuid::now_v7();
-    let attempt = cycle.attempts + 1;
-    sqlx::query(
-        "INSERT INTO transactions (id, merchant_id, billing_cycle_id, kind, amount, currency, payment_method, idempotency_key, attempt, enqueued_until)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now() + make_interval(secs => $10))",
-    )
-    .bind(txn_id)
-    .bind(merchant_id)
-    .bind(cycle.id)
-    .bind(TransactionKind::ManualRetry)
-    .bind(cycle.amount)
-    .bind(&cycle.currency)
-    .bind(&payment_method)
-    .bind(transactions::idempotency_key(txn_id))
-    .bind(attempt)
-    .bind(lease_secs as f64)
-    .execute(&mut *conn)
-    .await?;
-    let updated: BillingCycle = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE billing_cycles SET status = 'retrying', attempts = $2, next_retry_at = NULL, enqueued_until = NULL
-         WHERE id = $1 RETURNING {}",
-        cycles::COLUMNS
-    )))
-    .bind(cycle.id)
-    .bind(attempt)
-    .fetch_one(&mut *conn)
-    .await?;
-    events::record(
-        conn,
-        &[
-            NewEvent::new(merchant_id, "transaction", txn_id, "created", json!({"kind": "manual_retry", "attempt": attempt}), Actor::Merchant),
-            NewEvent::new(
-                merchant_id,
-                "billing_cycle",
-                cycle.id,
-                "status_changed",
-                json!({"from": cycle.status, "to": "retrying", "manualRetry": true, "subscriptionStatus": subscription_status}),
-                Actor::Merchant,
-            ),
-        ],
-    )
-    .await?;
-    Ok((updated, Job::ChargeTransaction(ChargeTransaction { transaction_id: txn_id, attempt: 0 })))
+    let attempt = NewAttempt {
+        id: Uuid::now_v7(),
+        merchant_id,
+        billing_cycle_id: cycle.id,
+        kind: TransactionKind::ManualRetry,
+        amount: cycle.amount,
+        currency: cycle.currency.clone(),
+        payment_method,
+        attempt: cycle.attempts + 1,
+    };
+    transaction_state::open(conn, std::slice::from_ref(&attempt), lease_secs).await?;
+    let mut evs = vec![transaction_state::created_event(
+        &attempt,
+        json!({"kind": "manual_retry", "attempt": attempt.attempt}),
+        Actor::Merchant,
+    )];
+    let mut m = cycle_state::Move::new(&cycle, cause, CycleStatus::Retrying, Actor::Merchant)
+        .extra(json!({"manualRetry": true, "subscriptionStatus": sub.status}));
+    m.attempts = Some(attempt.attempt);
+    cycle_state::apply(conn, &[m], &mut evs).await?;
+    events::record(conn, &evs).await?;
+    let updated = cycles::get(conn, merchant_id, cycle.id).await?;
+    Ok((updated, Job::ChargeTransaction(ChargeTransaction { transaction_id: attempt.id, attempt: 0 })))
 }
 
 /// The latest `error` attempt of an errored cycle: (transaction id, idempotency key).
@@ -92,67 +64,44 @@ pub async fn errored_attempt(
     merchant_id: Uuid,
     cycle_id: Uuid,
 ) -> Result<Option<(Uuid, String)>> {
-    Ok(sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT t.id, t.idempotency_key FROM transactions t JOIN billing_cycles c ON c.id = t.billing_cycle_id
          WHERE c.id = $1 AND c.merchant_id = $2 AND c.status = 'error' AND t.status = 'error'
          ORDER BY t.attempt DESC LIMIT 1",
+        cycle_id,
+        merchant_id
     )
-    .bind(cycle_id)
-    .bind(merchant_id)
     .fetch_optional(conn)
-    .await?)
+    .await?;
+    Ok(row.map(|r| (r.id, r.idempotency_key)))
 }
 
 /// The gateway says an errored attempt went through after all (a timeout after the
 /// charge): record it as succeeded instead of charging again.
 pub async fn settle_errored(conn: &mut PgConnection, transaction_id: Uuid, reference: &str) -> Result<bool> {
-    let row: Option<(Uuid, Uuid)> = sqlx::query_as(
-        "UPDATE transactions SET status = 'succeeded', gateway_reference = $2, error_message = NULL, settled_at = now()
-         WHERE id = $1 AND status = 'error' RETURNING merchant_id, billing_cycle_id",
-    )
-    .bind(transaction_id)
-    .bind(reference)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some((merchant, cycle)) = row else { return Ok(false) };
-    let sub: Option<Uuid> = sqlx::query_scalar(
-        "UPDATE billing_cycles SET status = 'succeeded', failure_code = NULL WHERE id = $1 AND status = 'error' RETURNING subscription_id",
-    )
-    .bind(cycle)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let mut evs = vec![
-        NewEvent::new(
-            merchant,
-            "transaction",
-            transaction_id,
-            "charge_succeeded",
-            json!({"gatewayReference": reference, "reconciled": true}),
-            Actor::System,
-        ),
-        NewEvent::new(
-            merchant,
-            "billing_cycle",
-            cycle,
-            "status_changed",
-            json!({"from": "error", "to": "succeeded", "reconciled": true}),
-            Actor::System,
-        ),
-    ];
-    if let Some(sub) = sub {
-        let moved = sqlx::query("UPDATE subscriptions SET status = 'active' WHERE id = $1 AND status = 'past_due'")
-            .bind(sub)
-            .execute(&mut *conn)
-            .await?;
-        if moved.rows_affected() == 1 {
-            evs.push(NewEvent::new(
-                merchant,
-                "subscription",
-                sub,
-                "status_changed",
-                json!({"from": "past_due", "to": "active"}),
-                Actor::System,
-            ));
+    let Some((parents, _)) = locks::transaction(conn, transaction_id).await? else { return Ok(false) };
+    let mut evs = Vec::new();
+    if transaction_state::reconcile(conn, transaction_id, reference, &mut evs).await?.is_none() {
+        return Ok(false);
+    }
+    if let Some((sub, cycle)) = parents {
+        let cause = cycle_state::Cause::Reconciled;
+        if cycle_state::permits(cause, cycle.status, CycleStatus::Succeeded) {
+            let mut m = cycle_state::Move::new(&cycle, cause, CycleStatus::Succeeded, Actor::System)
+                .extra(json!({"reconciled": true}));
+            m.failure_code = Some(None);
+            cycle_state::apply(conn, &[m], &mut evs).await?;
+            if sub.status == SubscriptionStatus::PastDue {
+                crate::subscriptions::repo::set_status(conn, sub.id, SubscriptionStatus::Active).await?;
+                evs.push(NewEvent::new(
+                    sub.merchant_id,
+                    "subscription",
+                    sub.id,
+                    "status_changed",
+                    json!({"from": "past_due", "to": "active"}),
+                    Actor::System,
+                ));
+            }
         }
     }
     events::record(conn, &evs).await?;

@@ -15,7 +15,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{DeadLetter, remove};
+use crate::billing::locks::{self, LockedCycle};
+use crate::billing::{CycleStatus, TransactionKind, cycle_state, transaction_state};
 use crate::error::{Error, Result};
+use crate::lease;
 use crate::events::{self, Actor, NewEvent};
 use crate::queue::Enqueuer;
 
@@ -42,6 +45,10 @@ pub async fn replay(
     let data = json!({"deadLetterId": d.id, "queue": d.queue, "attempts": d.attempts, "lastError": d.last_error});
     match &d.job {
         Job::ChargeTransaction(j) => {
+            // The transaction's subscription, cycle and itself, in the lock order. With
+            // the cycle locked no manual retry can open an attempt until this commits,
+            // and the check below (a statement of its own) sees any opened before.
+            let locked = locks::transaction(&mut tx, j.transaction_id).await?;
             if let Some(merchant) = superseded(&mut tx, j.transaction_id).await? {
                 evs.push(NewEvent::new(
                     merchant,
@@ -59,59 +66,31 @@ pub async fn replay(
                 metrics::counter!("recur_dlq_superseded_total", "queue" => d.job.queue().name()).increment(1);
                 return Ok(Replayed::Superseded);
             }
-            // A cycle's charge is replayed with the subscription's payment method as it
-            // is now: a card the merchant replaced since the failure is not charged.
-            let row: Option<(Uuid, Option<Uuid>, crate::billing::TransactionKind, Option<String>)> = sqlx::query_as(
-                "UPDATE transactions t SET status = 'pending', error_message = NULL,
-                    enqueued_until = now() + make_interval(secs => $2),
-                    payment_method = COALESCE((SELECT s.payment_method FROM billing_cycles c
-                        JOIN subscriptions s ON s.id = c.subscription_id WHERE c.id = t.billing_cycle_id), t.payment_method)
-                 WHERE t.id = $1 AND t.status IN ('error', 'pending')
-                 RETURNING t.merchant_id, t.billing_cycle_id, t.kind, t.payment_method",
-            )
-            .bind(j.transaction_id)
-            .bind(lease_secs as f64)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some((merchant, cycle, kind, payment_method)) = row {
-                let mut data = data.clone();
-                data["paymentMethod"] = json!(payment_method);
-                evs.push(NewEvent::new(merchant, "transaction", j.transaction_id, "replayed", data, Actor::Operator));
-                if let Some(cycle) = cycle {
-                    // The reopened transaction is the cycle's open attempt: no retry is
-                    // scheduled beside it (that would open a second charge).
-                    let to = if kind == crate::billing::TransactionKind::Scheduled { "pending" } else { "retrying" };
-                    reopen_cycle(&mut tx, merchant, cycle, to, None, &mut evs).await?;
-                }
+            let reopened = transaction_state::reopen(&mut tx, j.transaction_id, lease_secs, data, &mut evs).await?;
+            if let (Some(r), Some((Some((_, cycle)), _))) = (reopened, locked) {
+                // The reopened transaction is the cycle's open attempt: no retry is
+                // scheduled beside it (that would open a second charge).
+                let to = if r.kind == TransactionKind::Scheduled { CycleStatus::Pending } else { CycleStatus::Retrying };
+                reopen_cycle(&mut tx, &cycle, to, None, &mut evs).await?;
             }
         }
         Job::RetryCharge(j) => {
-            let merchant: Option<Uuid> = sqlx::query_scalar("SELECT merchant_id FROM billing_cycles WHERE id = $1")
-                .bind(j.billing_cycle_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(m) = merchant {
+            if let Some((_, cycle)) = locks::cycle(&mut tx, j.billing_cycle_id, None).await? {
                 evs.push(NewEvent::new(
-                    m,
+                    cycle.merchant_id,
                     "billing_cycle",
-                    j.billing_cycle_id,
+                    cycle.id,
                     "replayed",
                     data.clone(),
                     Actor::Operator,
                 ));
-                reopen_cycle(&mut tx, m, j.billing_cycle_id, "retrying", Some(now), &mut evs).await?;
+                reopen_cycle(&mut tx, &cycle, CycleStatus::Retrying, Some(now), &mut evs).await?;
             }
         }
         Job::GenerateCycle(_) | Job::TrialEnd(_) | Job::Resume(_) => {
             let (_, sub) = d.job.object();
             // Lift the hold the dead-lettering put on the scheduler's sweep.
-            let merchant: Option<Uuid> = sqlx::query_scalar(
-                "UPDATE subscriptions SET enqueued_until = NULL WHERE id = $1 RETURNING merchant_id",
-            )
-            .bind(sub)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(m) = merchant {
+            if let Some(m) = lease::release_subscription(&mut tx, sub).await? {
                 evs.push(NewEvent::new(m, "subscription", sub, "replayed", data.clone(), Actor::Operator));
             }
         }
@@ -128,51 +107,30 @@ pub async fn replay(
 }
 
 /// The merchant of a cycle's transaction that a later attempt of the cycle replaced,
-/// or None. The cycle is locked first, as a manual retry locks it before opening an
-/// attempt, so the check (a statement of its own, on a fresh snapshot) sees any
-/// attempt opened meanwhile, and none can be opened until this replay commits.
+/// or None. The caller holds the cycle locked.
 async fn superseded(conn: &mut sqlx::PgConnection, transaction: Uuid) -> Result<Option<Uuid>> {
-    sqlx::query(
-        "SELECT 1 FROM billing_cycles WHERE id = (SELECT billing_cycle_id FROM transactions WHERE id = $1) FOR UPDATE",
-    )
-    .bind(transaction)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "SELECT t.merchant_id FROM transactions t WHERE t.id = $1
          AND EXISTS (SELECT 1 FROM transactions l WHERE l.billing_cycle_id = t.billing_cycle_id AND l.attempt > t.attempt)",
+        transaction
     )
-    .bind(transaction)
     .fetch_optional(conn)
     .await?)
 }
 
+/// error → pending | retrying, on a cycle the caller holds locked.
 async fn reopen_cycle(
     conn: &mut sqlx::PgConnection,
-    merchant: Uuid,
-    cycle: Uuid,
-    to: &str,
+    cycle: &LockedCycle,
+    to: CycleStatus,
     next_retry_at: Option<DateTime<Utc>>,
     evs: &mut Vec<NewEvent>,
 ) -> Result<()> {
-    let moved = sqlx::query(
-        "UPDATE billing_cycles SET status = $2::cycle_status, next_retry_at = $3, enqueued_until = NULL
-         WHERE id = $1 AND status = 'error'",
-    )
-    .bind(cycle)
-    .bind(to)
-    .bind(next_retry_at)
-    .execute(&mut *conn)
-    .await?;
-    if moved.rows_affected() == 1 {
-        evs.push(NewEvent::new(
-            merchant,
-            "billing_cycle",
-            cycle,
-            "status_changed",
-            json!({"from": "error", "to": to, "reason": "replayed"}),
-            Actor::Operator,
-        ));
+    let cause = cycle_state::Cause::Replayed;
+    if cycle_state::permits(cause, cycle.status, to) {
+        let mut m = cycle_state::Move::new(cycle, cause, to, Actor::Operator).extra(json!({"reason": "replayed"}));
+        m.next_retry_at = next_retry_at;
+        cycle_state::apply(conn, &[m], evs).await?;
     }
     Ok(())
 }

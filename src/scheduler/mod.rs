@@ -1,9 +1,9 @@
 //! `recur scheduler`: sweeps Postgres for due work and enqueues it.
 //!
-//! Postgres is the truth; Redis only carries work. Every claim takes rows with
-//! `FOR UPDATE SKIP LOCKED` and stamps a lease (`enqueued_until`, wall clock), so
-//! several schedulers never enqueue the same work twice within a lease, and work
-//! whose job Redis lost (flush, crash) is found again once its lease has passed.
+//! Postgres is the truth; Redis only carries work. Every claim is a lease
+//! (`crate::lease`): rows taken with `FOR UPDATE SKIP LOCKED` and stamped, so several
+//! schedulers never enqueue the same work twice within a lease, and work whose job
+//! Redis lost (flush, crash) is found again once its lease has passed.
 //! Enqueueing stops at a high-water mark so Redis never holds a large backlog.
 
 mod lifecycle;
@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::clock::Clock;
+use crate::lease;
 use crate::queue::Enqueuer;
 
 #[derive(Debug, Clone)]
@@ -102,7 +103,7 @@ impl Scheduler {
             }
             if last_housekeeping.elapsed() > Duration::from_secs(60) {
                 last_housekeeping = Instant::now();
-                let _ = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'")
+                let _ = sqlx::query!("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'")
                     .execute(&self.pool)
                     .await;
             }
@@ -122,10 +123,10 @@ impl Scheduler {
         if self.clock.is_manual() {
             return self.opts.tick;
         }
-        let next: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-            "SELECT next_charge_at FROM subscriptions
+        let next = sqlx::query_scalar!(
+            r#"SELECT next_charge_at AS "next_charge_at!" FROM subscriptions
              WHERE status IN ('active', 'past_due') AND next_charge_at IS NOT NULL AND next_charge_at > now()
-             ORDER BY next_charge_at, id LIMIT 1",
+             ORDER BY next_charge_at, id LIMIT 1"#
         )
         .fetch_optional(&self.pool)
         .await
@@ -167,53 +168,38 @@ impl Scheduler {
         )
         .await?;
 
-        let trials = self.claim_subscriptions("trialing", "trial_end_at", now).await?;
+        let trials = lease::claim_trial_ends(&self.pool, now, self.opts.batch, self.opts.lease_secs).await?;
         s.trials = trials.len();
         self.push(trials.into_iter().map(|id| Job::TrialEnd(TrialEnd { subscription_id: id, attempt: 0 }))).await?;
 
-        let resumes = self.claim_subscriptions("paused", "resume_at", now).await?;
+        let resumes = lease::claim_resumes(&self.pool, now, self.opts.batch, self.opts.lease_secs).await?;
         s.resumes = resumes.len();
         self.push(resumes.into_iter().map(|id| Job::Resume(Resume { subscription_id: id, attempt: 0 }))).await?;
 
         let room = self.room(&[Queue::RetryCharge, Queue::ChargeTransaction]).await?;
-        let retries: Vec<(Uuid, i32)> = self.claim(
-            "WITH due AS (SELECT c.id FROM billing_cycles c
-                WHERE c.status = 'retrying' AND c.next_retry_at <= $1 AND (c.enqueued_until IS NULL OR c.enqueued_until < now())
-                  AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = c.subscription_id
-                                  AND s.status IN ('paused', 'cancelled', 'completed'))
-                LIMIT $2 FOR UPDATE OF c SKIP LOCKED)
-             UPDATE billing_cycles c SET enqueued_until = now() + make_interval(secs => $3) FROM due WHERE c.id = due.id
-             RETURNING c.id, c.attempts + 1",
-            now,
-            room,
-        )
-        .await?;
+        let retries = match room {
+            0 => vec![],
+            n => lease::claim_retries(&self.pool, now, n, self.opts.lease_secs).await?,
+        };
         s.retries = retries.len();
-        self.push(retries.into_iter().map(|(id, attempt)| {
-            Job::RetryCharge(RetryCharge { billing_cycle_id: id, cycle_attempt: attempt, attempt: 0 })
+        self.push(retries.into_iter().map(|r| {
+            Job::RetryCharge(RetryCharge { billing_cycle_id: r.id, cycle_attempt: r.attempt, attempt: 0 })
         }))
         .await?;
 
         // Charges whose job Redis lost: pending past their lease.
         let room = self.room(&[Queue::ChargeTransaction]).await?;
-        let lost: Vec<(Uuid, i32)> = self.claim(
-            "WITH due AS (SELECT id FROM transactions
-                WHERE status = 'pending' AND (enqueued_until IS NULL OR enqueued_until < now()) AND $1::timestamptz IS NOT NULL
-                LIMIT $2 FOR UPDATE SKIP LOCKED)
-             UPDATE transactions t SET enqueued_until = now() + make_interval(secs => $3) FROM due WHERE t.id = due.id
-             RETURNING t.id, 0",
-            now,
-            room,
-        )
-        .await?;
+        let lost = match room {
+            0 => vec![],
+            n => lease::claim_lost_charges(&self.pool, n, self.opts.lease_secs).await?,
+        };
         s.recovered = lost.len();
         if !lost.is_empty() {
             tracing::info!(count = lost.len(), "re-enqueued charges whose jobs were lost");
             metrics::counter!("recur_scheduler_recovered_total").increment(lost.len() as u64);
         }
         self.push(
-            lost.into_iter()
-                .map(|(id, _)| Job::ChargeTransaction(ChargeTransaction { transaction_id: id, attempt: 0 })),
+            lost.into_iter().map(|id| Job::ChargeTransaction(ChargeTransaction { transaction_id: id, attempt: 0 })),
         )
         .await?;
         for (kind, n) in [
@@ -230,25 +216,6 @@ impl Scheduler {
         Ok(s)
     }
 
-    /// Claim subscriptions in `status` whose `due_column` has come (trial ends, resumes).
-    async fn claim_subscriptions(
-        &self,
-        status: &str,
-        due_column: &str,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> anyhow::Result<Vec<Uuid>> {
-        let sql = format!(
-            "WITH due AS (SELECT id FROM subscriptions
-                WHERE status = '{status}' AND {due_column} <= $1 AND (enqueued_until IS NULL OR enqueued_until < now())
-                LIMIT $2 FOR UPDATE SKIP LOCKED)
-             UPDATE subscriptions s SET enqueued_until = now() + make_interval(secs => $3) FROM due WHERE s.id = due.id
-             RETURNING s.id, 0"
-        );
-        // Both names are this module's constants, never input.
-        let claimed = self.claim(sqlx::AssertSqlSafe(sql), now, self.opts.batch).await?;
-        Ok(claimed.into_iter().map(|(id, _)| id).collect())
-    }
-
     /// Claim due subscriptions in (next_charge_at, id) order from where the last claim
     /// stopped, so rows claimed moments ago are not read again; a short claim means the
     /// end was reached, and the next one starts over (picking up expired leases).
@@ -260,46 +227,19 @@ impl Scheduler {
         // The start of the walk: year 1, earlier than any due date and inside Postgres's range.
         let floor = chrono::DateTime::<chrono::Utc>::from_timestamp(-62_135_596_800, 0).unwrap_or_default();
         let (after_at, after_id) = after.unwrap_or((floor, Uuid::nil()));
-        let rows: Vec<(Uuid, i32, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
-            "WITH due AS (SELECT id FROM subscriptions
-                WHERE status IN ('active', 'past_due') AND next_charge_at IS NOT NULL AND next_charge_at <= $1
-                  AND (next_charge_at, id) > ($4, $5)
-                  AND (enqueued_until IS NULL OR enqueued_until < now())
-                ORDER BY next_charge_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
-             UPDATE subscriptions s SET enqueued_until = now() + make_interval(secs => $3) FROM due WHERE s.id = due.id
-             RETURNING s.id, s.next_sequence, s.next_charge_at",
-        )
-        .bind(now)
-        .bind(limit)
-        .bind(self.opts.lease_secs as f64)
-        .bind(after_at)
-        .bind(after_id)
-        .fetch_all(&self.pool)
-        .await?;
-        let last = rows.iter().map(|(id, _, at)| (*at, *id)).max();
+        let rows = lease::claim_due_subscriptions(&self.pool, now, (after_at, after_id), limit, self.opts.lease_secs).await?;
+        let last = rows.iter().filter_map(|r| r.next_charge_at.map(|at| (at, r.id))).max();
         *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = if (rows.len() as i64) < limit { None } else { last };
-        Ok(rows.into_iter().map(|(id, seq, _)| (id, seq)).collect())
+        Ok(rows.into_iter().map(|r| (r.id, r.next_sequence)).collect())
     }
 
     /// How many more jobs the given queues can take before the high-water mark.
     async fn room(&self, queues: &[Queue]) -> anyhow::Result<i64> {
         let mut waiting = 0;
         for q in queues {
-            waiting += self.queue.waiting(*q).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            waiting += self.queue.waiting(*q).await?;
         }
         Ok((self.opts.high_water.saturating_sub(waiting) as i64).min(self.opts.batch))
-    }
-
-    async fn claim(
-        &self,
-        sql: impl sqlx::SqlSafeStr,
-        now: chrono::DateTime<chrono::Utc>,
-        limit: i64,
-    ) -> anyhow::Result<Vec<(Uuid, i32)>> {
-        if limit <= 0 {
-            return Ok(vec![]);
-        }
-        Ok(sqlx::query_as(sql).bind(now).bind(limit).bind(self.opts.lease_secs as f64).fetch_all(&self.pool).await?)
     }
 
     async fn push(&self, jobs: impl Iterator<Item = Job>) -> anyhow::Result<()> {
@@ -308,6 +248,6 @@ impl Scheduler {
             return Ok(());
         }
         // If this fails the leases expire and the next sweeps enqueue the work again.
-        self.queue.push(&jobs).await.map_err(|e| anyhow::anyhow!("{e}"))
+        Ok(self.queue.push(&jobs).await?)
     }
 }

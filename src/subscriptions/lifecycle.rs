@@ -1,4 +1,4 @@
-//! The subscription state machine (SPEC 3–4). Each function runs inside the caller's
+//! The subscription state machine (docs/states.md#subscriptions). Each function runs inside the caller's
 //! transaction, records its events there, and returns the jobs to enqueue after commit.
 
 use chrono::{DateTime, Duration, Utc};
@@ -376,18 +376,9 @@ pub async fn cancel_locked(
     s.cancellation_reason = Some(reason.to_owned());
     s.next_charge_at = None;
     let s = repo::save(conn, &s).await?;
-    let cycles = repo::cancel_open_cycles(conn, s.id).await?;
     let mut evs = vec![status_event(&s, before, actor, json!({"reason": reason}))];
-    for c in cycles {
-        evs.push(NewEvent::new(
-            s.merchant_id,
-            "billing_cycle",
-            c,
-            "status_changed",
-            json!({"to": "cancelled", "reason": "subscription_cancelled"}),
-            actor,
-        ));
-    }
+    // The subscription is locked: its cycles come next in the lock order.
+    crate::billing::cycle_state::cancel_open(conn, s.id, actor, &mut evs).await?;
     events::record(conn, &evs).await?;
     Ok(s)
 }

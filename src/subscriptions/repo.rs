@@ -121,15 +121,11 @@ pub async fn by_partner_reference(conn: &mut PgConnection, merchant_id: Uuid, re
         .await?)
 }
 
-/// Cancel the open (pending or retrying) cycles of a subscription; their ids.
-pub async fn cancel_open_cycles(conn: &mut PgConnection, subscription_id: Uuid) -> Result<Vec<Uuid>> {
-    Ok(sqlx::query_scalar(
-        "UPDATE billing_cycles SET status = 'cancelled', next_retry_at = NULL
-         WHERE subscription_id = $1 AND status IN ('pending', 'retrying') RETURNING id",
-    )
-    .bind(subscription_id)
-    .fetch_all(conn)
-    .await?)
+/// Set the status of a subscription the caller holds locked, outside the lifecycle
+/// functions: a charge outcome moving it between active and past_due.
+pub async fn set_status(conn: &mut PgConnection, id: Uuid, status: SubscriptionStatus) -> Result<()> {
+    sqlx::query!("UPDATE subscriptions SET status = $2 WHERE id = $1", id, status as _).execute(conn).await?;
+    Ok(())
 }
 
 pub async fn has_retrying_cycle(conn: &mut PgConnection, subscription_id: Uuid) -> Result<bool> {
@@ -145,13 +141,5 @@ pub fn after(now: DateTime<Utc>, t: Option<DateTime<Utc>>) -> bool {
     t.is_some_and(|t| t > now)
 }
 
-/// Stamp the scheduler's lease on a subscription whose job the API enqueues itself,
-/// so the next sweep does not enqueue a second copy.
-pub async fn lease(conn: &mut PgConnection, id: Uuid, secs: i64) -> Result<()> {
-    sqlx::query("UPDATE subscriptions SET enqueued_until = now() + make_interval(secs => $2) WHERE id = $1")
-        .bind(id)
-        .bind(secs as f64)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
+/// Stamp the scheduler's lease on a subscription whose job the API enqueues itself.
+pub use crate::lease::stamp_subscription as lease;

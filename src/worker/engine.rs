@@ -1,11 +1,17 @@
 //! The engine a worker runs jobs with: dispatch per queue, the project's retry policy
 //! (exponential backoff with full jitter, then dead-letter), and the group-commit
 //! batchers shared by all jobs of the process.
+//!
+//! A job fails in one of two ways (`JobError`): transiently (a timeout, a gateway 5xx,
+//! a lost connection), retried with backoff until its attempts are used up; or
+//! permanently (it can never succeed as it is, e.g. a charge with no payment method),
+//! dead-lettered at once with the reason, for an operator to fix and replay.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use futures::FutureExt;
 use jobs::{Job, PolicyOverrides, Queue};
 use rand::Rng;
@@ -17,11 +23,12 @@ use crate::batch::Batcher;
 use crate::billing::charge::{self, ChargeContext, Recorded, Settlement};
 use crate::billing::dunning::Settled;
 use crate::billing::generate;
-use crate::billing::{CycleStatus, TransactionKind, TransactionStatus};
+use crate::billing::{CycleStatus, TransactionKind, TransactionStatus, transaction_state};
 use crate::clock::Clock;
 use crate::dlq::{self, DeadLetter};
 use crate::events::{self, Actor, NewEvent};
 use crate::gateway::{ChargeOutcome, ChargeRequest, Gateway};
+use crate::lease;
 use crate::queue::Enqueuer;
 
 pub struct Engine {
@@ -66,7 +73,7 @@ impl Engine {
             let q = q.clone();
             async move {
                 let n = jobs.len();
-                q.push(&jobs).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                q.push(&jobs).await.context("enqueue follow-up jobs")?;
                 Ok(vec![(); n])
             }
         });
@@ -86,33 +93,34 @@ impl Engine {
             .record(start.elapsed().as_secs_f64());
         let failure = match run {
             Ok(Ok(Ok(()))) => None,
-            Ok(Ok(Err(e))) => Some(format!("{e:#}")),
-            Ok(Err(_)) => Some("the job handler panicked".to_owned()),
-            Err(_) => Some(format!("the job timed out after {:?}", policy.timeout)),
+            Ok(Ok(Err(e))) => Some(e),
+            Ok(Err(_)) => Some(JobError::Transient(anyhow::anyhow!("the job handler panicked"))),
+            Err(_) => Some(JobError::Transient(anyhow::anyhow!("the job timed out after {:?}", policy.timeout))),
         };
-        let Some(error) = failure else {
+        let Some(failure) = failure else {
             metrics::counter!("recur_jobs_total", "queue" => queue.name(), "outcome" => "ok").increment(1);
             return Ok(());
         };
         let failures = job.attempt() + 1;
-        if policy.exhausted(failures) {
-            tracing::warn!(%queue, attempts = failures, %error, "job dead-lettered");
-            self.dead_letter(job, failures, &error).await.map_err(|e| e.to_string())?;
+        let error = format!("{failure:#}");
+        if failure.is_permanent() || policy.exhausted(failures) {
+            tracing::warn!(%queue, attempts = failures, permanent = failure.is_permanent(), %error, "job dead-lettered");
+            self.dead_letter(job, failures, &error).await?;
             metrics::counter!("recur_jobs_total", "queue" => queue.name(), "outcome" => "dead").increment(1);
         } else {
             let delay = policy.backoff.delay(failures, rand::rng().random::<f64>());
             tracing::debug!(%queue, attempt = failures, ?delay, %error, "job will be retried");
             if let Job::ChargeTransaction(c) = &job {
                 let hold = delay.as_secs_f64() + self.lease_secs as f64;
-                charge::extend_lease(&self.pool, c.transaction_id, hold).await.map_err(|e| e.to_string())?;
+                lease::extend_charge(&self.pool, c.transaction_id, hold).await.map_err(anyhow::Error::from)?;
             }
-            self.queue.push_after(&[job.with_attempt(failures)], delay).await.map_err(|e| e.to_string())?;
+            self.queue.push_after(&[job.with_attempt(failures)], delay).await.map_err(anyhow::Error::from)?;
             metrics::counter!("recur_jobs_total", "queue" => queue.name(), "outcome" => "retry").increment(1);
         }
         Ok(())
     }
 
-    async fn dispatch(&self, job: Job) -> anyhow::Result<()> {
+    async fn dispatch(&self, job: Job) -> Result<(), JobError> {
         let next: Vec<Job> = match job {
             Job::GenerateCycle(j) => self.generate.submit((j.subscription_id, j.sequence)).await?.into_iter().collect(),
             Job::ChargeTransaction(j) => {
@@ -134,20 +142,20 @@ impl Engine {
         Ok(())
     }
 
-    async fn charge(&self, transaction_id: Uuid) -> anyhow::Result<()> {
+    async fn charge(&self, transaction_id: Uuid) -> Result<(), JobError> {
         let Some(ctx) = self.loader.submit(transaction_id).await? else { return Ok(()) };
         if ctx.status != TransactionStatus::Pending {
             return Ok(());
         }
         if matches!(ctx.cycle_status, Some(CycleStatus::Cancelled)) {
-            return charge_abandoned(&self.pool, &ctx).await;
+            return Ok(charge_abandoned(&self.pool, &ctx).await?);
         }
         let over_limit = ctx.authorized_limit.is_some_and(|limit| ctx.amount > limit);
         let outcome = if over_limit {
             Settled::Declined { code: "over_authorized_limit".into(), soft: false }
         } else {
             let Some(payment_method) = ctx.payment_method.clone() else {
-                anyhow::bail!("transaction {} has no payment method", ctx.id);
+                return Err(JobError::Permanent(format!("transaction {} has no payment method", ctx.id)));
             };
             let req = ChargeRequest {
                 idempotency_key: ctx.idempotency_key.clone(),
@@ -172,7 +180,7 @@ impl Engine {
                 Ok(ChargeOutcome::Declined { code }) => Settled::declined(code),
                 Err(e) => {
                     metrics::counter!("recur_gateway_errors_total", "kind" => ctx.kind.as_str()).increment(1);
-                    return Err(anyhow::anyhow!("gateway: {e}"));
+                    return Err(JobError::Transient(anyhow::Error::new(e).context("gateway")));
                 }
             }
         };
@@ -204,43 +212,14 @@ impl Engine {
     }
 
     async fn dead_letter(&self, job: Job, attempts: u32, error: &str) -> anyhow::Result<()> {
-        dlq::put(&self.queue, &DeadLetter::new(job.clone(), attempts, error))
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        dlq::put(&self.queue, &DeadLetter::new(job.clone(), attempts, error)).await.context("put the dead letter")?;
         match &job {
             Job::ChargeTransaction(j) => charge::mark_error(&self.pool, j.transaction_id, error).await,
-            Job::RetryCharge(j) => {
-                let mut tx = self.pool.begin().await?;
-                let merchant: Option<Uuid> = sqlx::query_scalar("SELECT merchant_id FROM billing_cycles WHERE id = $1")
-                    .bind(j.billing_cycle_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if let Some(m) = merchant {
-                    let mut evs = vec![NewEvent::new(
-                        m,
-                        "billing_cycle",
-                        j.billing_cycle_id,
-                        "dead_lettered",
-                        json!({"queue": "retry-charge", "error": error}),
-                        Actor::System,
-                    )];
-                    charge::mark_cycle_error(&mut tx, m, j.billing_cycle_id, &mut evs).await?;
-                    events::record(&mut tx, &evs).await?;
-                }
-                tx.commit().await?;
-                Ok(())
-            }
+            Job::RetryCharge(j) => charge::mark_cycle_dead(&self.pool, j.billing_cycle_id, error).await,
             Job::GenerateCycle(_) | Job::TrialEnd(_) | Job::Resume(_) => {
                 let (_, sub) = job.object();
                 let mut tx = self.pool.begin().await?;
-                // Hold the sweep off for an hour: the job is in the DLQ for an operator.
-                let merchant: Option<Uuid> = sqlx::query_scalar(
-                    "UPDATE subscriptions SET enqueued_until = now() + interval '1 hour' WHERE id = $1 RETURNING merchant_id",
-                )
-                .bind(sub)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(m) = merchant {
+                if let Some(m) = lease::hold_subscription(&mut tx, sub).await? {
                     events::record_one(
                         &mut tx,
                         NewEvent::new(
@@ -268,29 +247,47 @@ impl Engine {
 /// A pending charge of a cycle that was cancelled first: never sent to the gateway.
 async fn charge_abandoned(pool: &PgPool, ctx: &ChargeContext) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
-    let done = sqlx::query(
-        "UPDATE transactions SET status = 'error', error_message = 'the billing cycle was cancelled before the charge', enqueued_until = NULL
-         WHERE id = $1 AND status = 'pending'",
+    let mut evs = Vec::new();
+    transaction_state::error(
+        &mut tx,
+        ctx.id,
+        "the billing cycle was cancelled before the charge",
+        "billing cycle cancelled before the charge",
+        &mut evs,
     )
-    .bind(ctx.id)
-    .execute(&mut *tx)
     .await?;
-    if done.rows_affected() == 1 {
-        events::record_one(
-            &mut tx,
-            NewEvent::new(
-                ctx.merchant_id,
-                "transaction",
-                ctx.id,
-                "charge_error",
-                json!({"error": "billing cycle cancelled before the charge"}),
-                Actor::System,
-            ),
-        )
-        .await?;
-    }
+    events::record(&mut tx, &evs).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Why a job did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// It can never succeed as it is: dead-lettered at once, with this reason.
+    #[error("{0}")]
+    Permanent(String),
+    /// It may succeed later: retried with backoff, then dead-lettered.
+    #[error(transparent)]
+    Transient(#[from] anyhow::Error),
+}
+
+impl JobError {
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, JobError::Permanent(_))
+    }
+}
+
+impl From<crate::Error> for JobError {
+    fn from(e: crate::Error) -> JobError {
+        JobError::Transient(e.into())
+    }
+}
+
+impl From<sqlx::Error> for JobError {
+    fn from(e: sqlx::Error) -> JobError {
+        JobError::Transient(e.into())
+    }
 }
 
 /// How often an idle worker asks Redis for work (apalis-redis otherwise waits for its

@@ -1,0 +1,184 @@
+//! The lease (docs/architecture.md#the-lease): how Postgres knows that a job for a row
+//! is in Redis, so that work is enqueued once and, if Redis loses it, again.
+//!
+//! A row that needs a job (a due subscription, a retrying cycle, a pending
+//! transaction) carries `enqueued_until`, a wall-clock instant. Whoever enqueues the
+//! row's job stamps it `now() + lease` in the same statement that claims or creates
+//! the row; until it passes, no scheduler enqueues that row again. A job that settles
+//! its row releases the lease (`NULL`) in the statement of the transition
+//! (`billing::cycle_state`, `billing::transaction_state`, `subscriptions::repo::save`).
+//! A lease that passes with the work still due means the job was lost: the next sweep
+//! claims the row again. Leases use the database's clock (`now()`), never the billing
+//! clock, so the test clock moves due dates, not timeouts.
+//!
+//! The claims below take rows with `FOR UPDATE SKIP LOCKED`: they never wait on a row
+//! another writer holds, so they stand outside the lock order and several schedulers
+//! can run at once.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::error::Result;
+
+/// How long (wall-clock seconds) an enqueued job owns its row before the scheduler
+/// assumes Redis lost it and enqueues it again (`RECUR_LEASE_SECONDS`).
+pub const DEFAULT_SECONDS: i64 = 30;
+
+/// How long the sweep leaves a subscription alone after one of its jobs was
+/// dead-lettered: the job waits in the DLQ for an operator.
+pub const DEAD_LETTER_HOLD_SECONDS: f64 = 3600.0;
+
+/// A subscription due for its next cycle.
+#[derive(Debug, Clone, Copy)]
+pub struct DueSubscription {
+    pub id: Uuid,
+    pub next_sequence: i32,
+    pub next_charge_at: Option<DateTime<Utc>>,
+}
+
+/// Claim up to `limit` due subscriptions in (next_charge_at, id) order after `after`.
+pub async fn claim_due_subscriptions(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    after: (DateTime<Utc>, Uuid),
+    limit: i64,
+    secs: i64,
+) -> Result<Vec<DueSubscription>> {
+    Ok(sqlx::query_as!(
+        DueSubscription,
+        "WITH due AS (SELECT id FROM subscriptions
+            WHERE status IN ('active', 'past_due') AND next_charge_at IS NOT NULL AND next_charge_at <= $1
+              AND (next_charge_at, id) > ($4, $5)
+              AND (enqueued_until IS NULL OR enqueued_until < now())
+            ORDER BY next_charge_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
+         UPDATE subscriptions s SET enqueued_until = now() + make_interval(secs => $3) FROM due WHERE s.id = due.id
+         RETURNING s.id, s.next_sequence, s.next_charge_at",
+        now,
+        limit,
+        secs as f64,
+        after.0,
+        after.1,
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Claim trialing subscriptions whose trial has ended.
+pub async fn claim_trial_ends(pool: &PgPool, now: DateTime<Utc>, limit: i64, secs: i64) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar!(
+        "WITH due AS (SELECT id FROM subscriptions
+            WHERE status = 'trialing' AND trial_end_at <= $1 AND (enqueued_until IS NULL OR enqueued_until < now())
+            LIMIT $2 FOR UPDATE SKIP LOCKED)
+         UPDATE subscriptions s SET enqueued_until = now() + make_interval(secs => $3) FROM due WHERE s.id = due.id
+         RETURNING s.id",
+        now,
+        limit,
+        secs as f64,
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Claim paused subscriptions whose resume date has come.
+pub async fn claim_resumes(pool: &PgPool, now: DateTime<Utc>, limit: i64, secs: i64) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar!(
+        "WITH due AS (SELECT id FROM subscriptions
+            WHERE status = 'paused' AND resume_at <= $1 AND (enqueued_until IS NULL OR enqueued_until < now())
+            LIMIT $2 FOR UPDATE SKIP LOCKED)
+         UPDATE subscriptions s SET enqueued_until = now() + make_interval(secs => $3) FROM due WHERE s.id = due.id
+         RETURNING s.id",
+        now,
+        limit,
+        secs as f64,
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A retrying cycle whose next attempt is due.
+#[derive(Debug, Clone, Copy)]
+pub struct DueRetry {
+    pub id: Uuid,
+    /// The cycle attempt the retry opens.
+    pub attempt: i32,
+}
+
+/// Claim retrying cycles whose retry is due, unless their subscription stopped.
+pub async fn claim_retries(pool: &PgPool, now: DateTime<Utc>, limit: i64, secs: i64) -> Result<Vec<DueRetry>> {
+    Ok(sqlx::query_as!(
+        DueRetry,
+        r#"WITH due AS (SELECT c.id FROM billing_cycles c
+            WHERE c.status = 'retrying' AND c.next_retry_at <= $1 AND (c.enqueued_until IS NULL OR c.enqueued_until < now())
+              AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = c.subscription_id
+                              AND s.status IN ('paused', 'cancelled', 'completed'))
+            LIMIT $2 FOR UPDATE OF c SKIP LOCKED)
+         UPDATE billing_cycles c SET enqueued_until = now() + make_interval(secs => $3) FROM due WHERE c.id = due.id
+         RETURNING c.id, c.attempts + 1 AS "attempt!""#,
+        now,
+        limit,
+        secs as f64,
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Claim pending charges whose lease passed: their job was lost (Redis flushed, a
+/// worker killed before apalis-redis's orphan recovery, an enqueue that failed).
+pub async fn claim_lost_charges(pool: &PgPool, limit: i64, secs: i64) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar!(
+        "WITH due AS (SELECT id FROM transactions
+            WHERE status = 'pending' AND (enqueued_until IS NULL OR enqueued_until < now())
+            LIMIT $1 FOR UPDATE SKIP LOCKED)
+         UPDATE transactions t SET enqueued_until = now() + make_interval(secs => $2) FROM due WHERE t.id = due.id
+         RETURNING t.id",
+        limit,
+        secs as f64,
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Push a pending charge's lease past a scheduled job retry, so the sweep does not
+/// enqueue a second copy while the first waits out its backoff.
+pub async fn extend_charge(pool: &PgPool, transaction_id: Uuid, secs: f64) -> Result<()> {
+    sqlx::query!(
+        "UPDATE transactions SET enqueued_until = now() + make_interval(secs => $2) WHERE id = $1 AND status = 'pending'",
+        transaction_id,
+        secs
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Stamp a subscription whose job the API enqueues itself after commit, so the next
+/// sweep does not enqueue a second copy.
+pub async fn stamp_subscription(conn: &mut PgConnection, id: Uuid, secs: i64) -> Result<()> {
+    sqlx::query!(
+        "UPDATE subscriptions SET enqueued_until = now() + make_interval(secs => $2) WHERE id = $1",
+        id,
+        secs as f64
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Hold a subscription off the sweep after its job was dead-lettered; its merchant.
+pub async fn hold_subscription(conn: &mut PgConnection, id: Uuid) -> Result<Option<Uuid>> {
+    Ok(sqlx::query_scalar!(
+        "UPDATE subscriptions SET enqueued_until = now() + make_interval(secs => $2) WHERE id = $1 RETURNING merchant_id",
+        id,
+        DEAD_LETTER_HOLD_SECONDS
+    )
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Lift that hold (the dead letter was replayed); the subscription's merchant.
+pub async fn release_subscription(conn: &mut PgConnection, id: Uuid) -> Result<Option<Uuid>> {
+    Ok(sqlx::query_scalar!("UPDATE subscriptions SET enqueued_until = NULL WHERE id = $1 RETURNING merchant_id", id)
+        .fetch_optional(conn)
+        .await?)
+}
