@@ -8,4 +8,5 @@ mod support;
 mod calendar_walk;
 mod exactly_once;
 mod lifecycle;
+mod races;
 mod surge;
