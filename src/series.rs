@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::billing::transactions::{self, COLUMNS as TXN_COLUMNS, Transaction, TransactionView};
+use crate::billing::transactions::{self, Transaction, TransactionView};
 use crate::customers::{self, CustomerInput};
 use crate::error::{Error, FieldError, Result};
 use crate::events::{self, Actor, NewEvent};
@@ -92,34 +92,40 @@ impl From<&Series> for SeriesView {
     }
 }
 
-const COLUMNS: &str = "p.id, p.merchant_id, c.customer_account_id, p.payment_method, p.currency, p.description, \
-    p.partner_reference, p.metadata, p.status, p.created_at, p.updated_at";
-
 fn event(s: &Series, kind: &'static str, data: Value) -> NewEvent {
     NewEvent::new(s.merchant_id, "payment_series", s.id, kind, data, Actor::Merchant)
 }
 
+/// The merchant's series `id`, or its series after `after`, in id order.
+async fn select(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    id: Option<Uuid>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Series>> {
+    Ok(sqlx::query_as!(
+        Series,
+        r#"SELECT p.id, p.merchant_id, c.customer_account_id, p.payment_method, p.currency, p.description,
+            p.partner_reference, p.metadata, p.status AS "status: SeriesStatus", p.created_at, p.updated_at
+         FROM payment_series p JOIN customers c ON c.id = p.customer_id
+         WHERE p.merchant_id = $1 AND ($2::uuid IS NULL OR p.id = $2) AND ($3::uuid IS NULL OR p.id > $3)
+         ORDER BY p.id LIMIT $4"#,
+        merchant_id,
+        id,
+        after,
+        limit,
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
 pub async fn get(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result<Series> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM payment_series p JOIN customers c ON c.id = p.customer_id WHERE p.id = $1 AND p.merchant_id = $2"
-    )))
-    .bind(id)
-    .bind(merchant_id)
-    .fetch_optional(conn)
-    .await?
-    .ok_or(Error::NotFound("payment series"))
+    select(conn, merchant_id, Some(id), None, 1).await?.pop().ok_or(Error::NotFound("payment series"))
 }
 
 pub async fn list(conn: &mut PgConnection, merchant_id: Uuid, after: Option<Uuid>, limit: i64) -> Result<Vec<Series>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM payment_series p JOIN customers c ON c.id = p.customer_id
-         WHERE p.merchant_id = $1 AND ($2::uuid IS NULL OR p.id > $2) ORDER BY p.id LIMIT $3"
-    )))
-    .bind(merchant_id)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?)
+    select(conn, merchant_id, None, after, limit).await
 }
 
 pub async fn create(
@@ -144,27 +150,25 @@ pub async fn create(
 
     let customer_id = customers::upsert(conn, merchant_id, &req.customer).await?;
     let id = Uuid::now_v7();
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO payment_series (id, merchant_id, customer_id, payment_method, currency, description, partner_reference, metadata, status)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active')
          ON CONFLICT ON CONSTRAINT payment_series_partner_reference_key DO NOTHING",
+        id,
+        merchant_id,
+        customer_id,
+        req.payment_method,
+        req.currency,
+        req.description,
+        req.partner_reference,
+        metadata,
     )
-    .bind(id)
-    .bind(merchant_id)
-    .bind(customer_id)
-    .bind(&req.payment_method)
-    .bind(&req.currency)
-    .bind(&req.description)
-    .bind(&req.partner_reference)
-    .bind(&metadata)
     .execute(&mut *conn)
     .await?;
     if inserted.rows_affected() == 0 {
         let r = req.partner_reference.clone().unwrap_or_default();
-        let existing: Option<Uuid> =
-            sqlx::query_scalar("SELECT id FROM payment_series WHERE merchant_id = $1 AND partner_reference = $2")
-                .bind(merchant_id)
-                .bind(&r)
+        let existing =
+            sqlx::query_scalar!("SELECT id FROM payment_series WHERE merchant_id = $1 AND partner_reference = $2", merchant_id, r)
                 .fetch_optional(&mut *conn)
                 .await?;
         return Err(Error::Conflict {
@@ -183,8 +187,7 @@ pub async fn cancel(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Res
     if s.status == SeriesStatus::Cancelled {
         return Err(Error::conflict("the payment series is already cancelled"));
     }
-    sqlx::query("UPDATE payment_series SET status = 'cancelled' WHERE id = $1 AND status <> 'cancelled'")
-        .bind(id)
+    sqlx::query!("UPDATE payment_series SET status = 'cancelled' WHERE id = $1 AND status <> 'cancelled'", id)
         .execute(&mut *conn)
         .await?;
     let s = get(conn, merchant_id, id).await?;
@@ -223,33 +226,34 @@ pub async fn create_transaction(
         });
     }
     let id = Uuid::now_v7();
-    let txn: Option<Transaction> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    // Leased to the charge job the caller enqueues after commit (docs/architecture.md#the-lease).
+    let inserted = sqlx::query!(
         "INSERT INTO transactions (id, merchant_id, payment_series_id, kind, amount, currency, payment_method,
             description, idempotency_key, attempt, partner_reference, enqueued_until)
          VALUES ($1, $2, $3, 'payment_series', $4, $5, $6, $7, $8, 1, $9, now() + make_interval(secs => $10))
-         ON CONFLICT ON CONSTRAINT transactions_partner_reference_key DO NOTHING
-         RETURNING {TXN_COLUMNS}"
-    )))
-    .bind(id)
-    .bind(merchant_id)
-    .bind(series_id)
-    .bind(amount)
-    .bind(&s.currency)
-    .bind(&s.payment_method)
-    .bind(&req.description)
-    .bind(transactions::idempotency_key(id))
-    .bind(&req.partner_reference)
-    .bind(lease_secs as f64)
-    .fetch_optional(&mut *conn)
+         ON CONFLICT ON CONSTRAINT transactions_partner_reference_key DO NOTHING",
+        id,
+        merchant_id,
+        series_id,
+        amount,
+        s.currency,
+        s.payment_method,
+        req.description,
+        transactions::idempotency_key(id),
+        req.partner_reference,
+        lease_secs as f64,
+    )
+    .execute(&mut *conn)
     .await?;
-    let Some(txn) = txn else {
+    if inserted.rows_affected() == 0 {
         let r = req.partner_reference.unwrap_or_default();
         let existing = transactions::by_partner_reference(conn, merchant_id, &r).await?;
         return Err(Error::Conflict {
             detail: format!("a transaction with partnerReference {r:?} already exists"),
             existing,
         });
-    };
+    }
+    let txn: Transaction = transactions::get(conn, merchant_id, id).await?;
     let data = serde_json::to_value(TransactionView::from(&txn)).unwrap_or_default();
     events::record_one(conn, NewEvent::new(merchant_id, "transaction", txn.id, "created", data, Actor::Merchant))
         .await?;

@@ -24,7 +24,7 @@ use crate::events::{self, Actor, NewEvent};
 use crate::subscriptions::SubscriptionStatus;
 
 /// Everything needed to charge one transaction, read in one batched query.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ChargeContext {
     pub id: Uuid,
     pub merchant_id: Uuid,
@@ -55,11 +55,14 @@ impl ChargeContext {
 }
 
 pub async fn load_batch(pool: &PgPool, ids: Vec<Uuid>) -> anyhow::Result<Vec<Option<ChargeContext>>> {
-    let rows: Vec<ChargeContext> = sqlx::query_as(
-        "SELECT t.id, t.merchant_id, m.merchant_key, t.kind, t.status, t.amount, t.currency, t.payment_method,
+    let rows = sqlx::query_as!(
+        ChargeContext,
+        r#"SELECT t.id, t.merchant_id, m.merchant_key, t.kind AS "kind: TransactionKind",
+                t.status AS "status: TransactionStatus", t.amount, t.currency, t.payment_method,
                 t.idempotency_key, t.attempt, cu.customer_account_id,
-                c.id AS cycle_id, c.status AS cycle_status, c.due_at,
-                s.id AS subscription_id, s.status AS subscription_status, s.retry_schedule_hours, s.authorized_limit,
+                c.id AS "cycle_id?", c.status AS "cycle_status?: CycleStatus", c.due_at AS "due_at?",
+                s.id AS "subscription_id?", s.status AS "subscription_status?: SubscriptionStatus",
+                s.retry_schedule_hours AS "retry_schedule_hours?", s.authorized_limit,
                 t.payment_series_id AS series_id
          FROM transactions t
          JOIN merchants m ON m.id = t.merchant_id
@@ -67,9 +70,9 @@ pub async fn load_batch(pool: &PgPool, ids: Vec<Uuid>) -> anyhow::Result<Vec<Opt
          LEFT JOIN subscriptions s ON s.id = c.subscription_id
          LEFT JOIN payment_series p ON p.id = t.payment_series_id
          JOIN customers cu ON cu.id = COALESCE(s.customer_id, p.customer_id)
-         WHERE t.id = ANY($1)",
+         WHERE t.id = ANY($1)"#,
+        &ids
     )
-    .bind(&ids)
     .fetch_all(pool)
     .await?;
     let by_id: HashMap<Uuid, ChargeContext> = rows.into_iter().map(|r| (r.id, r)).collect();

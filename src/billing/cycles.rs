@@ -62,9 +62,6 @@ pub struct CycleView {
     pub updated_at: DateTime<Utc>,
 }
 
-pub const COLUMNS: &str = "id, merchant_id, subscription_id, sequence, period_start, period_end, due_at, \
-    amount, currency, status, attempts, next_retry_at, failure_code, created_at, updated_at";
-
 impl CycleView {
     fn new(c: &BillingCycle, transactions: Vec<TransactionView>) -> CycleView {
         CycleView {
@@ -100,15 +97,35 @@ pub async fn with_transactions(conn: &mut PgConnection, cycles: &[BillingCycle])
         .collect())
 }
 
+/// Cycles of the merchant (`id`), or of one subscription after a sequence.
+async fn select(
+    conn: &mut PgConnection,
+    merchant_id: Option<Uuid>,
+    id: Option<Uuid>,
+    subscription_id: Option<Uuid>,
+    after_sequence: Option<i32>,
+    limit: i64,
+) -> Result<Vec<BillingCycle>> {
+    Ok(sqlx::query_as!(
+        BillingCycle,
+        r#"SELECT id, merchant_id, subscription_id, sequence, period_start, period_end, due_at, amount, currency,
+            status AS "status: CycleStatus", attempts, next_retry_at, failure_code, created_at, updated_at
+         FROM billing_cycles
+         WHERE ($1::uuid IS NULL OR merchant_id = $1) AND ($2::uuid IS NULL OR id = $2)
+           AND ($3::uuid IS NULL OR subscription_id = $3) AND ($4::int IS NULL OR sequence > $4)
+         ORDER BY sequence LIMIT $5"#,
+        merchant_id,
+        id,
+        subscription_id,
+        after_sequence,
+        limit,
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
 pub async fn get(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result<BillingCycle> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM billing_cycles WHERE id = $1 AND merchant_id = $2"
-    )))
-    .bind(id)
-    .bind(merchant_id)
-    .fetch_optional(conn)
-    .await?
-    .ok_or(Error::NotFound("billing cycle"))
+    select(conn, Some(merchant_id), Some(id), None, None, 1).await?.pop().ok_or(Error::NotFound("billing cycle"))
 }
 
 /// A subscription's cycles ordered by sequence, after `after_sequence`.
@@ -118,13 +135,5 @@ pub async fn list(
     after_sequence: Option<i32>,
     limit: i64,
 ) -> Result<Vec<BillingCycle>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM billing_cycles WHERE subscription_id = $1 AND ($2::int IS NULL OR sequence > $2)
-         ORDER BY sequence LIMIT $3"
-    )))
-    .bind(subscription_id)
-    .bind(after_sequence)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?)
+    select(conn, None, None, Some(subscription_id), after_sequence, limit).await
 }

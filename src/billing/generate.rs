@@ -37,14 +37,7 @@ pub async fn generate_batch(
     let mut ids: Vec<Uuid> = items.iter().map(|(id, _)| *id).collect();
     ids.sort();
     ids.dedup();
-    let locked: Vec<Subscription> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {} FROM subscriptions s JOIN customers c ON c.id = s.customer_id
-         WHERE s.id = ANY($1) ORDER BY s.id FOR UPDATE OF s",
-        subs::COLUMNS
-    )))
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await?;
+    let locked = subs::lock_many(&mut tx, &ids, None).await?;
     let by_id: HashMap<Uuid, Subscription> = locked.into_iter().map(|s| (s.id, s)).collect();
     let mut due: Vec<Subscription> = Vec::new();
     for (id, seq) in &items {

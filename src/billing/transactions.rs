@@ -105,40 +105,46 @@ impl From<&Transaction> for TransactionView {
     }
 }
 
-pub const COLUMNS: &str = "id, merchant_id, billing_cycle_id, payment_series_id, kind, amount, currency, \
-    description, status, gateway_reference, decline_code, idempotency_key, attempt, partner_reference, \
-    created_at, updated_at, settled_at";
-
 /// The gateway idempotency key of a transaction: derived from its id, so every call
 /// for this attempt, on any worker, at any time, carries the same key.
 pub fn idempotency_key(transaction_id: Uuid) -> String {
     format!("recur_txn_{}", transaction_id.simple())
 }
 
-pub async fn get(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result<Transaction> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM transactions WHERE id = $1 AND merchant_id = $2"
-    )))
-    .bind(id)
-    .bind(merchant_id)
-    .fetch_optional(conn)
-    .await?
-    .ok_or(Error::NotFound("transaction"))
-}
-
-pub async fn for_cycles(conn: &mut PgConnection, cycle_ids: &[Uuid]) -> Result<Vec<Transaction>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM transactions WHERE billing_cycle_id = ANY($1) ORDER BY billing_cycle_id, attempt"
-    )))
-    .bind(cycle_ids)
+/// The merchant's transaction `id`, or the attempts of some cycles.
+async fn select(
+    conn: &mut PgConnection,
+    merchant_id: Option<Uuid>,
+    id: Option<Uuid>,
+    cycle_ids: Option<&[Uuid]>,
+) -> Result<Vec<Transaction>> {
+    Ok(sqlx::query_as!(
+        Transaction,
+        r#"SELECT id, merchant_id, billing_cycle_id, payment_series_id, kind AS "kind: TransactionKind", amount,
+            currency, description, status AS "status: TransactionStatus", gateway_reference, decline_code,
+            idempotency_key, attempt, partner_reference, created_at, updated_at, settled_at
+         FROM transactions
+         WHERE ($1::uuid IS NULL OR merchant_id = $1) AND ($2::uuid IS NULL OR id = $2)
+           AND ($3::uuid[] IS NULL OR billing_cycle_id = ANY($3))
+         ORDER BY billing_cycle_id, attempt"#,
+        merchant_id,
+        id,
+        cycle_ids as Option<&[Uuid]>,
+    )
     .fetch_all(conn)
     .await?)
 }
 
+pub async fn get(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result<Transaction> {
+    select(conn, Some(merchant_id), Some(id), None).await?.pop().ok_or(Error::NotFound("transaction"))
+}
+
+pub async fn for_cycles(conn: &mut PgConnection, cycle_ids: &[Uuid]) -> Result<Vec<Transaction>> {
+    select(conn, None, None, Some(cycle_ids)).await
+}
+
 pub async fn by_partner_reference(conn: &mut PgConnection, merchant_id: Uuid, r: &str) -> Result<Option<Uuid>> {
-    Ok(sqlx::query_scalar("SELECT id FROM transactions WHERE merchant_id = $1 AND partner_reference = $2")
-        .bind(merchant_id)
-        .bind(r)
+    Ok(sqlx::query_scalar!("SELECT id FROM transactions WHERE merchant_id = $1 AND partner_reference = $2", merchant_id, r)
         .fetch_optional(conn)
         .await?)
 }

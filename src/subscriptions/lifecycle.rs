@@ -145,7 +145,7 @@ pub async fn create(
     if s.payment_method.is_some() {
         start_schedule(&mut s, now);
     }
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO subscriptions (id, merchant_id, customer_id, plan_id, description, amount, currency,
             interval_unit, interval_count, grace_period_days, retry_schedule_hours, start_at, end_at,
             charge_hour, payment_method, trial_days, authorized_limit, partner_reference, metadata, status,
@@ -154,34 +154,34 @@ pub async fn create(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
             $21, $22, $23, $24, $25, $26, $27)
          ON CONFLICT ON CONSTRAINT subscriptions_partner_reference_key DO NOTHING",
+        s.id,
+        s.merchant_id,
+        s.customer_id,
+        s.plan_id,
+        s.description,
+        s.amount,
+        s.currency,
+        s.interval_unit as _,
+        s.interval_count,
+        s.grace_period_days,
+        &s.retry_schedule_hours,
+        s.start_at,
+        s.end_at,
+        s.charge_hour,
+        s.payment_method,
+        s.trial_days,
+        s.authorized_limit,
+        s.partner_reference,
+        s.metadata,
+        s.status as _,
+        s.anchor_at,
+        s.anchor_sequence,
+        s.next_sequence,
+        s.next_charge_at,
+        s.current_period_start,
+        s.current_period_end,
+        s.trial_end_at,
     )
-    .bind(s.id)
-    .bind(s.merchant_id)
-    .bind(s.customer_id)
-    .bind(s.plan_id)
-    .bind(&s.description)
-    .bind(s.amount)
-    .bind(&s.currency)
-    .bind(s.interval_unit)
-    .bind(s.interval_count)
-    .bind(s.grace_period_days)
-    .bind(&s.retry_schedule_hours)
-    .bind(s.start_at)
-    .bind(s.end_at)
-    .bind(s.charge_hour)
-    .bind(&s.payment_method)
-    .bind(s.trial_days)
-    .bind(s.authorized_limit)
-    .bind(&s.partner_reference)
-    .bind(&s.metadata)
-    .bind(s.status)
-    .bind(s.anchor_at)
-    .bind(s.anchor_sequence)
-    .bind(s.next_sequence)
-    .bind(s.next_charge_at)
-    .bind(s.current_period_start)
-    .bind(s.current_period_end)
-    .bind(s.trial_end_at)
     .execute(&mut *conn)
     .await?;
     if inserted.rows_affected() == 0 {

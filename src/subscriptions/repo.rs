@@ -5,49 +5,81 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Subscription, SubscriptionStatus};
+use crate::billing::calendar::IntervalUnit;
 use crate::error::{Error, Result};
 
-pub const COLUMNS: &str = "s.id, s.merchant_id, s.customer_id, c.customer_account_id, s.plan_id, s.description, \
-    s.amount, s.currency, s.interval_unit, s.interval_count, s.grace_period_days, s.retry_schedule_hours, \
-    s.start_at, s.end_at, s.charge_hour, s.payment_method, s.trial_days, s.authorized_limit, \
-    s.partner_reference, s.metadata, s.status, s.anchor_at, s.anchor_sequence, s.next_sequence, \
-    s.next_charge_at, s.current_period_start, s.current_period_end, s.trial_end_at, s.paused_at, \
-    s.resume_at, s.cancel_at, s.cancelled_at, s.cancellation_reason, s.created_at, s.updated_at";
+/// The merchant's subscriptions matching `f` (or the one `id`), in id order.
+async fn select(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    id: Option<Uuid>,
+    f: &SubscriptionFilter,
+) -> Result<Vec<Subscription>> {
+    Ok(sqlx::query_as!(
+        Subscription,
+        r#"SELECT s.id, s.merchant_id, s.customer_id, c.customer_account_id, s.plan_id, s.description, s.amount,
+            s.currency, s.interval_unit AS "interval_unit: IntervalUnit", s.interval_count, s.grace_period_days,
+            s.retry_schedule_hours, s.start_at, s.end_at, s.charge_hour, s.payment_method, s.trial_days,
+            s.authorized_limit, s.partner_reference, s.metadata, s.status AS "status: SubscriptionStatus",
+            s.anchor_at, s.anchor_sequence, s.next_sequence, s.next_charge_at, s.current_period_start,
+            s.current_period_end, s.trial_end_at, s.paused_at, s.resume_at, s.cancel_at, s.cancelled_at,
+            s.cancellation_reason, s.created_at, s.updated_at
+         FROM subscriptions s JOIN customers c ON c.id = s.customer_id
+         WHERE s.merchant_id = $1
+           AND ($2::uuid IS NULL OR s.id = $2)
+           AND ($3::subscription_status IS NULL OR s.status = $3)
+           AND ($4::text IS NULL OR c.customer_account_id = $4)
+           AND ($5::uuid IS NULL OR s.plan_id = $5)
+           AND ($6::uuid IS NULL OR s.id > $6)
+         ORDER BY s.id LIMIT $7"#,
+        merchant_id,
+        id,
+        f.status as _,
+        f.customer_account_id,
+        f.plan_id,
+        f.after,
+        f.limit,
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Lock subscriptions for a state change, in id order (level 1 of the lock order,
+/// docs/lock-order.md); `merchant` scopes requests, jobs pass `None`.
+pub async fn lock_many(conn: &mut PgConnection, ids: &[Uuid], merchant: Option<Uuid>) -> Result<Vec<Subscription>> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    Ok(sqlx::query_as!(
+        Subscription,
+        r#"SELECT s.id, s.merchant_id, s.customer_id, c.customer_account_id, s.plan_id, s.description, s.amount,
+            s.currency, s.interval_unit AS "interval_unit: IntervalUnit", s.interval_count, s.grace_period_days,
+            s.retry_schedule_hours, s.start_at, s.end_at, s.charge_hour, s.payment_method, s.trial_days,
+            s.authorized_limit, s.partner_reference, s.metadata, s.status AS "status: SubscriptionStatus",
+            s.anchor_at, s.anchor_sequence, s.next_sequence, s.next_charge_at, s.current_period_start,
+            s.current_period_end, s.trial_end_at, s.paused_at, s.resume_at, s.cancel_at, s.cancelled_at,
+            s.cancellation_reason, s.created_at, s.updated_at
+         FROM subscriptions s JOIN customers c ON c.id = s.customer_id
+         WHERE s.id = ANY($1) AND ($2::uuid IS NULL OR s.merchant_id = $2)
+         ORDER BY s.id FOR NO KEY UPDATE OF s"#,
+        &ids,
+        merchant,
+    )
+    .fetch_all(conn)
+    .await?)
+}
 
 pub async fn get(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result<Subscription> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM subscriptions s JOIN customers c ON c.id = s.customer_id
-         WHERE s.id = $1 AND s.merchant_id = $2"
-    )))
-    .bind(id)
-    .bind(merchant_id)
-    .fetch_optional(conn)
-    .await?
-    .ok_or(Error::NotFound("subscription"))
+    select(conn, merchant_id, Some(id), &SubscriptionFilter::one()).await?.pop().ok_or(Error::NotFound("subscription"))
 }
 
 /// Lock the row for a state change (merchant-scoped).
 pub async fn lock(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result<Subscription> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM subscriptions s JOIN customers c ON c.id = s.customer_id
-         WHERE s.id = $1 AND s.merchant_id = $2 FOR UPDATE OF s"
-    )))
-    .bind(id)
-    .bind(merchant_id)
-    .fetch_optional(conn)
-    .await?
-    .ok_or(Error::NotFound("subscription"))
+    lock_many(conn, &[id], Some(merchant_id)).await?.pop().ok_or(Error::NotFound("subscription"))
 }
 
 /// Lock by id alone, for jobs (which carry no merchant). `None` when it does not exist.
 pub async fn lock_any(conn: &mut PgConnection, id: Uuid) -> Result<Option<Subscription>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM subscriptions s JOIN customers c ON c.id = s.customer_id
-         WHERE s.id = $1 FOR UPDATE OF s"
-    )))
-    .bind(id)
-    .fetch_optional(conn)
-    .await?)
+    Ok(lock_many(conn, &[id], None).await?.pop())
 }
 
 pub struct SubscriptionFilter {
@@ -58,55 +90,45 @@ pub struct SubscriptionFilter {
     pub limit: i64,
 }
 
+impl SubscriptionFilter {
+    fn one() -> SubscriptionFilter {
+        SubscriptionFilter { status: None, customer_account_id: None, plan_id: None, after: None, limit: 1 }
+    }
+}
+
 pub async fn list(conn: &mut PgConnection, merchant_id: Uuid, f: &SubscriptionFilter) -> Result<Vec<Subscription>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM subscriptions s JOIN customers c ON c.id = s.customer_id
-         WHERE s.merchant_id = $1
-           AND ($2::subscription_status IS NULL OR s.status = $2)
-           AND ($3::text IS NULL OR c.customer_account_id = $3)
-           AND ($4::uuid IS NULL OR s.plan_id = $4)
-           AND ($5::uuid IS NULL OR s.id > $5)
-         ORDER BY s.id LIMIT $6"
-    )))
-    .bind(merchant_id)
-    .bind(f.status)
-    .bind(&f.customer_account_id)
-    .bind(f.plan_id)
-    .bind(f.after)
-    .bind(f.limit)
-    .fetch_all(conn)
-    .await?)
+    select(conn, merchant_id, None, f).await
 }
 
 /// Write back every mutable field of `s` (the caller holds the row lock).
 pub async fn save(conn: &mut PgConnection, s: &Subscription) -> Result<Subscription> {
-    let id: Uuid = sqlx::query_scalar(
+    let id = sqlx::query_scalar!(
         "UPDATE subscriptions SET description = $2, payment_method = $3, authorized_limit = $4,
             metadata = $5, status = $6, anchor_at = $7, anchor_sequence = $8, next_sequence = $9,
             next_charge_at = $10, current_period_start = $11, current_period_end = $12,
             trial_end_at = $13, paused_at = $14, resume_at = $15, cancel_at = $16,
             cancelled_at = $17, cancellation_reason = $18, end_at = $19, enqueued_until = NULL
          WHERE id = $1 RETURNING id",
+        s.id,
+        s.description,
+        s.payment_method,
+        s.authorized_limit,
+        s.metadata,
+        s.status as _,
+        s.anchor_at,
+        s.anchor_sequence,
+        s.next_sequence,
+        s.next_charge_at,
+        s.current_period_start,
+        s.current_period_end,
+        s.trial_end_at,
+        s.paused_at,
+        s.resume_at,
+        s.cancel_at,
+        s.cancelled_at,
+        s.cancellation_reason,
+        s.end_at,
     )
-    .bind(s.id)
-    .bind(&s.description)
-    .bind(&s.payment_method)
-    .bind(s.authorized_limit)
-    .bind(&s.metadata)
-    .bind(s.status)
-    .bind(s.anchor_at)
-    .bind(s.anchor_sequence)
-    .bind(s.next_sequence)
-    .bind(s.next_charge_at)
-    .bind(s.current_period_start)
-    .bind(s.current_period_end)
-    .bind(s.trial_end_at)
-    .bind(s.paused_at)
-    .bind(s.resume_at)
-    .bind(s.cancel_at)
-    .bind(s.cancelled_at)
-    .bind(&s.cancellation_reason)
-    .bind(s.end_at)
     .fetch_one(&mut *conn)
     .await?;
     get(conn, s.merchant_id, id).await
@@ -114,9 +136,7 @@ pub async fn save(conn: &mut PgConnection, s: &Subscription) -> Result<Subscript
 
 /// The id of the merchant's subscription that already has this partner reference.
 pub async fn by_partner_reference(conn: &mut PgConnection, merchant_id: Uuid, reference: &str) -> Result<Option<Uuid>> {
-    Ok(sqlx::query_scalar("SELECT id FROM subscriptions WHERE merchant_id = $1 AND partner_reference = $2")
-        .bind(merchant_id)
-        .bind(reference)
+    Ok(sqlx::query_scalar!("SELECT id FROM subscriptions WHERE merchant_id = $1 AND partner_reference = $2", merchant_id, reference)
         .fetch_optional(conn)
         .await?)
 }
@@ -129,10 +149,10 @@ pub async fn set_status(conn: &mut PgConnection, id: Uuid, status: SubscriptionS
 }
 
 pub async fn has_retrying_cycle(conn: &mut PgConnection, subscription_id: Uuid) -> Result<bool> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM billing_cycles WHERE subscription_id = $1 AND status = 'retrying')",
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM billing_cycles WHERE subscription_id = $1 AND status = 'retrying') AS "exists!""#,
+        subscription_id
     )
-    .bind(subscription_id)
     .fetch_one(conn)
     .await?)
 }
