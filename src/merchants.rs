@@ -55,8 +55,8 @@ pub async fn create(pool: &PgPool, name: &str, sandbox: bool) -> Result<Credenti
     Ok(Credentials { merchant_id: id, name: name.to_owned(), merchant_key, secret, sandbox })
 }
 
-/// The merchant whose key and secret these are, or `Forbidden`.
-pub async fn authenticate(pool: &PgPool, merchant_key: Uuid, secret: &str) -> Result<Merchant> {
+/// The merchant whose key and secret these are; `None` when they name none.
+pub async fn authenticate(pool: &PgPool, merchant_key: Uuid, secret: &str) -> Result<Option<Merchant>> {
     let row: Option<(Uuid, String, Uuid, bool, DateTime<Utc>, Vec<u8>)> = sqlx::query_as(
         "SELECT id, name, merchant_key, sandbox, created_at, secret_hash FROM merchants WHERE merchant_key = $1",
     )
@@ -65,10 +65,10 @@ pub async fn authenticate(pool: &PgPool, merchant_key: Uuid, secret: &str) -> Re
     .await?;
     // Hash even when the key is unknown, so timing does not reveal which keys exist.
     let presented = hash(secret);
-    match row {
+    Ok(match row {
         Some((id, name, merchant_key, sandbox, created_at, stored)) if bool::from(presented.ct_eq(&stored)) => {
-            Ok(Merchant { id, name, merchant_key, sandbox, created_at })
+            Some(Merchant { id, name, merchant_key, sandbox, created_at })
         }
-        _ => Err(Error::Forbidden),
-    }
+        _ => None,
+    })
 }

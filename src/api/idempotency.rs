@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::problem::ApiError;
 use crate::app::App;
 use crate::error::{Error, FieldError, Result};
 
@@ -20,7 +21,7 @@ const RETENTION_HOURS: i32 = 24;
 pub struct IdempotencyKey(pub Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let mut values = parts.headers.get_all("idempotency-key").iter();
@@ -36,11 +37,12 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
             return Err(Error::BadRequest {
                 detail: "invalid Idempotency-Key header".into(),
                 errors: vec![FieldError::new("Idempotency-Key", "must be sent once")],
-            });
+            }
+            .into());
         }
         let key = raw.to_str().map_err(|_| bad())?;
         if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| (0x21..0x7f).contains(&b)) {
-            return Err(bad());
+            return Err(bad().into());
         }
         Ok(IdempotencyKey(Some(key.to_owned())))
     }
@@ -80,7 +82,7 @@ pub async fn run<F>(
     route: &str,
     body: &[u8],
     work: F,
-) -> Result<Response>
+) -> super::problem::Result<Response>
 where
     F: AsyncFnOnce(&mut PgConnection) -> Result<Outcome>,
 {

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{DeadLetter, put};
 use crate::error::Result;
-use crate::queue::Enqueuer;
+use crate::queue::{self, Enqueuer};
 
 /// Rows per Postgres transaction; the rows stay locked while their entries are put, so
 /// a replay (which moves them out of `error` first) cannot interleave with the put.
@@ -25,7 +25,8 @@ const BATCH: i64 = 500;
 pub async fn restore_if_lost(pool: &PgPool, q: &Enqueuer) -> Result<usize> {
     let sentinel = format!("{}:dlq-sentinel", q.keys().namespace());
     let mut conn = q.connection();
-    let set: Option<String> = redis::cmd("SET").arg(&sentinel).arg(1).arg("NX").query_async(&mut conn).await?;
+    let set: Option<String> =
+        redis::cmd("SET").arg(&sentinel).arg(1).arg("NX").query_async(&mut conn).await.map_err(queue::Error::from)?;
     if set.is_none() {
         return Ok(0);
     }

@@ -13,7 +13,7 @@ pub const EVERY: Duration = Duration::from_secs(5);
 
 pub async fn gauges(pool: &PgPool, q: &Enqueuer) -> anyhow::Result<()> {
     for queue in Queue::ALL {
-        let s = stats::stats(q, queue).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let s = stats::stats(q, queue).await?;
         let name = queue.name();
         for (state, v) in [("pending", s.pending), ("scheduled", s.scheduled), ("running", s.running), ("dead", s.dead)]
         {
