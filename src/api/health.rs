@@ -21,7 +21,10 @@ pub async fn readyz(State(app): State<App>) -> Result<Json<Value>> {
 }
 
 pub async fn ready(pool: &sqlx::PgPool, redis: &redis::aio::ConnectionManager) -> Result<()> {
-    sqlx::query("SELECT 1").execute(pool).await.map_err(|_| Error::Unavailable("postgres is not reachable".into()))?;
+    sqlx::query_scalar!(r#"SELECT 1 AS "alive!""#)
+        .fetch_one(pool)
+        .await
+        .map_err(|_| Error::Unavailable("postgres is not reachable".into()))?;
     let mut conn = redis.clone();
     redis::cmd("PING")
         .query_async::<String>(&mut conn)
