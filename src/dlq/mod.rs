@@ -197,18 +197,20 @@ pub async fn drain(pool: &PgPool, q: &Enqueuer, f: &Filter, dry_run: bool) -> Re
     for chunk in found.chunks(500) {
         let mut tx = pool.begin().await?;
         for d in chunk {
-            sqlx::query(
+            let job = serde_json::to_value(&d.job).map_err(queue::Error::from)?;
+            let attempts = d.attempts as i32;
+            sqlx::query!(
                 "INSERT INTO dead_letter_archive (id, queue, job, attempts, last_error, failed_at, object_type, object_id)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+                d.id,
+                d.queue,
+                job,
+                attempts,
+                d.last_error,
+                d.failed_at,
+                d.object_type,
+                d.object_id,
             )
-            .bind(d.id)
-            .bind(&d.queue)
-            .bind(serde_json::to_value(&d.job).map_err(queue::Error::from)?)
-            .bind(d.attempts as i32)
-            .bind(&d.last_error)
-            .bind(d.failed_at)
-            .bind(&d.object_type)
-            .bind(d.object_id)
             .execute(&mut *tx)
             .await?;
         }
