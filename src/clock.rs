@@ -19,9 +19,11 @@ impl Clock {
             ClockMode::System => Clock::System,
             ClockMode::Manual => {
                 // Starts at the wall clock the first time, then only moves forward.
-                sqlx::query("INSERT INTO clock (id, now) VALUES (true, date_trunc('milliseconds', now())) ON CONFLICT (id) DO NOTHING")
-                    .execute(pool)
-                    .await?;
+                sqlx::query!(
+                    "INSERT INTO clock (id, now) VALUES (true, date_trunc('milliseconds', now())) ON CONFLICT (id) DO NOTHING"
+                )
+                .execute(pool)
+                .await?;
                 Clock::Manual(pool.clone())
             }
         })
@@ -34,7 +36,7 @@ impl Clock {
     pub async fn now(&self) -> Result<DateTime<Utc>> {
         match self {
             Clock::System => Ok(truncate(Utc::now())),
-            Clock::Manual(pool) => Ok(sqlx::query_scalar("SELECT now FROM clock WHERE id").fetch_one(pool).await?),
+            Clock::Manual(pool) => Ok(sqlx::query_scalar!("SELECT now FROM clock WHERE id").fetch_one(pool).await?),
         }
     }
 
@@ -44,11 +46,9 @@ impl Clock {
             return Err(Error::conflict("the clock is the system clock; start recur with RECUR_CLOCK=manual"));
         };
         let to = truncate(to);
-        let moved: Option<DateTime<Utc>> =
-            sqlx::query_scalar("UPDATE clock SET now = $1 WHERE id AND now <= $1 RETURNING now")
-                .bind(to)
-                .fetch_optional(pool)
-                .await?;
+        let moved = sqlx::query_scalar!("UPDATE clock SET now = $1 WHERE id AND now <= $1 RETURNING now", to)
+            .fetch_optional(pool)
+            .await?;
         moved.ok_or_else(|| Error::conflict("the clock only moves forward"))
     }
 }

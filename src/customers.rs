@@ -55,7 +55,7 @@ impl CustomerInput {
     }
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Customer {
     #[serde(skip)]
@@ -72,8 +72,8 @@ pub struct Customer {
 /// Insert or update the customer; given fields overwrite, absent ones are kept. A
 /// creation or an actual change writes its event; naming an unchanged customer does not.
 pub async fn upsert(conn: &mut PgConnection, merchant_id: Uuid, c: &CustomerInput) -> Result<Uuid> {
-    let changed: Option<(Uuid, bool)> = sqlx::query_as(
-        "INSERT INTO customers (id, merchant_id, customer_account_id, email, phone, first_name, last_name)
+    let changed = sqlx::query!(
+        r#"INSERT INTO customers (id, merchant_id, customer_account_id, email, phone, first_name, last_name)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT ON CONSTRAINT customers_merchant_account_key DO UPDATE SET
            email = COALESCE(EXCLUDED.email, customers.email),
@@ -83,15 +83,15 @@ pub async fn upsert(conn: &mut PgConnection, merchant_id: Uuid, c: &CustomerInpu
          WHERE (customers.email, customers.phone, customers.first_name, customers.last_name)
            IS DISTINCT FROM (COALESCE(EXCLUDED.email, customers.email), COALESCE(EXCLUDED.phone, customers.phone),
                              COALESCE(EXCLUDED.first_name, customers.first_name), COALESCE(EXCLUDED.last_name, customers.last_name))
-         RETURNING id, (xmax = 0) AS inserted",
+         RETURNING id, (xmax = 0) AS "inserted!""#,
+        Uuid::now_v7(),
+        merchant_id,
+        c.customer_account_id,
+        c.email,
+        c.phone,
+        c.first_name,
+        c.last_name,
     )
-    .bind(Uuid::now_v7())
-    .bind(merchant_id)
-    .bind(&c.customer_account_id)
-    .bind(&c.email)
-    .bind(&c.phone)
-    .bind(&c.first_name)
-    .bind(&c.last_name)
     .fetch_optional(&mut *conn)
     .await?;
     let data = serde_json::json!({
@@ -99,16 +99,19 @@ pub async fn upsert(conn: &mut PgConnection, merchant_id: Uuid, c: &CustomerInpu
         "firstName": c.first_name, "lastName": c.last_name,
     });
     match changed {
-        Some((id, inserted)) => {
-            let kind = if inserted { "created" } else { "updated" };
-            events::record_one(conn, NewEvent::new(merchant_id, "customer", id, kind, data, Actor::Merchant)).await?;
-            Ok(id)
+        Some(row) => {
+            let kind = if row.inserted { "created" } else { "updated" };
+            events::record_one(conn, NewEvent::new(merchant_id, "customer", row.id, kind, data, Actor::Merchant))
+                .await?;
+            Ok(row.id)
         }
-        None => Ok(sqlx::query_scalar("SELECT id FROM customers WHERE merchant_id = $1 AND customer_account_id = $2")
-            .bind(merchant_id)
-            .bind(&c.customer_account_id)
-            .fetch_one(conn)
-            .await?),
+        None => Ok(sqlx::query_scalar!(
+            "SELECT id FROM customers WHERE merchant_id = $1 AND customer_account_id = $2",
+            merchant_id,
+            c.customer_account_id,
+        )
+        .fetch_one(conn)
+        .await?),
     }
 }
 
@@ -117,12 +120,13 @@ pub async fn get(conn: &mut PgConnection, merchant_id: Uuid, account_id: &str) -
         // Postgres text cannot hold U+0000, so no stored customer has it.
         return Err(Error::NotFound("customer"));
     }
-    sqlx::query_as(
+    sqlx::query_as!(
+        Customer,
         "SELECT id, customer_account_id, email, phone, first_name, last_name, created_at, updated_at
          FROM customers WHERE merchant_id = $1 AND customer_account_id = $2",
+        merchant_id,
+        account_id,
     )
-    .bind(merchant_id)
-    .bind(account_id)
     .fetch_optional(conn)
     .await?
     .ok_or(Error::NotFound("customer"))

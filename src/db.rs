@@ -34,29 +34,28 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
             options.get_port()
         )
     })?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut conn)
-        .await?;
+    let exists = database_exists(&mut conn, &name).await?;
     if !exists {
         let quoted = name.replace('"', "\"\"");
         if let Err(e) =
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{quoted}\""))).execute(&mut conn).await
         {
             // Another process may have created it at the same moment.
-            if !crate::error::is_unique_violation(&e, "pg_database_datname_index") {
-                let again: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                    .bind(&name)
-                    .fetch_one(&mut conn)
-                    .await?;
-                if !again {
-                    return Err(e).context("cannot create the database");
-                }
+            if !crate::error::is_unique_violation(&e, "pg_database_datname_index")
+                && !database_exists(&mut conn, &name).await?
+            {
+                return Err(e).context("cannot create the database");
             }
         }
     }
     conn.close().await.ok();
     Ok(())
+}
+
+async fn database_exists(conn: &mut sqlx::PgConnection, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#, name)
+        .fetch_one(conn)
+        .await
 }
 
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {

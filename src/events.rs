@@ -62,18 +62,18 @@ pub async fn record(conn: &mut PgConnection, events: &[NewEvent]) -> Result<()> 
         data.push(e.data.clone());
         actors.push(e.actor);
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO events (id, merchant_id, object_type, object_id, type, data, actor)
          SELECT id, m, ot, oi, ty, d, a FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::jsonb[], $7::event_actor[])
          WITH ORDINALITY AS t(id, m, ot, oi, ty, d, a, ord) ORDER BY ord",
+        &ids,
+        &merchants,
+        &types as &[&str],
+        &objects,
+        &kinds as &[&str],
+        &data,
+        &actors as &[Actor],
     )
-    .bind(&ids)
-    .bind(&merchants)
-    .bind(&types)
-    .bind(&objects)
-    .bind(&kinds)
-    .bind(&data)
-    .bind(&actors)
     .execute(conn)
     .await?;
     Ok(())
@@ -83,14 +83,13 @@ pub async fn record_one(conn: &mut PgConnection, event: NewEvent) -> Result<()> 
     record(conn, std::slice::from_ref(&event)).await
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
     pub id: Uuid,
     pub object_type: String,
     pub object_id: Uuid,
     #[serde(rename = "type")]
-    #[sqlx(rename = "type")]
     pub kind: String,
     pub data: Value,
     pub actor: Actor,
@@ -110,21 +109,22 @@ pub struct EventFilter {
 
 /// A merchant's events, oldest first (so each object's events are in order).
 pub async fn list(conn: &mut PgConnection, merchant_id: Uuid, f: &EventFilter) -> Result<Vec<Event>> {
-    Ok(sqlx::query_as(
-        "SELECT seq, id, object_type, object_id, type, data, actor, created_at FROM events
+    Ok(sqlx::query_as!(
+        Event,
+        r#"SELECT seq, id, object_type, object_id, type AS kind, data, actor AS "actor: Actor", created_at FROM events
          WHERE merchant_id = $1
            AND ($2::text IS NULL OR object_type = $2)
            AND ($3::uuid IS NULL OR object_id = $3)
            AND ($4::text IS NULL OR type = $4)
            AND ($5::bigint IS NULL OR seq > $5)
-         ORDER BY seq LIMIT $6",
+         ORDER BY seq LIMIT $6"#,
+        merchant_id,
+        f.object_type,
+        f.object_id,
+        f.kind,
+        f.after_seq,
+        f.limit,
     )
-    .bind(merchant_id)
-    .bind(&f.object_type)
-    .bind(f.object_id)
-    .bind(&f.kind)
-    .bind(f.after_seq)
-    .bind(f.limit)
     .fetch_all(conn)
     .await?)
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Merchant {
     pub id: Uuid,
     pub name: String,
@@ -44,31 +44,34 @@ pub async fn create(pool: &PgPool, name: &str, sandbox: bool) -> Result<Credenti
     let secret = format!("sk_{}", hex::encode(raw));
     let id = Uuid::now_v7();
     let merchant_key = Uuid::now_v7();
-    sqlx::query("INSERT INTO merchants (id, name, merchant_key, secret_hash, sandbox) VALUES ($1, $2, $3, $4, $5)")
-        .bind(id)
-        .bind(name)
-        .bind(merchant_key)
-        .bind(hash(&secret))
-        .bind(sandbox)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO merchants (id, name, merchant_key, secret_hash, sandbox) VALUES ($1, $2, $3, $4, $5)",
+        id,
+        name,
+        merchant_key,
+        hash(&secret),
+        sandbox,
+    )
+    .execute(pool)
+    .await?;
     Ok(Credentials { merchant_id: id, name: name.to_owned(), merchant_key, secret, sandbox })
 }
 
-/// The merchant whose key and secret these are, or `Forbidden`.
-pub async fn authenticate(pool: &PgPool, merchant_key: Uuid, secret: &str) -> Result<Merchant> {
-    let row: Option<(Uuid, String, Uuid, bool, DateTime<Utc>, Vec<u8>)> = sqlx::query_as(
+/// The merchant whose key and secret these are; `None` when they name none.
+pub async fn authenticate(pool: &PgPool, merchant_key: Uuid, secret: &str) -> Result<Option<Merchant>> {
+    let row = sqlx::query!(
         "SELECT id, name, merchant_key, sandbox, created_at, secret_hash FROM merchants WHERE merchant_key = $1",
+        merchant_key,
     )
-    .bind(merchant_key)
     .fetch_optional(pool)
     .await?;
     // Hash even when the key is unknown, so timing does not reveal which keys exist.
     let presented = hash(secret);
-    match row {
-        Some((id, name, merchant_key, sandbox, created_at, stored)) if bool::from(presented.ct_eq(&stored)) => {
-            Ok(Merchant { id, name, merchant_key, sandbox, created_at })
-        }
-        _ => Err(Error::Forbidden),
-    }
+    Ok(row.filter(|r| bool::from(presented.ct_eq(&r.secret_hash))).map(|r| Merchant {
+        id: r.id,
+        name: r.name,
+        merchant_key: r.merchant_key,
+        sandbox: r.sandbox,
+        created_at: r.created_at,
+    }))
 }

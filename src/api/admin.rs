@@ -9,8 +9,9 @@ use uuid::Uuid;
 
 use super::auth::Admin;
 use super::extract::{self, Body, Page, Query};
+use super::problem::{Problem, Result};
 use crate::app::App;
-use crate::error::{Error, Problem, Result};
+use crate::error::Error;
 use crate::gateway::sandbox::{self, LedgerView};
 use crate::merchants::{self, Credentials};
 
@@ -61,16 +62,16 @@ pub async fn move_clock(State(app): State<App>, _: Admin, Body(body): Body) -> R
     let to = match (req.advance_seconds, req.now) {
         (Some(s), None) => {
             if !(0..=10 * 366 * 86_400).contains(&s) {
-                return Err(Error::validation("advanceSeconds", "must be between 0 and ten years of seconds"));
+                return Err(Error::validation("advanceSeconds", "must be between 0 and ten years of seconds").into());
             }
             now + chrono::Duration::seconds(s)
         }
         (None, Some(t)) => t,
-        _ => return Err(Error::validation("body", "give exactly one of advanceSeconds and now")),
+        _ => return Err(Error::validation("body", "give exactly one of advanceSeconds and now").into()),
     };
     if to >= crate::validate::latest_instant() {
         let field = if req.now.is_some() { "now" } else { "advanceSeconds" };
-        return Err(Error::validation(field, "the clock must stay before 9000-01-01T00:00:00Z"));
+        return Err(Error::validation(field, "the clock must stay before 9000-01-01T00:00:00Z").into());
     }
     Ok(Json(ClockView { now: app.clock.set(to).await? }))
 }

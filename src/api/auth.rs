@@ -7,8 +7,8 @@ use axum::http::request::Parts;
 use base64::Engine;
 use uuid::Uuid;
 
+use super::problem::ApiError;
 use crate::app::App;
-use crate::error::Error;
 use crate::merchants::{self, Merchant};
 
 pub struct Authed(pub Merchant);
@@ -31,11 +31,11 @@ fn credentials(parts: &Parts) -> Option<(Uuid, String)> {
 }
 
 impl FromRequestParts<App> for Authed {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
-        let (key, secret) = credentials(parts).ok_or(Error::Forbidden)?;
-        merchants::authenticate(&app.pool, key, &secret).await.map(Authed)
+        let (key, secret) = credentials(parts).ok_or(ApiError::Forbidden)?;
+        merchants::authenticate(&app.pool, key, &secret).await?.map(Authed).ok_or(ApiError::Forbidden)
     }
 }
 
@@ -44,11 +44,11 @@ impl FromRequestParts<App> for Authed {
 pub struct Admin;
 
 impl FromRequestParts<App> for Admin {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
         let Some(expected) = &app.admin_token else {
-            return Err(Error::NotFound("route"));
+            return Err(crate::Error::NotFound("route").into());
         };
         let given = parts
             .headers
@@ -57,6 +57,6 @@ impl FromRequestParts<App> for Admin {
             .and_then(|h| h.strip_prefix("Bearer "))
             .unwrap_or("");
         use subtle::ConstantTimeEq;
-        if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) { Ok(Admin) } else { Err(Error::Forbidden) }
+        if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) { Ok(Admin) } else { Err(ApiError::Forbidden) }
     }
 }

@@ -9,10 +9,11 @@ use serde::Deserialize;
 use super::auth::Authed;
 use super::extract::{self, Body, Id, Page, Query};
 use super::idempotency::{self, IdempotencyKey, Outcome};
+use super::problem::{Problem, Result};
 use crate::app::App;
 use crate::billing::{CycleView, TransactionView, cycles, retry, transactions};
 use crate::db;
-use crate::error::{Error, FieldError, Problem, Result};
+use crate::error::{Error, FieldError};
 use crate::gateway::ChargeOutcome;
 use crate::subscriptions::repo as subscriptions;
 
@@ -53,7 +54,7 @@ pub async fn get_cycle(State(app): State<App>, Authed(m): Authed, Id(id): Id) ->
     let mut conn = db::snapshot(&app.pool).await?;
     let c = cycles::get(&mut conn, m.id, id).await?;
     let mut views = cycles::with_transactions(&mut conn, std::slice::from_ref(&c)).await?;
-    views.pop().map(Json).ok_or(Error::NotFound("billing cycle"))
+    views.pop().map(Json).ok_or(Error::NotFound("billing cycle").into())
 }
 
 #[utoipa::path(post, path = "/v1/billing-cycles/{id}/retry", tag = "billing", params(("id" = uuid::Uuid, Path)),
@@ -76,7 +77,9 @@ pub async fn retry_cycle(
             Ok(Some(ChargeOutcome::Approved { reference })) => Some((txn, reference)),
             Ok(_) => None,
             Err(_) => {
-                return Err(Error::Unavailable("the gateway cannot confirm the last attempt; retry later".into()));
+                return Err(
+                    Error::Unavailable("the gateway cannot confirm the last attempt; retry later".into()).into()
+                );
             }
         },
         None => None,

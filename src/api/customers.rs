@@ -8,9 +8,10 @@ use uuid::Uuid;
 
 use super::auth::Authed;
 use super::extract::{self, Page, Query};
+use super::problem::{Problem, Result};
 use crate::app::App;
 use crate::customers::{self, Customer};
-use crate::error::{Error, FieldError, Problem, Result};
+use crate::error::{Error, FieldError};
 use crate::events::{self, Event, EventFilter};
 
 #[utoipa::path(get, path = "/v1/customers/{customerAccountId}", tag = "customers",

@@ -9,19 +9,22 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use super::problem::ApiError;
 use crate::error::{Error, FieldError};
 
 /// The raw body, kept for idempotency hashing; parse it with [`parse`].
 pub struct Body(pub Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for Body {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Bytes::from_request(req, state).await {
             Ok(b) => Ok(Body(b)),
-            Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Error::PayloadTooLarge),
-            Err(_) => Err(Error::BadRequest { detail: "the request body could not be read".into(), errors: vec![] }),
+            Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge),
+            Err(_) => {
+                Err(Error::BadRequest { detail: "the request body could not be read".into(), errors: vec![] }.into())
+            }
         }
     }
 }
@@ -90,7 +93,7 @@ fn clean_serde_message(msg: &str) -> String {
 pub struct Query<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let q = parts.uri.query().unwrap_or("");
@@ -104,7 +107,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
                     named_field(&name.replace('\0', "")),
                     "must not contain the character U+0000",
                 )],
-            });
+            }
+            .into());
         }
         let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(q.as_bytes()));
         serde_path_to_error::deserialize(de).map(Query).map_err(|e| {
@@ -114,6 +118,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
                 detail: "invalid query parameters".into(),
                 errors: vec![FieldError::new(field_of(&path, &message, "query"), message)],
             }
+            .into()
         })
     }
 }
@@ -122,7 +127,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 pub struct Id(pub Uuid);
 
 impl<S: Send + Sync> FromRequestParts<S> for Id {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let bad =
@@ -130,7 +135,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
         // Not even text (percent-encoded invalid UTF-8): not a UUID either.
         let axum::extract::Path(raw) =
             axum::extract::Path::<String>::from_request_parts(parts, state).await.map_err(|_| bad())?;
-        Uuid::parse_str(&raw).map(Id).map_err(|_| bad())
+        Uuid::parse_str(&raw).map(Id).map_err(|_| bad().into())
     }
 }
 

@@ -4,8 +4,9 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
+use super::problem::{Problem, Result};
 use crate::app::App;
-use crate::error::{Error, Result};
+use crate::error::Error;
 
 #[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, description = "The process is alive")))]
 pub async fn healthz() -> Json<Value> {
@@ -13,14 +14,17 @@ pub async fn healthz() -> Json<Value> {
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()),
-    responses((status = 200, description = "Postgres and Redis reachable"), (status = 503, body = crate::error::Problem)))]
+    responses((status = 200, description = "Postgres and Redis reachable"), (status = 503, body = Problem)))]
 pub async fn readyz(State(app): State<App>) -> Result<Json<Value>> {
     ready(&app.pool, &app.queue.connection()).await?;
     Ok(Json(json!({"status": "ready", "postgres": "ok", "redis": "ok"})))
 }
 
 pub async fn ready(pool: &sqlx::PgPool, redis: &redis::aio::ConnectionManager) -> Result<()> {
-    sqlx::query("SELECT 1").execute(pool).await.map_err(|_| Error::Unavailable("postgres is not reachable".into()))?;
+    sqlx::query_scalar!(r#"SELECT 1 AS "alive!""#)
+        .fetch_one(pool)
+        .await
+        .map_err(|_| Error::Unavailable("postgres is not reachable".into()))?;
     let mut conn = redis.clone();
     redis::cmd("PING")
         .query_async::<String>(&mut conn)

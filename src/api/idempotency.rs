@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::problem::ApiError;
 use crate::app::App;
 use crate::error::{Error, FieldError, Result};
 
@@ -20,7 +21,7 @@ const RETENTION_HOURS: i32 = 24;
 pub struct IdempotencyKey(pub Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let mut values = parts.headers.get_all("idempotency-key").iter();
@@ -36,11 +37,12 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
             return Err(Error::BadRequest {
                 detail: "invalid Idempotency-Key header".into(),
                 errors: vec![FieldError::new("Idempotency-Key", "must be sent once")],
-            });
+            }
+            .into());
         }
         let key = raw.to_str().map_err(|_| bad())?;
         if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| (0x21..0x7f).contains(&b)) {
-            return Err(bad());
+            return Err(bad().into());
         }
         Ok(IdempotencyKey(Some(key.to_owned())))
     }
@@ -80,7 +82,7 @@ pub async fn run<F>(
     route: &str,
     body: &[u8],
     work: F,
-) -> Result<Response>
+) -> super::problem::Result<Response>
 where
     F: AsyncFnOnce(&mut PgConnection) -> Result<Outcome>,
 {
@@ -97,19 +99,28 @@ where
     }
     let out = work(&mut tx).await?;
     if let Some(k) = &key.0 {
-        sqlx::query(
+        let status = out.status.as_u16() as i16;
+        sqlx::query!(
             "UPDATE idempotency_keys SET response_status = $3, response_body = $4 WHERE merchant_id = $1 AND key = $2",
+            merchant_id,
+            k,
+            status,
+            out.body,
         )
-        .bind(merchant_id)
-        .bind(k)
-        .bind(out.status.as_u16() as i16)
-        .bind(&out.body)
         .execute(&mut *tx)
         .await?;
     }
     tx.commit().await?;
     app.enqueue(&out.jobs).await;
     Ok(respond(out.status, out.body, false))
+}
+
+/// A claimed key: the request it was claimed for and, once that request has
+/// finished, its response.
+struct Claim {
+    request_hash: Vec<u8>,
+    response_status: Option<i16>,
+    response_body: Option<Value>,
 }
 
 /// Claim the key, or return the stored response of the request that claimed it.
@@ -121,40 +132,41 @@ async fn claim(
     hash: &[u8],
 ) -> Result<Option<(StatusCode, Value)>> {
     // An expired key is forgotten before it is claimed again.
-    sqlx::query(
+    sqlx::query!(
         "DELETE FROM idempotency_keys WHERE merchant_id = $1 AND key = $2 AND created_at < now() - make_interval(hours => $3)",
+        merchant_id,
+        key,
+        RETENTION_HOURS,
     )
-    .bind(merchant_id)
-    .bind(key)
-    .bind(RETENTION_HOURS)
     .execute(&mut *conn)
     .await?;
     let (method, path) = route.split_once(' ').unwrap_or(("POST", route));
     // Blocks while a concurrent request holds the same key uncommitted.
-    let claimed = sqlx::query(
+    let claimed = sqlx::query!(
         "INSERT INTO idempotency_keys (merchant_id, key, method, path, request_hash) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (merchant_id, key) DO NOTHING",
+        merchant_id,
+        key,
+        method,
+        path,
+        hash,
     )
-    .bind(merchant_id)
-    .bind(key)
-    .bind(method)
-    .bind(path)
-    .bind(hash)
     .execute(&mut *conn)
     .await?;
     if claimed.rows_affected() == 1 {
         return Ok(None);
     }
-    let stored: Option<(Vec<u8>, Option<i16>, Option<Value>)> = sqlx::query_as(
+    let stored = sqlx::query_as!(
+        Claim,
         "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE merchant_id = $1 AND key = $2",
+        merchant_id,
+        key,
     )
-    .bind(merchant_id)
-    .bind(key)
     .fetch_optional(&mut *conn)
     .await?;
     match stored {
-        Some((h, _, _)) if h != hash => Err(Error::IdempotencyMismatch),
-        Some((_, Some(status), Some(body))) => {
+        Some(c) if c.request_hash != hash => Err(Error::IdempotencyMismatch),
+        Some(Claim { response_status: Some(status), response_body: Some(body), .. }) => {
             Ok(Some((StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK), body)))
         }
         _ => Err(Error::conflict("a request with this Idempotency-Key is still in progress; retry shortly")),

@@ -10,6 +10,7 @@ pub mod idempotency;
 pub mod openapi;
 pub mod ops;
 pub mod plans;
+pub mod problem;
 pub mod series;
 pub mod subscriptions;
 
@@ -23,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::app::App;
-use crate::error::Error;
+use problem::{ApiError, Problem};
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 256 * 1024;
@@ -68,7 +69,7 @@ pub fn router(app: App) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(observe))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            Error::Internal(anyhow::anyhow!("handler panicked")).into_response()
+            ApiError::from(crate::Error::Internal(anyhow::anyhow!("handler panicked"))).into_response()
         }))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -77,12 +78,12 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-async fn not_found() -> Error {
-    Error::NotFound("route")
+async fn not_found() -> ApiError {
+    crate::Error::NotFound("route").into()
 }
 
 async fn method_not_allowed() -> Response {
-    crate::error::Problem {
+    Problem {
         kind: "https://recur.dev/problems/method-not-allowed".into(),
         title: "Method not allowed".into(),
         status: 405,

@@ -8,12 +8,13 @@ use uuid::Uuid;
 
 use super::auth::Admin;
 use super::extract::{self, Body, Query};
+use super::problem::{Problem, Result};
 use crate::app::App;
 use crate::dlq::{self, DeadLetter, Filter};
-use crate::error::{Error, FieldError, Problem, Result};
+use crate::error::{Error, FieldError};
 use crate::queue::stats::{self, QueueStats};
 
-fn queue(name: Option<&str>) -> Result<Option<Queue>> {
+fn queue(name: Option<&str>) -> crate::Result<Option<Queue>> {
     name.map(|n| {
         Queue::parse(n).ok_or_else(|| Error::BadRequest {
             detail: "unknown queue".into(),
@@ -84,7 +85,7 @@ pub async fn replay(State(app): State<App>, _: Admin, Body(body): Body) -> Resul
     let req = extract::parse::<ReplayRequest>(&body, false)?;
     let targets = if !req.ids.is_empty() {
         if req.all {
-            return Err(Error::validation("all", "give ids or all, not both"));
+            return Err(Error::validation("all", "give ids or all, not both").into());
         }
         let mut found = Vec::new();
         for id in &req.ids {
@@ -95,7 +96,7 @@ pub async fn replay(State(app): State<App>, _: Admin, Body(body): Body) -> Resul
         let f = Filter { queue: queue(req.queue.as_deref())?, error_contains: req.error_contains, failed_before: None };
         dlq::find(&app.queue, &f, usize::MAX).await?
     } else {
-        return Err(Error::validation("ids", "give ids, or all: true"));
+        return Err(Error::validation("ids", "give ids, or all: true").into());
     };
     let now = app.clock.now().await?;
     let (mut replayed, mut superseded) = (Vec::new(), Vec::new());

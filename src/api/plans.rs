@@ -9,8 +9,8 @@ use serde::Deserialize;
 use super::auth::Authed;
 use super::extract::{self, Body, Id, Page, Query};
 use super::idempotency::{self, IdempotencyKey, Outcome};
+use super::problem::{Problem, Result};
 use crate::app::App;
-use crate::error::{Problem, Result};
 use crate::plans::{CreatePlan, PlanStatus, PlanView, UpdatePlan, repo};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -10,9 +10,9 @@ use serde::Deserialize;
 use super::auth::Authed;
 use super::extract::{self, Body, Id, Page, Query};
 use super::idempotency::{self, IdempotencyKey, Outcome};
+use super::problem::{Problem, Result};
 use crate::app::App;
 use crate::billing::TransactionView;
-use crate::error::{Problem, Result};
 use crate::series::{self, CreateSeries, CreateSeriesTransaction, SeriesView};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

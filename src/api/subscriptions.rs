@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::auth::Authed;
 use super::extract::{self, Body, Id, Page, Query};
 use super::idempotency::{self, IdempotencyKey, Outcome};
+use super::problem::{Problem, Result};
 use crate::app::App;
-use crate::error::{Problem, Result};
 use crate::plans;
 use crate::subscriptions::{
     CreateSubscription, SubscriptionStatus, SubscriptionView, UpdateSubscription, lifecycle, repo,

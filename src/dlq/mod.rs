@@ -4,7 +4,8 @@
 //! marked `error` in Postgres in the same step. A job is dead-lettered once however
 //! many deliveries of it fail (`<ns>:dlq-index:<queue>` maps the job to its entry).
 //! Operators list, replay and drain (archive to Postgres) them through `recur dlq` or
-//! `/admin/dlq`, which share this code.
+//! `/admin/dlq`, which share this code: those operations answer the domain error
+//! (`NotFound` for an unknown id), the Redis-only steps answer `queue::Error`.
 
 mod replay;
 mod restore;
@@ -19,7 +20,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::queue::Enqueuer;
+use crate::queue::{self, Enqueuer};
 
 pub use replay::{Replayed, replay};
 pub use restore::restore_if_lost;
@@ -105,16 +106,15 @@ return n
 });
 
 /// What identifies a dead job across its deliveries: the payload without attempts.
-fn job_key(job: &Job) -> Result<String> {
-    serde_json::to_string(&job.clone().with_attempt(0)).map_err(|e| Error::Internal(e.into()))
+fn job_key(job: &Job) -> queue::Result<String> {
+    Ok(serde_json::to_string(&job.clone().with_attempt(0))?)
 }
 
 /// Dead-letter a job. A job already in the DLQ (a duplicate delivery of it failed
 /// too) keeps its one entry: returns false and adds nothing.
-pub async fn put(q: &Enqueuer, dl: &DeadLetter) -> Result<bool> {
-    let queue =
-        Queue::parse(&dl.queue).ok_or_else(|| Error::Internal(anyhow::anyhow!("unknown queue {}", dl.queue)))?;
-    let json = serde_json::to_string(dl).map_err(|e| Error::Internal(e.into()))?;
+pub async fn put(q: &Enqueuer, dl: &DeadLetter) -> queue::Result<bool> {
+    let queue = Queue::parse(&dl.queue).ok_or_else(|| queue::Error::UnknownQueue(dl.queue.clone()))?;
+    let json = serde_json::to_string(dl)?;
     let mut conn = q.connection();
     let id: String = PUT
         .key(q.keys().dead_letters(queue))
@@ -128,7 +128,7 @@ pub async fn put(q: &Enqueuer, dl: &DeadLetter) -> Result<bool> {
 }
 
 /// Every dead letter of a queue, oldest first.
-async fn all_of(q: &Enqueuer, queue: Queue) -> Result<Vec<DeadLetter>> {
+async fn all_of(q: &Enqueuer, queue: Queue) -> queue::Result<Vec<DeadLetter>> {
     let mut conn = q.connection();
     let raw: Vec<String> = redis::cmd("HVALS").arg(q.keys().dead_letters(queue)).query_async(&mut conn).await?;
     let mut out: Vec<DeadLetter> = raw.iter().filter_map(|r| serde_json::from_str(r).ok()).collect();
@@ -136,7 +136,7 @@ async fn all_of(q: &Enqueuer, queue: Queue) -> Result<Vec<DeadLetter>> {
     Ok(out)
 }
 
-pub async fn list(q: &Enqueuer, queue: Queue) -> Result<Vec<DeadLetter>> {
+pub async fn list(q: &Enqueuer, queue: Queue) -> queue::Result<Vec<DeadLetter>> {
     all_of(q, queue).await
 }
 
@@ -153,19 +153,23 @@ pub async fn find(q: &Enqueuer, f: &Filter, limit: usize) -> Result<Vec<DeadLett
 
 /// One dead letter by id, searching every queue.
 pub async fn get(q: &Enqueuer, id: Uuid) -> Result<DeadLetter> {
+    find_by_id(q, id).await?.ok_or(Error::NotFound("dead letter"))
+}
+
+async fn find_by_id(q: &Enqueuer, id: Uuid) -> queue::Result<Option<DeadLetter>> {
     let mut conn = q.connection();
     for queue in Queue::ALL {
         let raw: Option<String> =
             redis::cmd("HGET").arg(q.keys().dead_letters(queue)).arg(id.to_string()).query_async(&mut conn).await?;
         if let Some(r) = raw {
-            return serde_json::from_str(&r).map_err(|e| Error::Internal(e.into()));
+            return Ok(Some(serde_json::from_str(&r)?));
         }
     }
-    Err(Error::NotFound("dead letter"))
+    Ok(None)
 }
 
 /// Remove an entry; true if it was there (so concurrent replays act once).
-pub(crate) async fn remove(q: &Enqueuer, d: &DeadLetter) -> Result<bool> {
+pub(crate) async fn remove(q: &Enqueuer, d: &DeadLetter) -> queue::Result<bool> {
     let queue = Queue::parse(&d.queue).unwrap_or(Queue::ChargeTransaction);
     let mut conn = q.connection();
     let n: u32 = REMOVE
@@ -178,7 +182,7 @@ pub(crate) async fn remove(q: &Enqueuer, d: &DeadLetter) -> Result<bool> {
     Ok(n == 1)
 }
 
-pub async fn depth(q: &Enqueuer, queue: Queue) -> Result<u64> {
+pub async fn depth(q: &Enqueuer, queue: Queue) -> queue::Result<u64> {
     let mut conn = q.connection();
     Ok(redis::cmd("HLEN").arg(q.keys().dead_letters(queue)).query_async(&mut conn).await?)
 }
@@ -193,18 +197,20 @@ pub async fn drain(pool: &PgPool, q: &Enqueuer, f: &Filter, dry_run: bool) -> Re
     for chunk in found.chunks(500) {
         let mut tx = pool.begin().await?;
         for d in chunk {
-            sqlx::query(
+            let job = serde_json::to_value(&d.job).map_err(queue::Error::from)?;
+            let attempts = d.attempts as i32;
+            sqlx::query!(
                 "INSERT INTO dead_letter_archive (id, queue, job, attempts, last_error, failed_at, object_type, object_id)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+                d.id,
+                d.queue,
+                job,
+                attempts,
+                d.last_error,
+                d.failed_at,
+                d.object_type,
+                d.object_id,
             )
-            .bind(d.id)
-            .bind(&d.queue)
-            .bind(serde_json::to_value(&d.job).map_err(|e| Error::Internal(e.into()))?)
-            .bind(d.attempts as i32)
-            .bind(&d.last_error)
-            .bind(d.failed_at)
-            .bind(&d.object_type)
-            .bind(d.object_id)
             .execute(&mut *tx)
             .await?;
         }

@@ -10,12 +10,12 @@
 
 use chrono::{DateTime, Utc};
 use jobs::{ChargeTransaction, Job, RetryCharge};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{DeadLetter, put};
 use crate::error::Result;
-use crate::queue::Enqueuer;
+use crate::queue::{self, Enqueuer};
 
 /// Rows per Postgres transaction; the rows stay locked while their entries are put, so
 /// a replay (which moves them out of `error` first) cannot interleave with the put.
@@ -25,7 +25,8 @@ const BATCH: i64 = 500;
 pub async fn restore_if_lost(pool: &PgPool, q: &Enqueuer) -> Result<usize> {
     let sentinel = format!("{}:dlq-sentinel", q.keys().namespace());
     let mut conn = q.connection();
-    let set: Option<String> = redis::cmd("SET").arg(&sentinel).arg(1).arg("NX").query_async(&mut conn).await?;
+    let set: Option<String> =
+        redis::cmd("SET").arg(&sentinel).arg(1).arg("NX").query_async(&mut conn).await.map_err(queue::Error::from)?;
     if set.is_none() {
         return Ok(0);
     }
@@ -37,16 +38,33 @@ pub async fn restore_if_lost(pool: &PgPool, q: &Enqueuer) -> Result<usize> {
     Ok(restored)
 }
 
+/// A row whose dead letter Redis lost.
+struct Lost {
+    id: Uuid,
+    attempt: i32,
+    error: Option<String>,
+    failed_at: DateTime<Utc>,
+}
+
 /// Charges in `error` that are their cycle's latest attempt and were not drained.
 async fn charges(pool: &PgPool, q: &Enqueuer) -> Result<usize> {
     put_back(
         pool,
         q,
-        "SELECT t.id, 0, t.error_message, t.updated_at FROM transactions t
-         WHERE t.status = 'error' AND t.id > $1
-           AND NOT EXISTS (SELECT 1 FROM transactions l WHERE l.billing_cycle_id = t.billing_cycle_id AND l.attempt > t.attempt)
-           AND NOT EXISTS (SELECT 1 FROM dead_letter_archive a WHERE a.object_id = t.id)
-         ORDER BY t.id LIMIT $2 FOR UPDATE OF t SKIP LOCKED",
+        async |conn, after| {
+            sqlx::query_as!(
+                Lost,
+                r#"SELECT t.id, 0 AS "attempt!", t.error_message AS error, t.updated_at AS failed_at FROM transactions t
+                 WHERE t.status = 'error' AND t.id > $1
+                   AND NOT EXISTS (SELECT 1 FROM transactions l WHERE l.billing_cycle_id = t.billing_cycle_id AND l.attempt > t.attempt)
+                   AND NOT EXISTS (SELECT 1 FROM dead_letter_archive a WHERE a.object_id = t.id)
+                 ORDER BY t.id LIMIT $2 FOR UPDATE OF t SKIP LOCKED"#,
+                after,
+                BATCH,
+            )
+            .fetch_all(conn)
+            .await
+        },
         |id, _| Job::ChargeTransaction(ChargeTransaction { transaction_id: id, attempt: 0 }),
     )
     .await
@@ -57,31 +75,44 @@ async fn retries(pool: &PgPool, q: &Enqueuer) -> Result<usize> {
     put_back(
         pool,
         q,
-        "SELECT c.id, c.attempts + 1, NULL::text, c.updated_at FROM billing_cycles c
-         WHERE c.status = 'error' AND c.id > $1
-           AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.billing_cycle_id = c.id AND t.status = 'error')
-           AND NOT EXISTS (SELECT 1 FROM dead_letter_archive a WHERE a.object_id = c.id)
-         ORDER BY c.id LIMIT $2 FOR UPDATE OF c SKIP LOCKED",
+        async |conn, after| {
+            sqlx::query_as!(
+                Lost,
+                r#"SELECT c.id, c.attempts + 1 AS "attempt!", NULL::text AS error, c.updated_at AS failed_at FROM billing_cycles c
+                 WHERE c.status = 'error' AND c.id > $1
+                   AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.billing_cycle_id = c.id AND t.status = 'error')
+                   AND NOT EXISTS (SELECT 1 FROM dead_letter_archive a WHERE a.object_id = c.id)
+                 ORDER BY c.id LIMIT $2 FOR UPDATE OF c SKIP LOCKED"#,
+                after,
+                BATCH,
+            )
+            .fetch_all(conn)
+            .await
+        },
         |id, cycle_attempt| Job::RetryCharge(RetryCharge { billing_cycle_id: id, cycle_attempt, attempt: 0 }),
     )
     .await
 }
 
-/// Page through `sql` (rows: id, attempt, error, failed at; `$1` the last id seen,
-/// `$2` the page size) and put back each row's dead letter, built by `job`.
-async fn put_back(pool: &PgPool, q: &Enqueuer, sql: &'static str, job: impl Fn(Uuid, i32) -> Job) -> Result<usize> {
+/// Page through `page` (the rows after the last id seen, at most `BATCH`, locked) and
+/// put back each row's dead letter, built by `job`.
+async fn put_back(
+    pool: &PgPool,
+    q: &Enqueuer,
+    page: impl AsyncFn(&mut PgConnection, Uuid) -> sqlx::Result<Vec<Lost>>,
+    job: impl Fn(Uuid, i32) -> Job,
+) -> Result<usize> {
     let mut restored = 0;
     let mut after = Uuid::nil();
     loop {
         let mut tx = pool.begin().await?;
-        let rows: Vec<(Uuid, i32, Option<String>, DateTime<Utc>)> =
-            sqlx::query_as(sql).bind(after).bind(BATCH).fetch_all(&mut *tx).await?;
-        for (id, attempt, error, failed_at) in &rows {
-            restored += usize::from(put(q, &entry(job(*id, *attempt), error.as_deref(), *failed_at)).await?);
+        let rows = page(&mut tx, after).await?;
+        for r in &rows {
+            restored += usize::from(put(q, &entry(job(r.id, r.attempt), r.error.as_deref(), r.failed_at)).await?);
         }
         tx.commit().await?;
         match rows.last() {
-            Some((id, ..)) if rows.len() as i64 == BATCH => after = *id,
+            Some(r) if rows.len() as i64 == BATCH => after = r.id,
             _ => return Ok(restored),
         }
     }

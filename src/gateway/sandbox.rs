@@ -90,18 +90,15 @@ impl Sandbox {
         }
         let mut tx = self.pool.begin().await.map_err(db)?;
         // Serialise attempts of one scope so the count is exact.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(req.scope.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        let declined: i64 = sqlx::query_scalar("SELECT count(*) FROM sandbox_attempts WHERE scope LIKE $1 || ':%'")
-            .bind(req.scope.to_string())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db)?;
-        let seen: Option<i32> = sqlx::query_scalar("SELECT attempts FROM sandbox_attempts WHERE scope = $1")
-            .bind(format!("{}:{}", req.scope, req.idempotency_key))
+        let scope = req.scope.to_string();
+        let attempt_scope = format!("{}:{}", req.scope, req.idempotency_key);
+        sqlx::query!("SELECT pg_advisory_xact_lock(hashtext($1))", scope).execute(&mut *tx).await.map_err(db)?;
+        let declined =
+            sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM sandbox_attempts WHERE scope LIKE $1 || ':%'"#, scope)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+        let seen = sqlx::query_scalar!("SELECT attempts FROM sandbox_attempts WHERE scope = $1", attempt_scope)
             .fetch_optional(&mut *tx)
             .await
             .map_err(db)?;
@@ -109,8 +106,7 @@ impl Sandbox {
             return Ok(ChargeOutcome::Declined { code: DeclineCode::InsufficientFunds });
         }
         if (declined as u32) < n {
-            sqlx::query("INSERT INTO sandbox_attempts (scope, attempts) VALUES ($1, 1)")
-                .bind(format!("{}:{}", req.scope, req.idempotency_key))
+            sqlx::query!("INSERT INTO sandbox_attempts (scope, attempts) VALUES ($1, 1)", attempt_scope)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
@@ -122,12 +118,10 @@ impl Sandbox {
     }
 
     async fn find(&self, key: &str) -> Result<Option<ChargeOutcome>, GatewayError> {
-        let reference: Option<String> =
-            sqlx::query_scalar("SELECT reference FROM sandbox_charges WHERE idempotency_key = $1")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| GatewayError::Unavailable(format!("sandbox: {e}")))?;
+        let reference = sqlx::query_scalar!("SELECT reference FROM sandbox_charges WHERE idempotency_key = $1", key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| GatewayError::Unavailable(format!("sandbox: {e}")))?;
         Ok(reference.map(|reference| ChargeOutcome::Approved { reference }))
     }
 }
@@ -158,27 +152,27 @@ async fn write_ledger(pool: &PgPool, entries: Vec<LedgerEntry>) -> anyhow::Resul
         methods.push(e.req.payment_method.clone());
         refs.push(format!("sbx_{}", id.simple()));
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO sandbox_charges (id, idempotency_key, merchant_key, amount, currency, customer_account_id, payment_method, reference)
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::numeric[], $5::text[], $6::text[], $7::text[], $8::text[])
          ON CONFLICT (idempotency_key) DO NOTHING",
+        &ids,
+        &keys,
+        &merchants,
+        &amounts,
+        &currencies,
+        &customers,
+        &methods,
+        &refs,
     )
-    .bind(&ids)
-    .bind(&keys)
-    .bind(&merchants)
-    .bind(&amounts)
-    .bind(&currencies)
-    .bind(&customers)
-    .bind(&methods)
-    .bind(&refs)
     .execute(pool)
     .await?;
-    let stored: Vec<(String, String)> =
-        sqlx::query_as("SELECT idempotency_key, reference FROM sandbox_charges WHERE idempotency_key = ANY($1)")
-            .bind(&keys)
+    let stored =
+        sqlx::query!("SELECT idempotency_key, reference FROM sandbox_charges WHERE idempotency_key = ANY($1)", &keys)
             .fetch_all(pool)
             .await?;
-    let by_key: std::collections::HashMap<String, String> = stored.into_iter().collect();
+    let by_key: std::collections::HashMap<String, String> =
+        stored.into_iter().map(|r| (r.idempotency_key, r.reference)).collect();
     entries
         .iter()
         .map(|e| &e.req.idempotency_key)
@@ -227,7 +221,7 @@ impl Gateway for Sandbox {
 }
 
 /// A ledger entry as `GET /admin/sandbox/charges` shows it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerView {
     pub id: Uuid,
@@ -250,17 +244,18 @@ pub async fn list_ledger(
     after: Option<Uuid>,
     limit: i64,
 ) -> crate::Result<Vec<LedgerView>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        LedgerView,
         "SELECT id, idempotency_key, merchant_key, amount, currency, customer_account_id, payment_method, reference, created_at
          FROM sandbox_charges
          WHERE ($1::uuid IS NULL OR merchant_key = $1) AND ($2::text IS NULL OR customer_account_id = $2)
            AND ($3::uuid IS NULL OR id > $3)
          ORDER BY id LIMIT $4",
+        merchant_key,
+        customer_account_id,
+        after,
+        limit,
     )
-    .bind(merchant_key)
-    .bind(customer_account_id)
-    .bind(after)
-    .bind(limit)
     .fetch_all(pool)
     .await?)
 }

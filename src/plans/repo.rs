@@ -5,37 +5,52 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Plan, PlanChanges, PlanStatus, PlanView, ValidPlan};
+use crate::billing::calendar::IntervalUnit;
 use crate::error::{Error, FieldError, Result};
 use crate::events::{self, Actor, NewEvent};
 use crate::money::{Currency, parse_amount};
 
-const COLUMNS: &str = "id, merchant_id, name, description, tags, amount, currency, interval_unit, \
-    interval_count, trial_days, grace_period_days, retry_schedule_hours, metadata, status, created_at, updated_at";
+/// A statement that yields whole plans: `$head`, every column of a plan (the enum
+/// columns typed), then `$tail`, checked as one query.
+macro_rules! query_plans {
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Plan,
+            $head
+                + r#"id, merchant_id, name, description, tags, amount, currency,
+                    interval_unit AS "interval_unit: IntervalUnit", interval_count, trial_days, grace_period_days,
+                    retry_schedule_hours, metadata, status AS "status: PlanStatus", created_at, updated_at"#
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
 
 fn event(p: &Plan, kind: &'static str, data: Value) -> NewEvent {
     NewEvent::new(p.merchant_id, "plan", p.id, kind, data, Actor::Merchant)
 }
 
 pub async fn insert(conn: &mut PgConnection, merchant_id: Uuid, v: ValidPlan) -> Result<Plan> {
-    let plan: Plan = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let plan = query_plans!(
         "INSERT INTO plans (id, merchant_id, name, description, tags, amount, currency, interval_unit,
             interval_count, trial_days, grace_period_days, retry_schedule_hours, metadata, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING {COLUMNS}"
-    )))
-    .bind(Uuid::now_v7())
-    .bind(merchant_id)
-    .bind(&v.name)
-    .bind(&v.description)
-    .bind(&v.tags)
-    .bind(v.amount)
-    .bind(v.currency.code())
-    .bind(v.interval.unit)
-    .bind(v.interval.count)
-    .bind(v.trial_days)
-    .bind(v.grace_period_days)
-    .bind(&v.retry_schedule_hours)
-    .bind(&v.metadata)
-    .bind(v.status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING ",
+        "",
+        Uuid::now_v7(),
+        merchant_id,
+        v.name,
+        v.description,
+        v.tags.as_slice(),
+        v.amount,
+        v.currency.code(),
+        v.interval.unit as _,
+        v.interval.count,
+        v.trial_days,
+        v.grace_period_days,
+        v.retry_schedule_hours.as_slice(),
+        v.metadata,
+        v.status as _,
+    )
     .fetch_one(&mut *conn)
     .await?;
     let data = serde_json::to_value(PlanView::from(&plan)).unwrap_or_default();
@@ -48,13 +63,16 @@ pub async fn get(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result
 }
 
 async fn fetch(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid, lock: bool) -> Result<Plan> {
-    let lock = if lock { " FOR UPDATE" } else { "" };
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM plans WHERE id = $1 AND merchant_id = $2{lock}")))
-        .bind(id)
-        .bind(merchant_id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or(Error::NotFound("plan"))
+    let plan = if lock {
+        query_plans!("SELECT ", " FROM plans WHERE id = $1 AND merchant_id = $2 FOR UPDATE", id, merchant_id)
+            .fetch_optional(conn)
+            .await?
+    } else {
+        query_plans!("SELECT ", " FROM plans WHERE id = $1 AND merchant_id = $2", id, merchant_id)
+            .fetch_optional(conn)
+            .await?
+    };
+    plan.ok_or(Error::NotFound("plan"))
 }
 
 pub struct PlanFilter {
@@ -65,18 +83,19 @@ pub struct PlanFilter {
 }
 
 pub async fn list(conn: &mut PgConnection, merchant_id: Uuid, f: &PlanFilter) -> Result<Vec<Plan>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM plans WHERE merchant_id = $1
+    Ok(query_plans!(
+        "SELECT ",
+        " FROM plans WHERE merchant_id = $1
            AND ($2::plan_status IS NULL OR status = $2)
            AND ($3::text IS NULL OR $3 = ANY(tags))
            AND ($4::uuid IS NULL OR id > $4)
-         ORDER BY id LIMIT $5"
-    )))
-    .bind(merchant_id)
-    .bind(f.status)
-    .bind(&f.tag)
-    .bind(f.after)
-    .bind(f.limit)
+         ORDER BY id LIMIT $5",
+        merchant_id,
+        f.status as _,
+        f.tag,
+        f.after,
+        f.limit,
+    )
     .fetch_all(conn)
     .await?)
 }
@@ -137,25 +156,26 @@ pub async fn update(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid, c: Pla
     if changed.is_empty() {
         return Ok(plan);
     }
-    let plan: Plan = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let plan = query_plans!(
         "UPDATE plans SET name = $3, description = $4, tags = $5, amount = $6, currency = $7,
             interval_unit = $8, interval_count = $9, trial_days = $10, grace_period_days = $11,
             retry_schedule_hours = $12, metadata = $13
-         WHERE id = $1 AND merchant_id = $2 RETURNING {COLUMNS}"
-    )))
-    .bind(plan.id)
-    .bind(merchant_id)
-    .bind(&plan.name)
-    .bind(&plan.description)
-    .bind(&plan.tags)
-    .bind(plan.amount)
-    .bind(&plan.currency)
-    .bind(plan.interval_unit)
-    .bind(plan.interval_count)
-    .bind(plan.trial_days)
-    .bind(plan.grace_period_days)
-    .bind(&plan.retry_schedule_hours)
-    .bind(&plan.metadata)
+         WHERE id = $1 AND merchant_id = $2 RETURNING ",
+        "",
+        plan.id,
+        merchant_id,
+        plan.name,
+        plan.description,
+        plan.tags.as_slice(),
+        plan.amount,
+        plan.currency,
+        plan.interval_unit as _,
+        plan.interval_count,
+        plan.trial_days,
+        plan.grace_period_days,
+        plan.retry_schedule_hours.as_slice(),
+        plan.metadata,
+    )
     .fetch_one(&mut *conn)
     .await?;
     events::record_one(conn, event(&plan, "updated", Value::Object(changed))).await?;
@@ -180,12 +200,13 @@ pub async fn set_status(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid, to
             json!(to).as_str().unwrap_or_default()
         )));
     }
-    let updated: Plan = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE plans SET status = $3 WHERE id = $1 AND merchant_id = $2 RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(merchant_id)
-    .bind(to)
+    let updated = query_plans!(
+        "UPDATE plans SET status = $3 WHERE id = $1 AND merchant_id = $2 RETURNING ",
+        "",
+        id,
+        merchant_id,
+        to as _
+    )
     .fetch_one(&mut *conn)
     .await?;
     let data = json!({"from": plan.status, "to": to});
@@ -195,14 +216,13 @@ pub async fn set_status(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid, to
 
 pub async fn delete(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result<()> {
     let plan = fetch(conn, merchant_id, id, true).await?;
-    let used: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM subscriptions WHERE plan_id = $1)")
-        .bind(id)
+    let used = sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM subscriptions WHERE plan_id = $1) AS "used!""#, id)
         .fetch_one(&mut *conn)
         .await?;
     if used {
         return Err(Error::conflict("the plan is used by subscriptions; archive it instead"));
     }
-    sqlx::query("DELETE FROM plans WHERE id = $1").bind(id).execute(&mut *conn).await?;
+    sqlx::query!("DELETE FROM plans WHERE id = $1", id).execute(&mut *conn).await?;
     events::record_one(conn, event(&plan, "deleted", json!({}))).await?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The Redis side of the queues: pushing jobs in apalis-redis's format, reading
 //! depths, and the key layout. Postgres is the truth; Redis only carries work.
 
+mod error;
 pub mod keys;
 pub mod stats;
 
@@ -11,7 +12,7 @@ use apalis_redis::{Config as QueueConfig, RedisTask};
 use jobs::{Job, Queue};
 use redis::aio::ConnectionManager;
 
-use crate::error::Result;
+pub use error::{Error, Result};
 pub use keys::Keys;
 
 /// Pushes jobs onto the apalis-redis queues of one namespace.
@@ -53,7 +54,7 @@ impl Enqueuer {
                 let mut conn = self.conn.clone();
                 apalis_redis::queries::push_tasks(&mut conn, &self.keys.config(queue), chunk)
                     .await
-                    .map_err(|e| crate::Error::Internal(anyhow::anyhow!("enqueue on {queue}: {e}")))?;
+                    .map_err(|source| Error::Enqueue { queue, source })?;
             }
             if !tasks.is_empty() {
                 metrics::counter!("recur_jobs_enqueued_total", "queue" => queue.name()).increment(tasks.len() as u64);
@@ -91,7 +92,7 @@ pub fn payload_bytes(job: &Job) -> Result<Vec<u8>> {
         Job::TrialEnd(j) => serde_json::to_vec(j),
         Job::Resume(j) => serde_json::to_vec(j),
     };
-    v.map_err(|e| crate::Error::Internal(e.into()))
+    Ok(v?)
 }
 
 pub async fn connect(url: &str) -> anyhow::Result<ConnectionManager> {

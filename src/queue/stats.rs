@@ -5,8 +5,7 @@
 use jobs::Queue;
 use serde::Serialize;
 
-use super::Enqueuer;
-use crate::error::Result;
+use super::{Enqueuer, Result};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -51,7 +50,9 @@ pub async fn stats(q: &Enqueuer, queue: Queue) -> Result<QueueStats> {
     })
 }
 
-pub async fn all(q: &Enqueuer) -> Result<Vec<QueueStats>> {
+/// Every queue's counts. A domain result because `recur queues` reports its errors as
+/// the API would.
+pub async fn all(q: &Enqueuer) -> crate::Result<Vec<QueueStats>> {
     let mut out = Vec::with_capacity(Queue::ALL.len());
     for queue in Queue::ALL {
         out.push(stats(q, queue).await?);

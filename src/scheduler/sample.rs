@@ -13,7 +13,7 @@ pub const EVERY: Duration = Duration::from_secs(5);
 
 pub async fn gauges(pool: &PgPool, q: &Enqueuer) -> anyhow::Result<()> {
     for queue in Queue::ALL {
-        let s = stats::stats(q, queue).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let s = stats::stats(q, queue).await?;
         let name = queue.name();
         for (state, v) in [("pending", s.pending), ("scheduled", s.scheduled), ("running", s.running), ("dead", s.dead)]
         {
@@ -22,10 +22,13 @@ pub async fn gauges(pool: &PgPool, q: &Enqueuer) -> anyhow::Result<()> {
         metrics::gauge!("recur_dlq_depth", "queue" => name).set(s.dead as f64);
         metrics::gauge!("recur_workers_alive", "queue" => name).set(s.workers as f64);
     }
-    let counts: Vec<(SubscriptionStatus, i64)> =
-        sqlx::query_as("SELECT status, count(*) FROM subscriptions GROUP BY status").fetch_all(pool).await?;
+    let counts = sqlx::query!(
+        r#"SELECT status AS "status: SubscriptionStatus", count(*) AS "n!" FROM subscriptions GROUP BY status"#
+    )
+    .fetch_all(pool)
+    .await?;
     for status in SubscriptionStatus::ALL {
-        let n = counts.iter().find(|(s, _)| *s == status).map(|(_, n)| *n).unwrap_or(0);
+        let n = counts.iter().find(|c| c.status == status).map(|c| c.n).unwrap_or(0);
         metrics::gauge!("recur_subscriptions", "status" => status.as_str()).set(n as f64);
     }
     Ok(())
