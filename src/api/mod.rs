@@ -31,6 +31,7 @@ use crate::error::Error;
 pub const BODY_LIMIT: usize = 256 * 1024;
 
 pub fn router(app: App) -> Router {
+    crate::telemetry::register_api_metrics();
     let routes = Router::new()
         .route("/v1/plans", post(plans::create).get(plans::list))
         .route("/v1/plans/{id}", get(plans::get).patch(plans::update).delete(plans::delete))

@@ -73,6 +73,7 @@ macro_rules! run_queue {
 
 /// Run the queues until `shutdown` flips, restarting any worker loop that fails.
 pub async fn run(engine: Arc<Engine>, opts: WorkerOptions, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    crate::telemetry::register_worker_metrics(&opts.queues);
     let mut tasks = tokio::task::JoinSet::new();
     for queue in opts.queues.clone() {
         let engine = engine.clone();
