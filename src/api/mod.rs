@@ -1,4 +1,5 @@
-//! The HTTP API (SPEC 7): thin handlers over the domain modules.
+//! The HTTP API: thin handlers over the domain modules, behind the request-id, trace,
+//! timeout and panic layers (see `request_id`).
 
 pub mod admin;
 pub mod auth;
@@ -11,13 +12,14 @@ pub mod openapi;
 pub mod ops;
 pub mod plans;
 pub mod problem;
+pub mod request_id;
 pub mod series;
 pub mod subscriptions;
 
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -30,7 +32,8 @@ use problem::{ApiError, Problem};
 pub const BODY_LIMIT: usize = 256 * 1024;
 
 pub fn router(app: App) -> Router {
-    Router::new()
+    crate::telemetry::register_api_metrics();
+    let routes = Router::new()
         .route("/v1/plans", post(plans::create).get(plans::list))
         .route("/v1/plans/{id}", get(plans::get).patch(plans::update).delete(plans::delete))
         .route("/v1/plans/{id}/activate", post(plans::activate))
@@ -74,8 +77,9 @@ pub fn router(app: App) -> Router {
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(30),
-        ))
-        .with_state(app)
+        ));
+    // Outside the timeout and panic layers, so their 503 and 500 carry the id too.
+    request_id::layer(routes).with_state(app)
 }
 
 async fn not_found() -> ApiError {
@@ -94,10 +98,9 @@ async fn method_not_allowed() -> Response {
     .into_response_with(StatusCode::METHOD_NOT_ALLOWED)
 }
 
-/// Request metrics labelled by route template (bounded), and 5xx logging.
+/// Request metrics labelled by route template (bounded).
 async fn observe(req: Request, next: Next) -> Response {
-    let route =
-        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
+    let route = request_id::route(&req).to_owned();
     let method = req.method().as_str().to_owned();
     let start = Instant::now();
     let res = next.run(req).await;

@@ -1,9 +1,9 @@
 //! `recur worker`: apalis workers over apalis-redis, one per queue, supervised.
 //!
-//! apalis-redis is configured per APALIS_REDIS.md: task locking off, 100 ms polling,
-//! 2 s heartbeat (a killed worker's jobs come back after ~6 s), and a unique worker
-//! name per process and restart. The janitor deletes finished tasks so Redis memory
-//! stays flat.
+//! apalis-redis is configured with task locking off, 100 ms polling, 2 s heartbeat (a
+//! killed worker's jobs come back after ~6 s), and a unique worker name per process
+//! and restart. The janitor deletes finished tasks so Redis memory stays flat. Each
+//! delivery runs in a `job` span (see `job_span`).
 
 mod engine;
 pub mod janitor;
@@ -15,6 +15,7 @@ use apalis::prelude::*;
 use apalis_redis::RedisStorage;
 use jobs::{Job, Queue};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 pub use engine::Engine;
 
@@ -37,10 +38,26 @@ pub fn worker_name(queue: Queue, restart: u32) -> String {
     format!("{host}-{}-{suffix:06x}-{}-{restart}", std::process::id(), queue.name())
 }
 
+/// The span of one delivery: every log line of the job carries its queue, apalis task
+/// id, our attempt counter (technical failures so far) and the billing object.
+fn job_span(job: &Job, task: Option<&TaskId>) -> tracing::Span {
+    let (object, object_id) = job.object();
+    tracing::info_span!(
+        "job",
+        queue = job.queue().name(),
+        job_id = task.map(tracing::field::display),
+        attempt = job.attempt(),
+        object,
+        %object_id,
+    )
+}
+
 macro_rules! run_queue {
     ($payload:ty, $variant:ident, $engine:expr, $conn:expr, $keys:expr, $queue:expr, $concurrency:expr, $restart:expr, $stop:expr) => {{
-        async fn handle(job: $payload, engine: Data<Arc<Engine>>) -> Result<(), BoxDynError> {
-            engine.execute(Job::$variant(job)).await
+        async fn handle(job: $payload, task: Option<TaskId>, engine: Data<Arc<Engine>>) -> Result<(), BoxDynError> {
+            let job = Job::$variant(job);
+            let span = job_span(&job, task.as_ref());
+            engine.execute(job).instrument(span).await
         }
         let storage = RedisStorage::<$payload>::new($conn)
             .with_config($keys.config($queue))
@@ -56,6 +73,7 @@ macro_rules! run_queue {
 
 /// Run the queues until `shutdown` flips, restarting any worker loop that fails.
 pub async fn run(engine: Arc<Engine>, opts: WorkerOptions, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    crate::telemetry::register_worker_metrics(&opts.queues);
     let mut tasks = tokio::task::JoinSet::new();
     for queue in opts.queues.clone() {
         let engine = engine.clone();

@@ -1,11 +1,18 @@
 //! Metrics (SPEC 8): every required name on the process that produces it, with sane
 //! values after a known workload, explicit histogram buckets, bounded route labels,
-//! and /healthz and /readyz on the worker's and the scheduler's metrics ports.
+//! and /healthz and /readyz on the worker's and the scheduler's metrics ports; the
+//! series of known label sets at 0 from a fresh process's first scrape; and request
+//! ids: echoed or generated on every response, and carried by the JSON log lines of
+//! the request.
 
-use reqwest::StatusCode;
+use std::time::Duration;
+
+use base64::Engine;
+use reqwest::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::stack::{Sample, Stack, families, has, sum};
-use crate::support::wait_for;
+use crate::support::{Child, TestApp, free_port, spawn_app, wait_for};
 
 const LATENCY: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 const LAG: [f64; 13] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
@@ -188,4 +195,212 @@ async fn every_process_exports_its_metrics() {
         }
     }
     stack.assert_running();
+}
+
+/// The value of the one sample of `name` with exactly these labels.
+#[track_caller]
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.name == name && s.labels.len() == labels.len() && labels.iter().all(|(k, v)| s.label(k) == *v))
+        .collect();
+    assert_eq!(found.len(), 1, "{name}{labels:?}: {found:?}");
+    found[0].value
+}
+
+#[tokio::test]
+async fn a_fresh_worker_exports_its_known_series_at_zero() {
+    // No workload: the first scrape after start.
+    let stack = Stack::start().await;
+    let worker = stack.scrape(&stack.worker_url()).await;
+    for q in QUEUES {
+        for outcome in ["ok", "retry", "dead"] {
+            assert_eq!(value(&worker, "recur_jobs_total", &[("queue", q), ("outcome", outcome)]), 0.0, "{q} {outcome}");
+        }
+        assert_eq!(value(&worker, "recur_worker_restarts_total", &[("queue", q)]), 0.0, "{q}");
+    }
+    for kind in ["scheduled", "retry", "manual_retry", "payment_series"] {
+        assert_eq!(value(&worker, "recur_gateway_errors_total", &[("kind", kind)]), 0.0, "{kind}");
+    }
+    let names = families(&worker);
+    for n in ["recur_queue_depth", "recur_dlq_depth", "recur_subscriptions", "recur_scheduler_enqueued_total"] {
+        assert!(!names.contains(n), "{n} belongs to the scheduler, not the worker: {names:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_fresh_scheduler_exports_its_known_series_at_zero() {
+    // No workload: nothing is due, so nothing is enqueued or recovered.
+    let stack = Stack::start().await;
+    let scheduler = stack.scrape(&stack.scheduler_url()).await;
+    assert_eq!(value(&scheduler, "recur_scheduler_recovered_total", &[]), 0.0);
+    for kind in ["generate", "trial_end", "resume", "retry", "recovered"] {
+        assert_eq!(value(&scheduler, "recur_scheduler_enqueued_total", &[("kind", kind)]), 0.0, "{kind}");
+    }
+    for q in QUEUES {
+        assert_eq!(value(&scheduler, "recur_dlq_depth", &[("queue", q)]), 0.0, "{q}");
+        for state in ["pending", "scheduled", "running", "dead"] {
+            assert_eq!(value(&scheduler, "recur_queue_depth", &[("queue", q), ("state", state)]), 0.0, "{q} {state}");
+        }
+    }
+    let names = families(&scheduler);
+    for n in ["recur_jobs_total", "recur_worker_restarts_total", "recur_gateway_errors_total"] {
+        assert!(!names.contains(n), "{n} belongs to the worker, not the scheduler: {names:?}");
+    }
+}
+
+fn request_id(r: &crate::support::Reply) -> &str {
+    r.header("x-request-id").unwrap_or_else(|| panic!("no X-Request-Id on a {}: {r:?}", r.status))
+}
+
+#[track_caller]
+fn assert_generated(id: &str) {
+    let uuid = uuid::Uuid::parse_str(id).unwrap_or_else(|e| panic!("generated id {id:?} is not a UUID: {e}"));
+    assert_eq!(uuid.get_version_num(), 7, "{id}");
+}
+
+/// Send `head` and `body` on a raw connection; the response's head, lower-cased.
+async fn raw_head(app: &TestApp, head: String, body: Vec<u8>) -> String {
+    let stream = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
+    let (mut rd, mut wr) = stream.into_split();
+    // The server answers before taking the whole body: write on the side, ignore errors.
+    let writer = tokio::spawn(async move {
+        if wr.write_all(head.as_bytes()).await.is_ok() {
+            let _ = wr.write_all(&body).await;
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    });
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut buf)).await;
+    writer.abort();
+    let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    text.split("\r\n\r\n").next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let app = spawn_app().await;
+    // Echoed when the client sends a sane one.
+    let r = app.send_full(app.request(Method::GET, "/v1/plans").header("X-Request-Id", "client-id 42")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(request_id(&r), "client-id 42");
+    // Generated when absent, and different per request.
+    let a = app.send_full(app.request(Method::GET, "/v1/plans")).await;
+    let b = app.send_full(app.request(Method::GET, "/v1/plans")).await;
+    assert_generated(request_id(&a));
+    assert_ne!(request_id(&a), request_id(&b));
+    // Replaced when not sane: too long, or not printable ASCII.
+    for bad in ["x".repeat(129), "tab\tinside".to_owned()] {
+        let r = app.send_full(app.request(Method::GET, "/v1/plans").header("X-Request-Id", bad.as_str())).await;
+        assert_generated(request_id(&r));
+    }
+    let long = "y".repeat(128);
+    let r = app.send_full(app.request(Method::GET, "/v1/plans").header("X-Request-Id", long.as_str())).await;
+    assert_eq!(request_id(&r), long);
+    // Problems: an unknown route, a wrong method, missing credentials, a bad body.
+    let r = app.send_full(app.request(Method::GET, "/v1/nothing-here").header("X-Request-Id", "on-404")).await;
+    assert_eq!((r.status, request_id(&r)), (StatusCode::NOT_FOUND, "on-404"));
+    let r = app.send_full(app.request(Method::PUT, "/v1/plans")).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_generated(request_id(&r));
+    let r = app.send_full(app.client.get(format!("{}/v1/plans", app.base))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_generated(request_id(&r));
+    let r = app.send_full(app.request(Method::POST, "/v1/plans").json(&serde_json::json!({"name": 1}))).await;
+    assert!(r.status.is_client_error(), "{r:?}");
+    assert_generated(request_id(&r));
+    // A body over the limit (256 KiB), refused while it is read.
+    let m = &app.merchant;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", m.key, m.secret));
+    let head = format!(
+        "POST /v1/plans HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Basic {basic}\r\n\
+         X-API-KEY: {key}\r\nContent-Type: application/json\r\nX-Request-Id: on-413\r\n\
+         Content-Length: 10000000000\r\n\r\n",
+        key = m.key
+    );
+    let head = raw_head(&app, head, vec![b'{'; 300 * 1024]).await;
+    assert!(head.starts_with("http/1.1 413"), "{head}");
+    assert!(head.contains("\r\nx-request-id: on-413"), "{head}");
+    // The unauthenticated endpoints too.
+    for path in ["/healthz", "/metrics", "/openapi.json"] {
+        let r = app.send_full(app.client.get(format!("{}{path}", app.base))).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        assert_generated(request_id(&r));
+    }
+}
+
+/// The JSON lines of a log file (other lines, if any, skipped).
+fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_request_span() {
+    let app = spawn_app().await;
+    let port = free_port();
+    let log_path = std::env::temp_dir().join(format!("recur-api-log-{}.jsonl", uuid::Uuid::now_v7().simple()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let _api = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+            .arg("api")
+            .envs(app.child_env())
+            .env("RECUR_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RECUR_LOG_FORMAT", "json")
+            .env("RECUR_LOG", "warn,recur=debug")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("recur api starts"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let client = app.client.clone();
+    wait_for("the api process answers", 30, || {
+        let (client, base) = (client.clone(), base.clone());
+        async move { client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await;
+    let get = |id: &str| {
+        client
+            .get(format!("{base}/v1/plans"))
+            .basic_auth(app.merchant.key, Some(&app.merchant.secret))
+            .header("X-API-KEY", app.merchant.key.to_string())
+            .header("X-Request-Id", id)
+            .send()
+    };
+    // A 200: its span closes with a debug line holding the status and latency.
+    let ok_id = format!("ok-{}", uuid::Uuid::now_v7());
+    assert_eq!(get(&ok_id).await.unwrap().status(), StatusCode::OK);
+    // A 500: the plans table is gone, and the error line carries the request id.
+    sqlx::query("ALTER TABLE plans RENAME TO plans_gone").execute(app.pool()).await.unwrap();
+    let fail_id = format!("fail-{}", uuid::Uuid::now_v7());
+    let res = get(&fail_id).await.unwrap();
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(res.headers()["x-request-id"], fail_id.as_str());
+
+    let line_of = |id: &str, message: &str| {
+        json_lines(&log_path).into_iter().find(|l| l["span"]["request_id"] == id && l["fields"]["message"] == message)
+    };
+    let mut found = (None, None);
+    for _ in 0..50 {
+        found = (line_of(&ok_id, "request finished"), line_of(&fail_id, "request failed"));
+        if found.0.is_some() && found.1.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&log_path);
+    let (ok, failed) = (found.0.unwrap_or_else(|| panic!("no line for {ok_id}:\n{all}")), found.1);
+    let failed = failed.unwrap_or_else(|| panic!("no error line for {fail_id}:\n{all}"));
+    assert_eq!(ok["level"], "DEBUG", "{ok}");
+    assert_eq!(ok["span"]["name"], "request", "{ok}");
+    assert_eq!(ok["span"]["method"], "GET", "{ok}");
+    assert_eq!(ok["span"]["route"], "/v1/plans", "{ok}");
+    assert_eq!(ok["span"]["status"], 200, "{ok}");
+    assert!(ok["span"]["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{ok}");
+    assert_eq!(failed["level"], "ERROR", "{failed}");
+    assert_eq!(failed["span"]["route"], "/v1/plans", "{failed}");
+    assert!(failed["fields"]["error"].as_str().is_some_and(|e| e.contains("plans")), "{failed}");
 }

@@ -1,5 +1,5 @@
-//! Logs and metrics. One Prometheus recorder per process, with explicit buckets for
-//! every histogram so the dashboards' quantiles mean something.
+//! One Prometheus recorder per process, with explicit buckets for every histogram so
+//! the dashboards' quantiles mean something.
 
 use std::sync::OnceLock;
 
@@ -8,15 +8,6 @@ use axum::response::IntoResponse;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RECUR_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,sqlx=warn,apalis=warn,apalis_core=warn,apalis_redis=warn")
-    });
-    // stderr: stdout carries command output (JSON, tables) that scripts parse.
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).try_init();
-}
 
 /// Install the process-wide recorder (idempotent: tests start many apps in one process).
 pub fn init_metrics() -> &'static PrometheusHandle {
@@ -48,37 +39,4 @@ pub fn init_metrics() -> &'static PrometheusHandle {
 pub async fn render() -> impl IntoResponse {
     let body = init_metrics().render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
-}
-
-/// `/metrics`, `/healthz` and `/readyz` for processes without the API (workers,
-/// schedulers), on `RECUR_METRICS_LISTEN`.
-pub async fn serve(
-    listen: std::net::SocketAddr,
-    pool: sqlx::PgPool,
-    redis: redis::aio::ConnectionManager,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    use axum::routing::get;
-    let listener =
-        tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    tracing::info!(listen = %listener.local_addr()?, "metrics listening");
-    let ready = move || {
-        let (pool, redis) = (pool.clone(), redis.clone());
-        async move {
-            match crate::api::health::ready(&pool, &redis).await {
-                Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
-                Err(e) => e.into_response(),
-            }
-        }
-    };
-    let router = axum::Router::new()
-        .route("/metrics", get(render))
-        .route("/healthz", get(crate::api::health::healthz))
-        .route("/readyz", get(ready));
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        })
-        .await?;
-    Ok(())
 }
