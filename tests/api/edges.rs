@@ -62,9 +62,8 @@ async fn raw(addr: SocketAddr, head: Vec<u8>, body: Vec<u8>) -> Raw {
             }
         }
         let _ = wr.flush().await;
-        // Keep the write half open until the response is read.
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        drop(wr);
+        // Keep the write half open until the response is read (the task is aborted then).
+        std::future::pending::<()>().await;
     });
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];

@@ -35,7 +35,7 @@ use rand::Rng;
 use serde_json::json;
 use uuid::Uuid;
 
-use support::{Child, TestApp, seed_due, spawn_app_with};
+use support::{Child, TestApp, eventually, seed_due, spawn_app_with, try_eventually};
 
 /// What a run does.
 #[derive(Debug, Clone)]
@@ -181,16 +181,7 @@ impl Run<'_> {
         let slot = &mut self.workers[i];
         slot.child.sigterm();
         self.faults.sigterms += 1;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let code = loop {
-            if let Ok(Some(status)) = slot.child.0.try_wait() {
-                break status.code();
-            }
-            if Instant::now() > deadline {
-                break None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let code = slot.child.exit_within(Duration::from_secs(20)).await.and_then(|status| status.code());
         self.faults.sigterm_exit_codes.push(code);
         let child = self.spawn_worker();
         self.workers[i] = Slot { child, generation: self.workers[i].generation + 1 };
@@ -221,19 +212,14 @@ impl Run<'_> {
             .expect("pg_ctlcluster runs");
         assert!(status.success(), "pg_ctlcluster restart failed: {status}");
         self.faults.postgres_restarts += 1;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            let ok = tokio::process::Command::new("pg_isready")
+        eventually("Postgres to answer again after the restart", Duration::from_secs(60), async || {
+            tokio::process::Command::new("pg_isready")
                 .args(["-h", "127.0.0.1", "-p", "5432", "-q"])
                 .status()
                 .await
-                .is_ok_and(|s| s.success());
-            if ok {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("Postgres did not come back within 60 s of the restart");
+                .is_ok_and(|s| s.success())
+        })
+        .await;
     }
 }
 
@@ -245,17 +231,12 @@ async fn redis_db(app: &TestApp) -> redis::aio::MultiplexedConnection {
 
 /// A count that waits out a Postgres restart instead of failing the run.
 async fn count(app: &TestApp, sql: &str) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        match sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(app.pool()).await {
-            Ok(n) => return n,
-            Err(e) if Instant::now() < deadline => {
-                note(&format!("count retried: {e}"));
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => panic!("{sql}: {e}"),
-        }
-    }
+    try_eventually(Duration::from_secs(90), async || {
+        let n = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(app.pool()).await;
+        n.inspect_err(|e| note(&format!("count retried: {e}")))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 fn note(msg: &str) {
@@ -456,6 +437,7 @@ async fn drive(run: &mut Run<'_>, start: Instant) {
             run.sigterm_one().await;
             termed = true;
         }
+        // The driver's own pace: progress is read and faults fire at most every 100 ms.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -520,26 +502,23 @@ async fn chaos(plan: Plan) {
         assert!(out.status.success(), "recur dlq replay --all failed: {out:?}");
         let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("replay --json prints JSON");
         replayed += v["replayed"].as_array().map(Vec::len).unwrap_or(0);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while outstanding(&app).await > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        // A round that does not settle in time is left to the next one and to the reconciliation.
+        let _ = try_eventually(Duration::from_secs(120), async || outstanding(&app).await == 0).await;
     }
 
-    // Stop everything (workers drain), then let late duplicates show before counting.
+    // Stop everything (workers drain) before counting: with no process left, no late
+    // duplicate can land after the counts. One that outlives its drain is killed.
     for slot in &mut run.workers {
         slot.child.sigterm();
     }
     for s in &mut run.schedulers {
         s.sigterm();
     }
-    for slot in &mut run.workers {
-        let _ = slot.child.wait_exit(Duration::from_secs(15));
+    for child in run.workers.iter_mut().map(|slot| &mut slot.child).chain(&mut run.schedulers) {
+        if child.exit_within(Duration::from_secs(15)).await.is_none() {
+            child.kill9();
+        }
     }
-    for s in &mut run.schedulers {
-        let _ = s.wait_exit(Duration::from_secs(15));
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let mut r = reconcile(&app, n).await;
     r.dlq_entries = dlq_entries;
     r.replayed = replayed;

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::json;
 
-use crate::support::{EngineOpts, spawn_app, wait_for};
+use crate::support::{EngineOpts, eventually, spawn_app};
 
 /// Reference: the n-th due date (0-based) by plain calendar arithmetic, clamping the
 /// anchor's day to each target month's length.
@@ -79,19 +79,14 @@ async fn check(c: Case) {
         now += Duration::hours(*h * 12);
         app.set_clock(&now.to_rfc3339()).await;
         // The engine catches up every cycle due by now (a jump runs each missed period).
-        let pool = app.pool().clone();
-        wait_for("engine caught up", 60, || {
-            let pool = pool.clone();
-            async move {
-                let behind: i64 = sqlx::query_scalar(
+        eventually("the engine to catch up", std::time::Duration::from_secs(60), async || {
+            let behind = app
+                .count(
                     "SELECT count(*) FROM subscriptions WHERE next_charge_at <= (SELECT now FROM clock)
                      OR EXISTS (SELECT 1 FROM billing_cycles WHERE status IN ('pending', 'retrying'))",
                 )
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-                behind == 0
-            }
+                .await;
+            if behind == 0 { Ok(()) } else { Err(format!("{behind} subscriptions behind")) }
         })
         .await;
     }

@@ -1,7 +1,7 @@
 //! Exactly-once under faults (SPEC 2.1 "no double charge", 2.2 "no lost charge"):
 //! duplicate job delivery, racing workers and schedulers, `kill -9` of a worker, and
 //! the loss of every Redis key. Every test asserts on the sandbox ledger and on the
-//! Postgres rows, then waits a little and asserts again to catch late duplicates.
+//! Postgres rows, then again once Redis holds no job at all, to catch late duplicates.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::{self, EngineOpts, TestApp, seed_due, spawn_app, spawn_app_with};
+use crate::support::{self, EngineOpts, TestApp, eventually, seed_due, spawn_app, spawn_app_with, try_eventually};
 
 /// Due charges of the racing, crash and Redis-loss tests.
 const N: i64 = 2000;
@@ -49,43 +49,34 @@ async fn diagnostics(app: &TestApp) -> String {
     )
 }
 
-/// Wait (up to `secs`) until `n` cycles have succeeded; panics with the engine's state.
+/// Wait (up to `secs`) until at least `n` cycles have succeeded; how long it took, or
+/// a panic with the engine's state.
 async fn wait_succeeded(app: &TestApp, n: i64, secs: u64) -> Duration {
     let start = Instant::now();
-    let deadline = start + Duration::from_secs(secs);
-    loop {
-        if succeeded(app).await >= n {
-            return start.elapsed();
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {secs}s waiting for {n} succeeded cycles: {}", diagnostics(app).await);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let waited = try_eventually(Duration::from_secs(secs), async || {
+        let done = succeeded(app).await;
+        if done >= n { Ok(()) } else { Err(done) }
+    })
+    .await;
+    if let Err(done) = waited {
+        panic!("timed out after {secs}s waiting for {n} succeeded cycles ({done} did): {}", diagnostics(app).await);
     }
+    start.elapsed()
 }
 
-/// Poll fast until at least one cycle succeeded (the "mid-run" instant of a fault).
-async fn wait_first_success(app: &TestApp, secs: u64) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let n = succeeded(app).await;
-        if n > 0 {
-            return n;
-        }
-        if Instant::now() > deadline {
-            panic!("no cycle succeeded within {secs}s: {}", diagnostics(app).await);
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+/// Wait until at least one cycle succeeded (the "mid-run" instant of a fault).
+async fn wait_first_success(app: &TestApp, secs: u64) {
+    wait_succeeded(app, 1, secs).await;
 }
 
 /// The end state of `n` seeded subscriptions that were each due once with
 /// `pm_sandbox_ok`: one cycle each, one approved transaction each, one ledger entry
-/// per customer, one event per change; checked twice, a second apart.
+/// per customer, one event per change; checked twice: at once, and again when Redis
+/// holds no job (any late duplicate delivery has run by then).
 async fn assert_each_charged_once(app: &TestApp, n: i64) {
     for round in 0..2 {
         if round == 1 {
-            tokio::time::sleep(Duration::from_millis(1000)).await;
+            app.wait_drained().await;
         }
         let ctx = format!("round {round}: {}", diagnostics(app).await);
         assert_eq!(succeeded(app).await, n, "succeeded cycles; {ctx}");
@@ -236,6 +227,7 @@ async fn duplicate_delivery_charges_each_cycle_once() {
     for _ in 0..3 {
         app.rt.queue.push(&generates).await.unwrap();
         app.rt.queue.push(&charges).await.unwrap();
+        // The scenario: copies arrive spread over the worker's run, not in one burst.
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     for r in racing {
@@ -253,12 +245,8 @@ async fn duplicate_delivery_charges_each_cycle_once() {
     for job in charges.iter().take(20) {
         e1.execute(job.clone()).await.unwrap();
     }
-    // Let the worker drain the late copies.
-    support::wait_for("late duplicates drained", 30, || async {
-        app.rt.queue.waiting(Queue::GenerateCycle).await.unwrap() == 0
-            && app.rt.queue.waiting(Queue::ChargeTransaction).await.unwrap() == 0
-    })
-    .await;
+    // Let the worker run the late copies.
+    app.wait_drained().await;
     assert_each_charged_once(&app, 300).await;
     engine.stop().await;
 }
@@ -271,9 +259,12 @@ async fn two_worker_processes_race_on_2000_due_charges() {
     let _w1 = app.spawn_process(&["worker"], &[]);
     let _w2 = app.spawn_process(&["worker"], &[]);
     // Both workers are up before any work is enqueued, so both race on all of it.
-    support::wait_for("two workers registered", 60, || async {
-        registered_workers(&app, Queue::ChargeTransaction).await >= 2
-            && registered_workers(&app, Queue::GenerateCycle).await >= 2
+    eventually("two workers registered", Duration::from_secs(60), async || {
+        let registered = (
+            registered_workers(&app, Queue::ChargeTransaction).await,
+            registered_workers(&app, Queue::GenerateCycle).await,
+        );
+        if registered.0 >= 2 && registered.1 >= 2 { Ok(()) } else { Err(format!("{registered:?}")) }
     })
     .await;
     let sched = app.start_engine(EngineOpts { worker: false, ..Default::default() });
@@ -292,7 +283,7 @@ async fn kill_9_of_a_worker_mid_run_loses_and_doubles_nothing() {
     seed_due(&app, N, due_minute_ago(&app).await, "pm_sandbox_ok").await;
     let latency = [("RECUR_SANDBOX_LATENCY_MS", "20")];
     let mut w1 = app.spawn_process(&["worker"], &latency);
-    support::wait_for("the worker registered", 60, || async {
+    eventually("the worker registered", Duration::from_secs(60), async || {
         registered_workers(&app, Queue::ChargeTransaction).await >= 1
     })
     .await;
@@ -337,8 +328,12 @@ async fn losing_every_redis_key_mid_run_loses_and_doubles_nothing() {
     let at_loss = succeeded(&app).await;
     eprintln!("Redis namespace deleted with {at_loss} of {N} cycles succeeded: {}", diagnostics(&app).await);
     assert!(at_loss < N, "everything finished before Redis was lost; the test proved nothing");
-    // And once more while the engine is recovering.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // And once more while the engine is recovering: once its worker has registered
+    // again (the wipe took the registration; the worker restarts to register anew).
+    eventually("the worker registered again after the wipe", Duration::from_secs(60), async || {
+        registered_workers(&app, Queue::ChargeTransaction).await >= 1
+    })
+    .await;
     support::delete_namespace(&mut conn, &app.settings.redis_namespace).await;
 
     let took = wait_succeeded(&app, N, 90).await;
@@ -431,13 +426,15 @@ async fn payment_series_charge_delivered_twice_concurrently_charges_once() {
     for r in racing {
         r.await.unwrap().expect("a racing delivery failed");
     }
-    support::wait_for("every series charge settled", 30, || async {
-        app.count("SELECT count(*) FROM transactions WHERE status = 'succeeded'").await == total
+    eventually("every series charge settled", Duration::from_secs(30), async || {
+        let done = app.count("SELECT count(*) FROM transactions WHERE status = 'succeeded'").await;
+        if done == total { Ok(()) } else { Err(done) }
     })
     .await;
+    // Again once Redis holds no job: any late duplicate delivery has run by then.
     for round in 0..2 {
         if round == 1 {
-            tokio::time::sleep(Duration::from_millis(1000)).await;
+            app.wait_drained().await;
         }
         assert_eq!(app.ledger_count().await, total, "round {round}: ledger entries");
         assert_eq!(app.count("SELECT count(*) FROM transactions").await, total, "round {round}: transactions");

@@ -1,10 +1,14 @@
-//! Billing lifecycles driven by the test clock through HTTP, with a real worker and
-//! scheduler, asserting on the sandbox ledger and Postgres rows.
+//! Billing lifecycles driven by the test clock through HTTP, with a real worker,
+//! asserting on the sandbox ledger and Postgres rows. Each test sweeps the scheduler
+//! itself (`run_due`): once the clock moved, the work due by then has run to its end,
+//! so "nothing was charged" is checked after the fact rather than after a delay.
+
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{EngineOpts, TestApp, spawn_app, wait_for};
+use crate::support::{EngineOpts, TestApp, eventually, spawn_app};
 
 async fn cycles(app: &TestApp, sub: &str) -> Vec<Value> {
     let (s, b) = app.get(&format!("/v1/subscriptions/{sub}/billing-cycles?limit=100")).await;
@@ -18,49 +22,29 @@ async fn sub(app: &TestApp, id: &str) -> Value {
     b
 }
 
-/// Wait until the subscription has `n` cycles and cycle `n` has `status`.
-async fn wait_cycle(app: &TestApp, sub: &str, n: usize, status: &str) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let cs = cycles(app, sub).await;
-        if cs.len() >= n && cs[n - 1]["status"] == status {
-            return cs[n - 1].clone();
-        }
-        if std::time::Instant::now() > deadline {
-            panic!("cycle {n} of {sub} never became {status}: {:#}", json!(cs));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+/// Cycle `n` of the subscription, which has `status` (the work due ran: `run_due`).
+async fn assert_cycle(app: &TestApp, sub: &str, n: usize, status: &str) -> Value {
+    let cs = cycles(app, sub).await;
+    assert!(cs.len() >= n && cs[n - 1]["status"] == status, "cycle {n} of {sub} is not {status}: {:#}", json!(cs));
+    cs[n - 1].clone()
 }
 
-async fn wait_status(app: &TestApp, id: &str, status: &str) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let s = sub(app, id).await;
-        if s["status"] == status {
-            return s;
-        }
-        if std::time::Instant::now() > deadline {
-            panic!("subscription {id} never became {status}: {s:#}");
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+/// The subscription, which has `status`.
+async fn assert_status(app: &TestApp, id: &str, status: &str) -> Value {
+    let s = sub(app, id).await;
+    assert_eq!(s["status"], status, "subscription {id} is not {status}: {s:#}");
+    s
 }
 
 fn id(v: &Value) -> String {
     v["id"].as_str().expect("id").to_owned()
 }
 
-/// Give the engine time to do anything it should not do, then check it did not.
-async fn settle() {
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-}
-
 #[tokio::test]
 async fn monthly_from_jan_31_clamps_month_ends_for_a_year() {
     let app = spawn_app().await;
     app.set_clock("2028-01-30T00:00:00Z").await;
-    let _engine = app.start_engine(EngineOpts::default());
+    let _engine = app.start_engine(EngineOpts::stepped());
     let s = app
         .subscription(json!({"customer": {"customerAccountId": "jan31"}, "amount": "12.00", "currency": "EUR",
             "interval": {"unit": "month", "count": 1}, "startAt": "2028-01-31T10:00:00Z", "paymentMethod": "pm_sandbox_ok"}))
@@ -84,16 +68,16 @@ async fn monthly_from_jan_31_clamps_month_ends_for_a_year() {
     for (i, day) in expected.iter().enumerate() {
         // Just before the due instant nothing new is charged...
         app.set_clock(&format!("{day}T09:59:00Z")).await;
-        settle().await;
+        app.run_due().await;
         assert_eq!(cycles(&app, &sid).await.len(), i, "cycle {} opened early", i + 1);
         // ...and at it, the cycle is charged.
         app.set_clock(&format!("{day}T10:00:00Z")).await;
-        let c = wait_cycle(&app, &sid, i + 1, "succeeded").await;
+        app.run_due().await;
+        let c = assert_cycle(&app, &sid, i + 1, "succeeded").await;
         assert_eq!(c["dueAt"], format!("{day}T10:00:00Z"));
         assert_eq!(c["periodStart"], format!("{day}T10:00:00Z"));
         assert_eq!(c["sequence"], i as i64 + 1);
     }
-    settle().await;
     let all = cycles(&app, &sid).await;
     assert_eq!(all.len(), 12);
     assert_eq!(all[1]["periodEnd"], "2028-03-31T10:00:00Z");
@@ -108,7 +92,7 @@ async fn monthly_from_jan_31_clamps_month_ends_for_a_year() {
 async fn trial_charges_first_at_trial_end() {
     let app = spawn_app().await;
     app.set_clock("2027-03-01T00:00:00Z").await;
-    let _engine = app.start_engine(EngineOpts::default());
+    let _engine = app.start_engine(EngineOpts::stepped());
     let s = app
         .subscription(json!({"customer": {"customerAccountId": "trial"}, "amount": "5.00", "currency": "EUR",
             "interval": {"unit": "month", "count": 1}, "trialDays": 14, "paymentMethod": "pm_sandbox_ok"}))
@@ -117,13 +101,14 @@ async fn trial_charges_first_at_trial_end() {
     assert_eq!(s["status"], "trialing");
     assert_eq!(s["trialEndAt"], "2027-03-15T00:00:00Z");
     app.set_clock("2027-03-14T23:59:00Z").await;
-    settle().await;
+    app.run_due().await;
     assert!(cycles(&app, &sid).await.is_empty());
     assert_eq!(app.ledger_count().await, 0);
     app.set_clock("2027-03-15T00:00:00Z").await;
-    let c = wait_cycle(&app, &sid, 1, "succeeded").await;
+    app.run_due().await;
+    let c = assert_cycle(&app, &sid, 1, "succeeded").await;
     assert_eq!(c["dueAt"], "2027-03-15T00:00:00Z");
-    let s = wait_status(&app, &sid, "active").await;
+    let s = assert_status(&app, &sid, "active").await;
     assert_eq!(s["nextChargeAt"], "2027-04-15T00:00:00Z");
     assert_eq!(app.ledger_count().await, 1);
     let (_, ev) = app.get(&format!("/v1/events?objectId={sid}&type=status_changed")).await;
@@ -134,30 +119,26 @@ async fn trial_charges_first_at_trial_end() {
 async fn recover_after_two_goes_past_due_then_succeeds_on_attempt_three() {
     let app = spawn_app().await;
     app.set_clock("2027-05-01T00:00:00Z").await;
-    let _engine = app.start_engine(EngineOpts::default());
+    let _engine = app.start_engine(EngineOpts::stepped());
     let s = app
         .subscription(json!({"customer": {"customerAccountId": "rec"}, "amount": "7.00", "currency": "EUR",
             "interval": {"unit": "month", "count": 1}, "paymentMethod": "pm_sandbox_recover_after_2"}))
         .await;
     let sid = id(&s);
-    let c = wait_cycle(&app, &sid, 1, "retrying").await;
+    app.run_due().await;
+    let c = assert_cycle(&app, &sid, 1, "retrying").await;
     assert_eq!(c["attempts"], 1);
     assert_eq!(c["nextRetryAt"], "2027-05-02T00:00:00Z");
     assert_eq!(c["failureCode"], "insufficient_funds");
-    wait_status(&app, &sid, "past_due").await;
+    assert_status(&app, &sid, "past_due").await;
     app.advance(24 * 3600).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let c = &cycles(&app, &sid).await[0];
-        if c["attempts"] == 2 && c["status"] == "retrying" && c["transactions"][1]["status"] == "declined" {
-            assert_eq!(c["nextRetryAt"], "2027-05-05T00:00:00Z", "72 h after attempt 2");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "attempt 2 never declined: {c:#}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    app.run_due().await;
+    let c = assert_cycle(&app, &sid, 1, "retrying").await;
+    assert!(c["attempts"] == 2 && c["transactions"][1]["status"] == "declined", "attempt 2 never declined: {c:#}");
+    assert_eq!(c["nextRetryAt"], "2027-05-05T00:00:00Z", "72 h after attempt 2");
     app.advance(72 * 3600).await;
-    let c = wait_cycle(&app, &sid, 1, "succeeded").await;
+    app.run_due().await;
+    let c = assert_cycle(&app, &sid, 1, "succeeded").await;
     let kinds: Vec<_> =
         c["transactions"].as_array().unwrap().iter().map(|t| (t["kind"].clone(), t["status"].clone())).collect();
     assert_eq!(
@@ -168,7 +149,7 @@ async fn recover_after_two_goes_past_due_then_succeeds_on_attempt_three() {
             (json!("retry"), json!("succeeded"))
         ]
     );
-    wait_status(&app, &sid, "active").await;
+    assert_status(&app, &sid, "active").await;
     assert_eq!(app.ledger_count().await, 1);
     app.assert_exactly_once().await;
 }
@@ -177,7 +158,7 @@ async fn recover_after_two_goes_past_due_then_succeeds_on_attempt_three() {
 async fn insufficient_funds_fails_after_the_schedule_cancels_and_can_be_retried() {
     let app = spawn_app().await;
     app.set_clock("2027-06-01T00:00:00Z").await;
-    let _engine = app.start_engine(EngineOpts::default());
+    let _engine = app.start_engine(EngineOpts::stepped());
     let (st, plan) = app
         .post(
             "/v1/plans",
@@ -190,23 +171,19 @@ async fn insufficient_funds_fails_after_the_schedule_cancels_and_can_be_retried(
         .subscription(json!({"customer": {"customerAccountId": "poor"}, "planId": plan["id"], "paymentMethod": "pm_sandbox_insufficient_funds"}))
         .await;
     let sid = id(&s);
-    wait_cycle(&app, &sid, 1, "retrying").await;
+    app.run_due().await;
+    assert_cycle(&app, &sid, 1, "retrying").await;
     app.advance(3600).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let c = &cycles(&app, &sid).await[0];
-        if c["status"] == "retrying" && c["transactions"][1]["status"] == "declined" {
-            assert_eq!(c["nextRetryAt"], "2027-06-01T03:00:00Z", "2 h after attempt 2");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "attempt 2 never declined: {c:#}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    app.run_due().await;
+    let c = assert_cycle(&app, &sid, 1, "retrying").await;
+    assert_eq!(c["transactions"][1]["status"], "declined", "attempt 2 never declined: {c:#}");
+    assert_eq!(c["nextRetryAt"], "2027-06-01T03:00:00Z", "2 h after attempt 2");
     app.advance(2 * 3600).await;
-    let c = wait_cycle(&app, &sid, 1, "failed").await;
+    app.run_due().await;
+    let c = assert_cycle(&app, &sid, 1, "failed").await;
     assert_eq!(c["attempts"], 3);
     // Grace period 0: the subscription is cancelled for non-payment.
-    let s = wait_status(&app, &sid, "cancelled").await;
+    let s = assert_status(&app, &sid, "cancelled").await;
     assert_eq!(s["cancellationReason"], "payment_failed");
     assert_eq!(app.ledger_count().await, 0);
     // A manual retry charges again (and declines again: the card is still empty).
@@ -214,14 +191,16 @@ async fn insufficient_funds_fails_after_the_schedule_cancels_and_can_be_retried(
     let (st, body) = app.post(&format!("/v1/billing-cycles/{cid}/retry"), json!({})).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["status"], "retrying");
-    let c = wait_cycle(&app, &sid, 1, "failed").await;
+    app.run_due().await;
+    let c = assert_cycle(&app, &sid, 1, "failed").await;
     assert_eq!(c["attempts"], 4);
     assert_eq!(c["transactions"][3]["kind"], "manual_retry");
     assert_eq!(c["transactions"][3]["status"], "declined");
     // Retrying a cycle that is not failed or error is a conflict.
     let (st, _) = app.post(&format!("/v1/billing-cycles/{cid}/retry"), json!({})).await;
     assert_eq!(st, StatusCode::ACCEPTED, "failed cycles can be retried again");
-    wait_cycle(&app, &sid, 1, "failed").await;
+    app.run_due().await;
+    assert_cycle(&app, &sid, 1, "failed").await;
     assert_eq!(app.ledger_count().await, 0);
 }
 
@@ -229,7 +208,7 @@ async fn insufficient_funds_fails_after_the_schedule_cancels_and_can_be_retried(
 async fn manual_retry_after_a_new_card_succeeds_within_grace() {
     let app = spawn_app().await;
     app.set_clock("2027-06-01T00:00:00Z").await;
-    let _engine = app.start_engine(EngineOpts::default());
+    let _engine = app.start_engine(EngineOpts::stepped());
     let (_, plan) = app
         .post(
             "/v1/plans",
@@ -241,20 +220,22 @@ async fn manual_retry_after_a_new_card_succeeds_within_grace() {
         .subscription(json!({"customer": {"customerAccountId": "exp"}, "planId": plan["id"], "paymentMethod": "pm_sandbox_expired_card"}))
         .await;
     let sid = id(&s);
-    let c = wait_cycle(&app, &sid, 1, "failed").await;
+    app.run_due().await;
+    let c = assert_cycle(&app, &sid, 1, "failed").await;
     assert_eq!(c["attempts"], 1, "hard declines fail at attempt 1");
     assert_eq!(c["failureCode"], "expired_card");
-    wait_status(&app, &sid, "past_due").await;
+    assert_status(&app, &sid, "past_due").await;
     let (st, b) = app.patch(&format!("/v1/subscriptions/{sid}"), json!({"paymentMethod": "pm_sandbox_ok"})).await;
     assert_eq!(st, StatusCode::OK, "{b}");
     let (st, _) = app.post(&format!("/v1/billing-cycles/{}/retry", id(&c)), json!({})).await;
     assert_eq!(st, StatusCode::ACCEPTED);
-    let c = wait_cycle(&app, &sid, 1, "succeeded").await;
+    app.run_due().await;
+    let c = assert_cycle(&app, &sid, 1, "succeeded").await;
     assert_eq!(c["transactions"][1]["kind"], "manual_retry");
-    wait_status(&app, &sid, "active").await;
+    assert_status(&app, &sid, "active").await;
     // Past the grace period nothing is cancelled: the cycle was paid.
     app.advance(11 * 86_400).await;
-    settle().await;
+    app.run_due().await;
     assert_eq!(sub(&app, &sid).await["status"], "active");
     let (st, _) = app.post(&format!("/v1/billing-cycles/{}/retry", id(&c)), json!({})).await;
     assert_eq!(st, StatusCode::CONFLICT);
@@ -265,16 +246,17 @@ async fn manual_retry_after_a_new_card_succeeds_within_grace() {
 async fn expired_card_fails_at_attempt_one_and_cancels() {
     let app = spawn_app().await;
     app.set_clock("2027-06-01T00:00:00Z").await;
-    let _engine = app.start_engine(EngineOpts::default());
+    let _engine = app.start_engine(EngineOpts::stepped());
     let s = app
         .subscription(json!({"customer": {"customerAccountId": "x"}, "amount": "3.00", "currency": "EUR",
             "interval": {"unit": "week", "count": 1}, "paymentMethod": "pm_sandbox_expired_card"}))
         .await;
     let sid = id(&s);
-    let c = wait_cycle(&app, &sid, 1, "failed").await;
+    app.run_due().await;
+    let c = assert_cycle(&app, &sid, 1, "failed").await;
     assert_eq!(c["attempts"], 1);
     assert_eq!(c["transactions"].as_array().unwrap().len(), 1);
-    let s = wait_status(&app, &sid, "cancelled").await;
+    let s = assert_status(&app, &sid, "cancelled").await;
     assert_eq!(s["cancellationReason"], "payment_failed");
     assert_eq!(app.ledger_count().await, 0);
 }
@@ -283,12 +265,13 @@ async fn expired_card_fails_at_attempt_one_and_cancels() {
 async fn authorized_limit_fails_without_a_gateway_call() {
     let app = spawn_app().await;
     app.set_clock("2027-06-01T00:00:00Z").await;
-    let _engine = app.start_engine(EngineOpts::default());
+    let _engine = app.start_engine(EngineOpts::stepped());
     let s = app
         .subscription(json!({"customer": {"customerAccountId": "lim"}, "amount": "9.99", "currency": "EUR",
             "interval": {"unit": "month", "count": 1}, "authorizedLimit": "5.00", "paymentMethod": "pm_sandbox_ok"}))
         .await;
-    let c = wait_cycle(&app, &id(&s), 1, "failed").await;
+    app.run_due().await;
+    let c = assert_cycle(&app, &id(&s), 1, "failed").await;
     assert_eq!(c["failureCode"], "over_authorized_limit");
     assert_eq!(c["transactions"][0]["declineCode"], "over_authorized_limit");
     assert_eq!(c["transactions"][0]["gatewayReference"], Value::Null);
@@ -299,28 +282,30 @@ async fn authorized_limit_fails_without_a_gateway_call() {
 async fn pause_skips_charges_and_resume_reanchors() {
     let app = spawn_app().await;
     app.set_clock("2027-01-01T00:00:00Z").await;
-    let _engine = app.start_engine(EngineOpts::default());
+    let _engine = app.start_engine(EngineOpts::stepped());
     let s = app
         .subscription(json!({"customer": {"customerAccountId": "p"}, "amount": "4.00", "currency": "EUR",
             "interval": {"unit": "month", "count": 1}, "paymentMethod": "pm_sandbox_ok"}))
         .await;
     let sid = id(&s);
-    wait_cycle(&app, &sid, 1, "succeeded").await;
+    app.run_due().await;
+    assert_cycle(&app, &sid, 1, "succeeded").await;
     app.set_clock("2027-01-10T00:00:00Z").await;
     let (st, b) =
         app.post(&format!("/v1/subscriptions/{sid}/pause"), json!({"resumeAt": "2027-03-15T12:00:00Z"})).await;
     assert_eq!(st, StatusCode::OK, "{b}");
     assert_eq!(b["status"], "paused");
     app.set_clock("2027-02-01T00:00:00Z").await;
-    settle().await;
+    app.run_due().await;
     app.set_clock("2027-03-01T00:00:00Z").await;
-    settle().await;
+    app.run_due().await;
     assert_eq!(cycles(&app, &sid).await.len(), 1, "no charge while paused");
     app.set_clock("2027-03-15T12:00:00Z").await;
-    let c = wait_cycle(&app, &sid, 2, "succeeded").await;
+    app.run_due().await;
+    let c = assert_cycle(&app, &sid, 2, "succeeded").await;
     assert_eq!(c["dueAt"], "2027-03-15T12:00:00Z");
     assert_eq!(c["periodStart"], "2027-03-15T12:00:00Z");
-    let s = wait_status(&app, &sid, "active").await;
+    let s = assert_status(&app, &sid, "active").await;
     assert_eq!(s["nextChargeAt"], "2027-04-15T12:00:00Z", "the resume instant is the new anchor");
     assert_eq!(app.ledger_count().await, 2);
 }
@@ -329,13 +314,14 @@ async fn pause_skips_charges_and_resume_reanchors() {
 async fn resume_within_the_paid_period_changes_nothing_else() {
     let app = spawn_app().await;
     app.set_clock("2027-01-01T00:00:00Z").await;
-    let _engine = app.start_engine(EngineOpts::default());
+    let _engine = app.start_engine(EngineOpts::stepped());
     let s = app
         .subscription(json!({"customer": {"customerAccountId": "p2"}, "amount": "4.00", "currency": "EUR",
             "interval": {"unit": "month", "count": 1}, "paymentMethod": "pm_sandbox_ok"}))
         .await;
     let sid = id(&s);
-    wait_cycle(&app, &sid, 1, "succeeded").await;
+    app.run_due().await;
+    assert_cycle(&app, &sid, 1, "succeeded").await;
     app.set_clock("2027-01-10T00:00:00Z").await;
     app.post(&format!("/v1/subscriptions/{sid}/pause"), json!({})).await;
     app.set_clock("2027-01-20T00:00:00Z").await;
@@ -344,7 +330,8 @@ async fn resume_within_the_paid_period_changes_nothing_else() {
     assert_eq!(b["status"], "active");
     assert_eq!(b["nextChargeAt"], "2027-02-01T00:00:00Z");
     app.set_clock("2027-02-01T00:00:00Z").await;
-    wait_cycle(&app, &sid, 2, "succeeded").await;
+    app.run_due().await;
+    assert_cycle(&app, &sid, 2, "succeeded").await;
     assert_eq!(app.ledger_count().await, 2);
 }
 
@@ -352,21 +339,22 @@ async fn resume_within_the_paid_period_changes_nothing_else() {
 async fn cancel_at_period_end_stops_before_the_next_cycle() {
     let app = spawn_app().await;
     app.set_clock("2027-01-01T00:00:00Z").await;
-    let _engine = app.start_engine(EngineOpts::default());
+    let _engine = app.start_engine(EngineOpts::stepped());
     let s = app
         .subscription(json!({"customer": {"customerAccountId": "c"}, "amount": "4.00", "currency": "EUR",
             "interval": {"unit": "month", "count": 1}, "paymentMethod": "pm_sandbox_ok"}))
         .await;
     let sid = id(&s);
-    wait_cycle(&app, &sid, 1, "succeeded").await;
+    app.run_due().await;
+    assert_cycle(&app, &sid, 1, "succeeded").await;
     let (st, b) = app.post(&format!("/v1/subscriptions/{sid}/cancel"), json!({"atPeriodEnd": true})).await;
     assert_eq!(st, StatusCode::OK, "{b}");
     assert_eq!(b["status"], "active");
     assert_eq!(b["cancelAt"], "2027-02-01T00:00:00Z");
     app.set_clock("2027-02-01T00:00:00Z").await;
-    let s = wait_status(&app, &sid, "cancelled").await;
+    app.run_due().await;
+    let s = assert_status(&app, &sid, "cancelled").await;
     assert_eq!(s["cancellationReason"], "requested");
-    settle().await;
     assert_eq!(cycles(&app, &sid).await.len(), 1);
     assert_eq!(app.ledger_count().await, 1);
 }
@@ -375,21 +363,24 @@ async fn cancel_at_period_end_stops_before_the_next_cycle() {
 async fn end_at_completes_after_the_last_cycle() {
     let app = spawn_app().await;
     app.set_clock("2027-01-01T00:00:00Z").await;
-    let _engine = app.start_engine(EngineOpts::default());
+    let _engine = app.start_engine(EngineOpts::stepped());
     let s = app
         .subscription(json!({"customer": {"customerAccountId": "e"}, "amount": "2.00", "currency": "EUR",
             "interval": {"unit": "week", "count": 1}, "endAt": "2027-01-20T00:00:00Z", "paymentMethod": "pm_sandbox_ok"}))
         .await;
     let sid = id(&s);
-    wait_cycle(&app, &sid, 1, "succeeded").await;
+    app.run_due().await;
+    assert_cycle(&app, &sid, 1, "succeeded").await;
     app.set_clock("2027-01-08T00:00:00Z").await;
-    wait_cycle(&app, &sid, 2, "succeeded").await;
+    app.run_due().await;
+    assert_cycle(&app, &sid, 2, "succeeded").await;
     app.set_clock("2027-01-15T00:00:00Z").await;
-    wait_cycle(&app, &sid, 3, "succeeded").await;
-    let s = wait_status(&app, &sid, "completed").await;
+    app.run_due().await;
+    assert_cycle(&app, &sid, 3, "succeeded").await;
+    let s = assert_status(&app, &sid, "completed").await;
     assert_eq!(s["nextChargeAt"], Value::Null);
     app.set_clock("2027-02-15T00:00:00Z").await;
-    settle().await;
+    app.run_due().await;
     assert_eq!(cycles(&app, &sid).await.len(), 3, "no cycle at or after endAt");
     assert_eq!(app.ledger_count().await, 3);
 }
@@ -398,17 +389,17 @@ async fn end_at_completes_after_the_last_cycle() {
 async fn past_start_charges_once_now_without_back_charging() {
     let app = spawn_app().await;
     app.set_clock("2027-03-15T12:00:00Z").await;
-    let _engine = app.start_engine(EngineOpts::default());
+    let _engine = app.start_engine(EngineOpts::stepped());
     let s = app
         .subscription(json!({"customer": {"customerAccountId": "old"}, "amount": "8.00", "currency": "EUR",
             "interval": {"unit": "month", "count": 1}, "startAt": "2027-01-31T10:00:00Z", "paymentMethod": "pm_sandbox_ok"}))
         .await;
     let sid = id(&s);
-    let c = wait_cycle(&app, &sid, 1, "succeeded").await;
+    app.run_due().await;
+    let c = assert_cycle(&app, &sid, 1, "succeeded").await;
     assert_eq!(c["dueAt"], "2027-03-15T12:00:00Z");
     assert_eq!(c["periodStart"], "2027-02-28T10:00:00Z");
     assert_eq!(c["periodEnd"], "2027-03-31T10:00:00Z");
-    settle().await;
     assert_eq!(cycles(&app, &sid).await.len(), 1);
     assert_eq!(sub(&app, &sid).await["nextChargeAt"], "2027-03-31T10:00:00Z");
     assert_eq!(app.ledger_count().await, 1);
@@ -417,7 +408,7 @@ async fn past_start_charges_once_now_without_back_charging() {
 #[tokio::test]
 async fn payment_series_charges_once_per_key_and_reference() {
     let app = spawn_app().await;
-    let _engine = app.start_engine(EngineOpts::default());
+    let _engine = app.start_engine(EngineOpts::stepped());
     let (st, series) = app
         .post(
             "/v1/payment-series",
@@ -437,11 +428,9 @@ async fn payment_series_charges_once_per_key_and_reference() {
     assert_eq!(s3, StatusCode::CONFLICT);
     assert_eq!(dup["existingId"], t1["id"]);
     let tid = id(&t1);
-    wait_for("series charge settles", 30, || async {
-        app.get(&format!("/v1/transactions/{tid}")).await.1["status"] == "succeeded"
-    })
-    .await;
-    settle().await;
+    app.run_due().await;
+    let (_, t) = app.get(&format!("/v1/transactions/{tid}")).await;
+    assert_eq!(t["status"], "succeeded", "the series charge settled: {t:#}");
     assert_eq!(app.ledger_count().await, 1);
     app.assert_exactly_once().await;
 }
@@ -449,13 +438,14 @@ async fn payment_series_charges_once_per_key_and_reference() {
 #[tokio::test]
 async fn timeout_token_dead_letters_and_errors_the_cycle() {
     let app = spawn_app().await;
-    let _engine = app.start_engine(EngineOpts { max_attempts: Some(3), ..EngineOpts::default() });
+    let _engine = app.start_engine(EngineOpts { max_attempts: Some(3), ..EngineOpts::stepped() });
     let s = app
         .subscription(json!({"customer": {"customerAccountId": "to"}, "amount": "4.00", "currency": "EUR",
             "interval": {"unit": "month", "count": 1}, "paymentMethod": "pm_sandbox_timeout"}))
         .await;
     let sid = id(&s);
-    let c = wait_cycle(&app, &sid, 1, "error").await;
+    app.run_due().await;
+    let c = assert_cycle(&app, &sid, 1, "error").await;
     assert_eq!(c["transactions"][0]["status"], "error");
     let dead = recur::dlq::list(&app.rt.queue, jobs::Queue::ChargeTransaction).await.unwrap();
     assert_eq!(dead.len(), 1);
@@ -470,13 +460,14 @@ async fn timeout_token_dead_letters_and_errors_the_cycle() {
 #[tokio::test]
 async fn manual_retry_of_an_errored_charge_that_went_through_charges_nothing_more() {
     let app = spawn_app().await;
-    let engine = app.start_engine(EngineOpts { max_attempts: Some(2), ..EngineOpts::default() });
+    let engine = app.start_engine(EngineOpts { max_attempts: Some(2), ..EngineOpts::stepped() });
     let s = app
         .subscription(json!({"customer": {"customerAccountId": "late"}, "amount": "4.00", "currency": "EUR",
             "interval": {"unit": "month", "count": 1}, "paymentMethod": "pm_sandbox_timeout"}))
         .await;
     let sid = id(&s);
-    let c = wait_cycle(&app, &sid, 1, "error").await;
+    app.run_due().await;
+    let c = assert_cycle(&app, &sid, 1, "error").await;
     engine.stop().await;
     // The gateway charged after all and only the answer was lost: its ledger has the key.
     let key = c["transactions"][0]["idempotencyKey"].as_str().unwrap().to_owned();
@@ -512,7 +503,7 @@ async fn manual_retry_of_an_errored_charge_that_went_through_charges_nothing_mor
 async fn a_cycle_and_its_transactions_are_read_on_one_snapshot() {
     let app = spawn_app().await;
     app.set_clock("2027-06-01T00:00:00Z").await;
-    let engine = app.start_engine(EngineOpts::default());
+    let engine = app.start_engine(EngineOpts::stepped());
     let plan = app.active_plan("3.00").await;
     let s = app
         .subscription(
@@ -520,7 +511,8 @@ async fn a_cycle_and_its_transactions_are_read_on_one_snapshot() {
         )
         .await;
     let sid = id(&s);
-    let cid = id(&wait_cycle(&app, &sid, 1, "succeeded").await);
+    app.run_due().await;
+    let cid = id(&assert_cycle(&app, &sid, 1, "succeeded").await);
     engine.stop().await;
 
     for (path, cycle_at) in
@@ -542,7 +534,15 @@ async fn a_cycle_and_its_transactions_are_read_on_one_snapshot() {
         .unwrap();
         let reader = tokio::spawn(app.request(reqwest::Method::GET, &path).send());
         // The reader has read the cycle and waits for the table lock.
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        eventually("the reader to wait for the lock on transactions", Duration::from_secs(10), async || {
+            app.count(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'transactions'::regclass
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            )
+            .await
+                > 0
+        })
+        .await;
         assert!(!reader.is_finished(), "{path}: the reader did not wait for the lock");
         writer.commit().await.unwrap();
         let v: Value = reader.await.unwrap().unwrap().json().await.unwrap();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::stack::{Stack, families};
-use crate::support::{Child, free_port, wait_for};
+use crate::support::{Child, eventually, free_port};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -213,25 +213,26 @@ async fn a_real_prometheus_answers_every_panel_query() {
     let log_path = dir.0.join("prometheus.log");
     let prom_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let mut up = Value::Null;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually("every target up", Duration::from_secs(30), async || {
         if let Ok(res) = client.get(format!("{prom}/api/v1/targets")).send().await
             && let Ok(v) = res.json::<Value>().await
         {
             up = v.clone();
             let active = v["data"]["activeTargets"].as_array().cloned().unwrap_or_default();
             if active.len() == 4 && active.iter().all(|t| t["health"] == "up") {
-                break;
+                return Ok(());
             }
         }
         if let Some(status) = prometheus.0.try_wait().unwrap() {
             panic!("prometheus exited with {status}:\n{}", prom_log());
         }
-        assert!(std::time::Instant::now() < deadline, "targets never all up: {up:#}\n{}", prom_log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        Err(format!("{up:#}\n{}", prom_log()))
+    })
+    .await;
 
     // ~20 s of traffic: approved, declined and timing-out charges, 2xx and 4xx calls.
+    // The pacing is the scenario: Prometheus scrapes every second, and the panels'
+    // rates need samples spread over their windows, not one burst.
     let started = std::time::Instant::now();
     let mut steps = 0;
     while started.elapsed() < Duration::from_secs(20) {
@@ -239,7 +240,11 @@ async fn a_real_prometheus_answers_every_panel_query() {
         steps += 1;
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
-    wait_for("the workload's approved charges", 30, || async { stack.ledger().await == steps as i64 }).await;
+    eventually("the workload's approved charges", Duration::from_secs(30), async || {
+        let ledger = stack.ledger().await;
+        if ledger == steps as i64 { Ok(()) } else { Err(ledger) }
+    })
+    .await;
 
     // Every metric a panel reads is exported by one of the processes.
     let mut exported = BTreeSet::from(["up".to_owned()]);
@@ -265,27 +270,18 @@ async fn a_real_prometheus_answers_every_panel_query() {
     // Every panel query, as written, returns data.
     let mut report = Vec::new();
     for q in &queries {
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        loop {
+        let what = format!("{} / {}: data for {}", q.dashboard, q.panel, q.expr);
+        let series = eventually(&what, Duration::from_secs(15), async || {
             let v = prom_get(&client, &prom, "/api/v1/query", &[("query", q.expr.as_str())]).await;
             assert_eq!(v["status"], "success", "{} / {}: {}\n{v:#}", q.dashboard, q.panel, q.expr);
             let result = v["data"]["result"].as_array().cloned().unwrap_or_default();
             let finite = result
                 .iter()
                 .any(|r| r["value"][1].as_str().is_some_and(|x| x.parse::<f64>().is_ok_and(f64::is_finite)));
-            if !result.is_empty() && finite {
-                report.push(format!("{} / {}: {} series", q.dashboard, q.panel, result.len()));
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} / {}: no data for {}\nlast answer: {v:#}",
-                q.dashboard,
-                q.panel,
-                q.expr
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+            if !result.is_empty() && finite { Ok(result.len()) } else { Err(format!("{v:#}")) }
+        })
+        .await;
+        report.push(format!("{} / {}: {series} series", q.dashboard, q.panel));
     }
     println!("{}", report.join("\n"));
 
@@ -326,11 +322,9 @@ async fn a_real_prometheus_answers_every_panel_query() {
         (expr_of("Charge success rate"), Box::new(|r| r.len() == 1 && r[0].1 > 0.0 && r[0].1 < 1.0)),
     ];
     for (expr, ok) in &checks {
-        let mut last = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while std::time::Instant::now() < deadline {
+        eventually(&format!("{expr} to show the state"), Duration::from_secs(15), async || {
             let v = prom_get(&client, &prom, "/api/v1/query", &[("query", expr.as_str())]).await;
-            last = v["data"]["result"]
+            let shown: Vec<(Value, f64)> = v["data"]["result"]
                 .as_array()
                 .cloned()
                 .unwrap_or_default()
@@ -339,12 +333,9 @@ async fn a_real_prometheus_answers_every_panel_query() {
                     (r["metric"].clone(), r["value"][1].as_str().unwrap_or("NaN").parse::<f64>().unwrap_or(f64::NAN))
                 })
                 .collect();
-            if ok(&last) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        assert!(ok(&last), "{expr} shows {last:?}");
+            if ok(&shown) { Ok(()) } else { Err(format!("{shown:?}")) }
+        })
+        .await;
     }
 
     // The alert rules load and evaluate against the live series without error.

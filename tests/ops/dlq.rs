@@ -3,11 +3,13 @@
 //! list, show, replay and drain them. Asserts on Redis keys, Postgres rows, exit codes
 //! and bodies.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::{EngineOpts, TestApp, spawn_app, wait_for};
+use crate::support::{EngineOpts, TestApp, eventually, spawn_app};
 
 const QUEUE: &str = "charge-transaction";
 
@@ -33,19 +35,14 @@ async fn cycles(app: &TestApp, sub: &str) -> Vec<Value> {
 
 /// The first cycle of `sub` once it has `status`.
 async fn wait_cycle(app: &TestApp, sub: &str, status: &str) -> Value {
-    let mut last = Value::Null;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        let cs = cycles(app, sub).await;
-        if let Some(c) = cs.first() {
-            if c["status"] == status {
-                return c.clone();
-            }
-            last = c.clone();
+    eventually(&format!("cycle 1 of {sub} to become {status}"), Duration::from_secs(30), async || {
+        match cycles(app, sub).await.first() {
+            Some(c) if c["status"] == status => Ok(c.clone()),
+            Some(c) => Err(format!("{c:#}")),
+            None => Err("no cycle".to_owned()),
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("cycle 1 of {sub} never became {status}; last seen: {last:#}");
+    })
+    .await
 }
 
 /// The raw Redis hash of the charge queue's dead letters: id → JSON.
@@ -59,7 +56,11 @@ async fn dlq_hash(app: &TestApp) -> std::collections::HashMap<String, String> {
 }
 
 async fn wait_dead(app: &TestApp, n: usize) {
-    wait_for(&format!("{n} dead letters in {}", dlq_key(app)), 30, || async { dlq_hash(app).await.len() == n }).await;
+    eventually(&format!("{n} dead letters in {}", dlq_key(app)), Duration::from_secs(30), async || {
+        let dead = dlq_hash(app).await.len();
+        if dead == n { Ok(()) } else { Err(dead) }
+    })
+    .await;
 }
 
 async fn admin_dlq(app: &TestApp, query: &str) -> Vec<Value> {
@@ -307,9 +308,10 @@ async fn replay_all_dead_letters_again_when_the_card_still_times_out() {
 /// Wait until the DLQ holds as many entries as `previous`, all of them new; their ids.
 async fn wait_new_round(app: &TestApp, previous: &[String]) -> Vec<String> {
     let n = previous.len();
-    wait_for("the replayed charges dead-letter again", 30, || async {
+    eventually("the replayed charges to dead-letter again", Duration::from_secs(30), async || {
         let h = dlq_hash(app).await;
-        h.len() == n && h.keys().all(|k| !previous.contains(k))
+        let ids: Vec<&String> = h.keys().collect();
+        if h.len() == n && h.keys().all(|k| !previous.contains(k)) { Ok(()) } else { Err(format!("{ids:?}")) }
     })
     .await;
     let mut ids: Vec<String> = dlq_hash(app).await.into_keys().collect();
@@ -497,7 +499,8 @@ async fn dead_letters_lost_with_redis_come_back_from_postgres() {
     for s in &subs {
         wait_cycle(&app, s, "succeeded").await;
     }
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Every job delivered (a second charge would have been by then).
+    app.wait_drained().await;
     assert_eq!(app.ledger_count().await, 2);
     app.assert_exactly_once().await;
 }
@@ -525,7 +528,8 @@ async fn replaying_a_superseded_attempt_does_not_charge_the_cycle_twice() {
     assert_eq!(v["replayed"].as_array().unwrap().len(), 1, "the latest attempt is replayed: {v}");
     assert_eq!(v["superseded"].as_array().unwrap().len(), 1, "the first attempt is resolved as superseded: {v}");
     let cycle = wait_cycle(&app, &subs[0], "succeeded").await;
-    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    // Every job delivered: a replay of the superseded attempt would have charged by then.
+    app.wait_drained().await;
     assert!(dlq_hash(&app).await.is_empty(), "both dead letters are gone");
     let skipped = app
         .count(&format!("SELECT count(*) FROM events WHERE object_id = '{}' AND type = 'replay_superseded'", txns[0]))

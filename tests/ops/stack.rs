@@ -4,12 +4,13 @@
 //! calls (2xx and 4xx); and a parser for the Prometheus text they serve.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::support::{Child, TestApp, free_port, spawn_app, wait_for};
+use crate::support::{Child, TestApp, eventually, free_port, spawn_app};
 
 pub struct Stack {
     pub app: TestApp,
@@ -38,10 +39,13 @@ impl Stack {
         let stack = Stack { app, scheduler, worker, scheduler_port, worker_port, plan };
         for port in [scheduler_port, worker_port] {
             let url = format!("http://127.0.0.1:{port}/healthz");
-            let client = stack.app.client.clone();
-            wait_for(&format!("{url} answers"), 30, || {
-                let (client, url) = (client.clone(), url.clone());
-                async move { client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) }
+            let client = &stack.app.client;
+            eventually(&format!("{url} to answer"), Duration::from_secs(30), async || {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(r.status().to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
             })
             .await;
         }

@@ -3,6 +3,10 @@
 //! against the real servers without seeing each other.
 #![allow(dead_code)]
 
+mod engine;
+mod process;
+mod wait;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -11,6 +15,14 @@ use recur::config::{ClockMode, Settings};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
+
+// Each test binary uses its own part of the harness.
+#[allow(unused_imports)]
+pub use engine::{EngineHandle, EngineOpts};
+#[allow(unused_imports)]
+pub use process::{Child, CliOutput, free_port};
+#[allow(unused_imports)]
+pub use wait::{eventually, try_eventually, wait_for};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
@@ -357,127 +369,7 @@ pub async fn delete_namespace(conn: &mut redis::aio::MultiplexedConnection, ns: 
     }
 }
 
-/// Options for an in-process engine (worker + scheduler) of a test.
-#[derive(Clone)]
-pub struct EngineOpts {
-    pub queues: Vec<jobs::Queue>,
-    pub concurrency: Option<usize>,
-    pub max_attempts: Option<u32>,
-    pub backoff_initial_ms: u64,
-    pub backoff_max_ms: u64,
-    pub scheduler: bool,
-    pub worker: bool,
-    pub tick_ms: u64,
-    pub high_water: u64,
-}
-
-impl Default for EngineOpts {
-    fn default() -> Self {
-        EngineOpts {
-            queues: jobs::Queue::ALL.to_vec(),
-            concurrency: None,
-            max_attempts: None,
-            backoff_initial_ms: 50,
-            backoff_max_ms: 200,
-            scheduler: true,
-            worker: true,
-            tick_ms: 50,
-            high_water: 4000,
-        }
-    }
-}
-
-/// A running in-process engine; stops (and waits) on `stop()`, aborts on drop.
-pub struct EngineHandle {
-    stop: tokio::sync::watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl EngineHandle {
-    pub async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        for t in self.tasks.drain(..) {
-            let _ = t.await;
-        }
-    }
-}
-
-impl Drop for EngineHandle {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
 impl TestApp {
-    pub fn engine_args(&self, o: &EngineOpts) -> recur::cli::EngineArgs {
-        recur::cli::EngineArgs {
-            job_max_attempts: o.max_attempts,
-            job_backoff_initial_ms: Some(o.backoff_initial_ms),
-            job_backoff_max_ms: Some(o.backoff_max_ms),
-            drain_timeout: std::time::Duration::from_secs(10),
-        }
-    }
-
-    /// Start a worker and a scheduler inside the test process.
-    pub fn start_engine(&self, o: EngineOpts) -> EngineHandle {
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let mut tasks = Vec::new();
-        if o.worker {
-            let engine = self.rt.engine(&self.engine_args(&o));
-            let opts = recur::worker::WorkerOptions {
-                queues: o.queues.clone(),
-                concurrency: o.concurrency,
-                drain_timeout: std::time::Duration::from_secs(10),
-            };
-            let s = stopped.clone();
-            tasks.push(tokio::spawn(async move {
-                let _ = recur::worker::run(engine, opts, s).await;
-            }));
-        }
-        if o.scheduler {
-            let sched = self.rt.scheduler(&recur::cli::SchedulerArgs {
-                tick_ms: o.tick_ms,
-                batch: 1000,
-                high_water: o.high_water,
-            });
-            let s = stopped.clone();
-            tasks.push(tokio::spawn(async move { sched.run(s).await }));
-        }
-        EngineHandle { stop, tasks }
-    }
-
-    /// Environment for a `recur` child process sharing this test's database and namespace.
-    pub fn child_env(&self) -> Vec<(String, String)> {
-        vec![
-            ("DATABASE_URL".into(), self.settings.database_url.clone()),
-            ("REDIS_URL".into(), self.settings.redis_url.clone()),
-            ("RECUR_REDIS_NAMESPACE".into(), self.settings.redis_namespace.clone()),
-            ("RECUR_CLOCK".into(), "manual".into()),
-            ("RECUR_LEASE_SECONDS".into(), self.settings.lease_seconds.to_string()),
-            ("RECUR_JOB_BACKOFF_INITIAL_MS".into(), "50".into()),
-            ("RECUR_JOB_BACKOFF_MAX_MS".into(), "200".into()),
-            ("RECUR_SCHEDULER_TICK_MS".into(), "50".into()),
-            ("RECUR_METRICS_LISTEN".into(), "127.0.0.1:0".into()),
-            ("RECUR_LOG".into(), std::env::var("RECUR_LOG").unwrap_or_else(|_| "warn".into())),
-        ]
-    }
-
-    /// Start `recur <args>` as a separate OS process (killed when the handle drops).
-    pub fn spawn_process(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Child {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_recur"));
-        cmd.args(args).envs(self.child_env()).stdin(std::process::Stdio::null());
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        if std::env::var("TEST_LOG").is_err() {
-            cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-        }
-        Child(cmd.spawn().expect("recur binary starts"))
-    }
-
     /// Ledger entries (sandbox charges) of this test's database.
     pub async fn ledger_count(&self) -> i64 {
         self.count("SELECT count(*) FROM sandbox_charges").await
@@ -509,96 +401,6 @@ impl TestApp {
         assert_eq!(unmatched, 0, "an approved transaction has no ledger entry");
         assert_eq!(ledger, succeeded_txns, "ledger entries != succeeded transactions");
         assert_eq!(ledger, succeeded_cycles + series_ok, "ledger entries != succeeded cycles + series charges");
-    }
-}
-
-/// What a `recur` command run to completion printed, and how it exited.
-#[derive(Debug)]
-pub struct CliOutput {
-    pub status: std::process::ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl CliOutput {
-    /// The stdout parsed as JSON (for `--json`); panics with the output otherwise.
-    #[track_caller]
-    pub fn json(&self) -> Value {
-        assert!(self.status.success(), "command failed: {self:?}");
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
-    }
-}
-
-impl TestApp {
-    /// Run `recur <args>` against this test's database and namespace to completion
-    /// (without blocking the test's runtime, which serves the API and engine).
-    pub async fn run_cli(&self, args: &[&str]) -> CliOutput {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_recur"))
-            .args(args)
-            .envs(self.child_env())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .expect("recur binary runs");
-        CliOutput {
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, then drop).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-pub struct Child(pub std::process::Child);
-
-impl Child {
-    pub fn kill9(&mut self) {
-        let _ = self.0.kill(); // SIGKILL on unix
-        let _ = self.0.wait();
-    }
-
-    pub fn sigterm(&mut self) {
-        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
-    }
-
-    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
-        let start = std::time::Instant::now();
-        while start.elapsed() < timeout {
-            if let Ok(Some(s)) = self.0.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Poll `check` until it returns true or `secs` pass; panics with `what` on timeout.
-pub async fn wait_for<F, Fut>(what: &str, secs: u64, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    loop {
-        if check().await {
-            return;
-        }
-        if std::time::Instant::now() > deadline {
-            panic!("timed out after {secs}s waiting for: {what}");
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
