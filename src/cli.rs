@@ -1,11 +1,13 @@
 //! The `recur` command line: one binary, one subcommand per role (SPEC 1).
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use crate::app::App;
@@ -39,7 +41,12 @@ pub enum Command {
     #[command(subcommand)]
     Dlq(crate::ops::DlqCommand),
     /// The billing-day benchmark (creates and drops its own databases).
-    Bench(crate::bench::BenchArgs),
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Arguments of the `recur-bench` binary, passed through (see `recur bench --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
     /// Per-queue counts: pending, scheduled, running, dead, workers.
     Queues {
         #[arg(long)]
@@ -152,8 +159,20 @@ pub enum MerchantCommand {
 }
 
 pub async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // `recur --redis-url URL bench …`: the benchmark must get that URL too.
+    let redis_flag = matches.value_source("redis_url") == Some(ValueSource::CommandLine);
     crate::telemetry::init_tracing();
+    if let Command::Bench { args } = cli.command {
+        return match bench(redis_flag.then_some(cli.settings.redis_url.as_str()), args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("recur: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -249,7 +268,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&creds)?);
             Ok(())
         }
-        Command::Bench(args) => crate::bench::run(args, s.redis_url.clone()).await,
+        Command::Bench { .. } => anyhow::bail!("recur bench runs recur-bench (see main)"),
         Command::Dlq(cmd) => {
             let rt = Runtime::start(&s).await?;
             crate::ops::dlq(&rt, cmd).await
@@ -369,6 +388,36 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown signal received");
+}
+
+/// `recur bench ARGS`: the benchmark lives in its own binary, `recur-bench`, next to
+/// this one; run it in this process's place so signals and the exit status are its own.
+fn bench(redis_url: Option<&str>, args: Vec<OsString>) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe()?;
+    let bench = exe.with_file_name(format!("recur-bench{}", std::env::consts::EXE_SUFFIX));
+    if !bench.is_file() {
+        anyhow::bail!(
+            "the benchmark binary {} is missing: build it with cargo build --release -p recur-bench",
+            bench.display()
+        );
+    }
+    let mut cmd = std::process::Command::new(&bench);
+    cmd.args(args);
+    if let Some(url) = redis_url {
+        cmd.env("REDIS_URL", url);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let e = cmd.exec();
+        Err(anyhow::Error::new(e).context(format!("cannot run {}", bench.display())))
+    }
+    #[cfg(not(unix))]
+    {
+        let status =
+            cmd.status().map_err(|e| anyhow::Error::new(e).context(format!("cannot run {}", bench.display())))?;
+        Ok(ExitCode::from(status.code().map_or(1, |c| c as u8)))
+    }
 }
 
 fn parse_queues(names: &[String]) -> anyhow::Result<Vec<jobs::Queue>> {

@@ -8,7 +8,6 @@
 pub mod api;
 pub mod app;
 pub mod batch;
-pub mod bench;
 pub mod billing;
 pub mod cli;
 pub mod clock;
