@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use serde_json::json;
 
-use crate::cli::Runtime;
+use crate::runtime::Runtime;
 
 pub async fn announce(rt: &Runtime, addr: SocketAddr) -> anyhow::Result<()> {
     let creds = crate::merchants::create(&rt.pool, "demo", true)

@@ -24,6 +24,7 @@ pub mod money;
 pub mod ops;
 pub mod plans;
 pub mod queue;
+pub mod runtime;
 pub mod scheduler;
 pub mod series;
 pub mod subscriptions;

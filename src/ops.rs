@@ -1,6 +1,9 @@
-//! `recur dlq …` and `recur queues`: operator commands over the same code as the
-//! admin API. Tables for people, `--json` for scripts; unknown ids exit non-zero.
+//! Operator commands: `recur dlq …` and `recur queues` over the same code as the
+//! admin API (tables for people, `--json` for scripts; unknown ids exit non-zero),
+//! `recur migrate`, `recur merchant create` and `recur bench`.
 
+use std::ffi::OsString;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -8,9 +11,10 @@ use clap::Subcommand;
 use jobs::Queue;
 use uuid::Uuid;
 
-use crate::cli::Runtime;
+use crate::config::Settings;
 use crate::dlq::{self, DeadLetter, Filter};
 use crate::queue::stats;
+use crate::runtime::{Runtime, Signals};
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
@@ -208,4 +212,56 @@ pub fn table(rows: &[DeadLetter]) -> String {
         out.push_str("(no dead letters)\n");
     }
     out
+}
+
+/// `recur migrate`.
+pub async fn migrate(s: &Settings) -> anyhow::Result<()> {
+    let pool = crate::db::connect(&s.database_url, 2).await?;
+    crate::db::migrate(&pool).await?;
+    println!("migrations applied");
+    Ok(())
+}
+
+/// `recur merchant create`: prints the new merchant's credentials as JSON.
+pub async fn create_merchant(s: &Settings, name: &str, sandbox: bool) -> anyhow::Result<()> {
+    let pool = crate::db::connect(&s.database_url, 2).await?;
+    if !s.no_migrate {
+        crate::db::migrate(&pool).await?;
+    }
+    let creds = crate::merchants::create(&pool, name, sandbox).await.map_err(err)?;
+    println!("{}", serde_json::to_string_pretty(&creds)?);
+    Ok(())
+}
+
+/// `recur bench ARGS`: the benchmark lives in its own binary, `recur-bench`, next to
+/// this one; run it in this process's place so signals and the exit status are its own.
+pub fn bench(redis_url: Option<&str>, args: Vec<OsString>, signals: &Signals) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe()?;
+    let bench = exe.with_file_name(format!("recur-bench{}", std::env::consts::EXE_SUFFIX));
+    if !bench.is_file() {
+        anyhow::bail!(
+            "the benchmark binary {} is missing: build it with cargo build --release -p recur-bench",
+            bench.display()
+        );
+    }
+    let mut cmd = std::process::Command::new(&bench);
+    cmd.args(args);
+    if let Some(url) = redis_url {
+        cmd.env("REDIS_URL", url);
+    }
+    if let Some(sig) = signals.pending() {
+        return Ok(ExitCode::from(sig.exit_code()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let e = cmd.exec();
+        Err(anyhow::Error::new(e).context(format!("cannot run {}", bench.display())))
+    }
+    #[cfg(not(unix))]
+    {
+        let status =
+            cmd.status().map_err(|e| anyhow::Error::new(e).context(format!("cannot run {}", bench.display())))?;
+        Ok(ExitCode::from(status.code().map_or(1, |c| c as u8)))
+    }
 }
