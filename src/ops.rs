@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::config::Settings;
 use crate::dlq::{self, DeadLetter, Filter};
 use crate::queue::stats;
-use crate::runtime::{Runtime, Signals};
+use crate::runtime::{Runtime, Signals, operator_error};
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
@@ -74,15 +74,11 @@ fn queue(name: Option<&str>) -> anyhow::Result<Option<Queue>> {
     .transpose()
 }
 
-fn err(e: crate::Error) -> anyhow::Error {
-    anyhow::anyhow!("{}", e.problem().detail)
-}
-
 pub async fn dlq(rt: &Runtime, cmd: DlqCommand) -> anyhow::Result<()> {
     match cmd {
         DlqCommand::List { queue: q, limit, error_contains, json } => {
             let f = Filter { queue: queue(q.as_deref())?, error_contains, failed_before: None };
-            let found = dlq::find(&rt.queue, &f, limit).await.map_err(err)?;
+            let found = dlq::find(&rt.queue, &f, limit).await.map_err(operator_error)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&found)?);
             } else {
@@ -92,7 +88,7 @@ pub async fn dlq(rt: &Runtime, cmd: DlqCommand) -> anyhow::Result<()> {
         DlqCommand::Show { id, json } => {
             let d = dlq::get(&rt.queue, id).await.map_err(|e| match e {
                 crate::Error::NotFound(_) => anyhow::anyhow!("no dead letter with id {id}"),
-                e => err(e),
+                e => operator_error(e),
             })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&d)?);
@@ -117,22 +113,25 @@ pub async fn dlq(rt: &Runtime, cmd: DlqCommand) -> anyhow::Result<()> {
                     for id in &ids {
                         found.push(dlq::get(&rt.queue, *id).await.map_err(|e| match e {
                             crate::Error::NotFound(_) => anyhow::anyhow!("no dead letter with id {id}"),
-                            e => err(e),
+                            e => operator_error(e),
                         })?);
                     }
                     found
                 }
                 (true, true) => {
                     let f = Filter { queue: queue(q.as_deref())?, error_contains, failed_before: None };
-                    dlq::find(&rt.queue, &f, usize::MAX).await.map_err(err)?
+                    dlq::find(&rt.queue, &f, usize::MAX).await.map_err(operator_error)?
                 }
                 (false, true) => bail!("give ids or --all, not both"),
                 (true, false) => bail!("give the ids to replay, or --all"),
             };
-            let now = rt.clock.now().await.map_err(err)?;
+            let now = rt.clock.now().await.map_err(operator_error)?;
             let (mut replayed, mut superseded) = (Vec::new(), Vec::new());
             for d in &targets {
-                match dlq::replay(&rt.pool, &rt.queue, d, now, rt.settings.lease_seconds).await.map_err(err)? {
+                match dlq::replay(&rt.pool, &rt.queue, d, now, rt.settings.lease_seconds)
+                    .await
+                    .map_err(operator_error)?
+                {
                     dlq::Replayed::Requeued => replayed.push(d),
                     dlq::Replayed::Superseded => superseded.push(d),
                 }
@@ -160,7 +159,7 @@ pub async fn dlq(rt: &Runtime, cmd: DlqCommand) -> anyhow::Result<()> {
             let failed_before =
                 older_than.map(|d| chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or_default());
             let f = Filter { queue: queue(q.as_deref())?, error_contains: None, failed_before };
-            let drained = dlq::drain(&rt.pool, &rt.queue, &f, dry_run).await.map_err(err)?;
+            let drained = dlq::drain(&rt.pool, &rt.queue, &f, dry_run).await.map_err(operator_error)?;
             if json {
                 let ids: Vec<Uuid> = drained.iter().map(|d| d.id).collect();
                 println!("{}", serde_json::json!({"drained": ids, "dryRun": dry_run}));
@@ -175,7 +174,7 @@ pub async fn dlq(rt: &Runtime, cmd: DlqCommand) -> anyhow::Result<()> {
 }
 
 pub async fn queues(rt: &Runtime, json: bool) -> anyhow::Result<()> {
-    let all = stats::all(&rt.queue).await.map_err(err)?;
+    let all = stats::all(&rt.queue).await.map_err(operator_error)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(());
@@ -228,7 +227,7 @@ pub async fn create_merchant(s: &Settings, name: &str, sandbox: bool) -> anyhow:
     if !s.no_migrate {
         crate::db::migrate(&pool).await?;
     }
-    let creds = crate::merchants::create(&pool, name, sandbox).await.map_err(err)?;
+    let creds = crate::merchants::create(&pool, name, sandbox).await.map_err(operator_error)?;
     println!("{}", serde_json::to_string_pretty(&creds)?);
     Ok(())
 }

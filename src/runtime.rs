@@ -84,3 +84,25 @@ impl Runtime {
         }
     }
 }
+
+/// An application error as an operator sees it. The problem text of internal errors
+/// hides their cause from API clients; a command's user gets the cause chain instead.
+/// (Client errors keep their problem text, plus the fields at fault.)
+pub fn operator_error(e: crate::Error) -> anyhow::Error {
+    use crate::Error;
+    match e {
+        Error::Internal(e) => e,
+        // sqlx and redis errors print their source in their own text already.
+        e @ (Error::Database(_) | Error::Redis(_)) => anyhow::anyhow!("{e}"),
+        e => {
+            let problem = e.problem();
+            if problem.errors.is_empty() {
+                anyhow::anyhow!("{}", problem.detail)
+            } else {
+                let fields: Vec<String> =
+                    problem.errors.iter().map(|f| format!("{}: {}", f.field, f.message)).collect();
+                anyhow::anyhow!("{} ({})", problem.detail, fields.join("; "))
+            }
+        }
+    }
+}
