@@ -1,18 +1,17 @@
-//! The `recur` command line: one binary, one subcommand per role (SPEC 1).
+//! The `recur` command line: one binary, one subcommand per role. This module only
+//! parses arguments and hands each command to `runtime` (the roles), `ops` or `demo`.
 
-use std::net::SocketAddr;
+use std::ffi::OsString;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
-use tokio::net::TcpListener;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::app::App;
-use crate::clock::Clock;
 use crate::config::Settings;
-use crate::gateway::{Gateway, sandbox::Sandbox};
-use crate::queue::Enqueuer;
+use crate::runtime::{AllArgs, ApiArgs, SchedulerCommandArgs, Signals, WorkerArgs};
+
+// Where the test harness and earlier callers name the runtime and the role options.
+pub use crate::runtime::{EngineArgs, Runtime, SchedulerArgs};
 
 #[derive(Debug, Parser)]
 #[command(name = "recur", version, about = "Recurring and merchant-initiated card charges")]
@@ -26,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// API, scheduler and worker in one process.
-    All(AllArgs),
+    All(AllCommand),
     /// The HTTP API only (stateless; run N behind a load balancer).
     Api(ApiArgs),
     /// Run jobs from the queues (run N of them anywhere).
@@ -39,7 +38,12 @@ pub enum Command {
     #[command(subcommand)]
     Dlq(crate::ops::DlqCommand),
     /// The billing-day benchmark (creates and drops its own databases).
-    Bench(crate::bench::BenchArgs),
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Arguments of the `recur-bench` binary, passed through (see `recur bench --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
     /// Per-queue counts: pending, scheduled, running, dead, workers.
     Queues {
         #[arg(long)]
@@ -51,92 +55,12 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct ApiArgs {
-    /// Address the API listens on.
-    #[arg(long, env = "RECUR_LISTEN", default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct AllArgs {
+pub struct AllCommand {
     #[command(flatten)]
-    pub api: ApiArgs,
-    #[command(flatten)]
-    pub scheduler: SchedulerArgs,
-    #[command(flatten)]
-    pub engine: EngineArgs,
+    pub roles: AllArgs,
     /// Create a sandbox demo merchant and subscription at start and print how to call the API.
     #[arg(long, env = "RECUR_DEMO")]
     pub demo: bool,
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct MetricsArgs {
-    /// Address of /metrics, /healthz and /readyz for this worker or scheduler.
-    #[arg(long, env = "RECUR_METRICS_LISTEN", default_value = "0.0.0.0:9464")]
-    pub metrics_listen: SocketAddr,
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct WorkerArgs {
-    #[command(flatten)]
-    pub metrics: MetricsArgs,
-    /// Queues to run (default: all five).
-    #[arg(long, env = "RECUR_QUEUES", value_delimiter = ',')]
-    pub queues: Vec<String>,
-    /// Jobs run at once per queue (default: each queue's policy).
-    #[arg(long, env = "RECUR_CONCURRENCY")]
-    pub concurrency: Option<usize>,
-    #[command(flatten)]
-    pub engine: EngineArgs,
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct EngineArgs {
-    /// Override every job's max attempts.
-    #[arg(long, env = "RECUR_JOB_MAX_ATTEMPTS")]
-    pub job_max_attempts: Option<u32>,
-    /// Override every job's initial backoff (ms).
-    #[arg(long, env = "RECUR_JOB_BACKOFF_INITIAL_MS")]
-    pub job_backoff_initial_ms: Option<u64>,
-    /// Override every job's backoff cap (ms).
-    #[arg(long, env = "RECUR_JOB_BACKOFF_MAX_MS")]
-    pub job_backoff_max_ms: Option<u64>,
-    /// How long a stopping worker lets in-flight jobs finish (e.g. 30s).
-    #[arg(long, env = "RECUR_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub drain_timeout: std::time::Duration,
-}
-
-impl EngineArgs {
-    pub fn overrides(&self) -> jobs::PolicyOverrides {
-        jobs::PolicyOverrides {
-            max_attempts: self.job_max_attempts,
-            backoff_initial: self.job_backoff_initial_ms.map(std::time::Duration::from_millis),
-            backoff_max: self.job_backoff_max_ms.map(std::time::Duration::from_millis),
-        }
-    }
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct SchedulerCommandArgs {
-    #[command(flatten)]
-    pub metrics: MetricsArgs,
-    #[command(flatten)]
-    pub scheduler: SchedulerArgs,
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct SchedulerArgs {
-    /// Milliseconds between sweeps when nothing is due.
-    #[arg(long, env = "RECUR_SCHEDULER_TICK_MS", default_value_t = 1000)]
-    pub tick_ms: u64,
-    /// Rows claimed per sweep statement.
-    #[arg(long, env = "RECUR_SCHEDULER_BATCH", default_value_t = 1000)]
-    pub batch: i64,
-    /// Stop enqueueing while a queue holds this many waiting jobs (apalis-redis fails
-    /// to fetch from a backlog of ~8,000 due jobs).
-    #[arg(long, env = "RECUR_QUEUE_HIGH_WATER", default_value_t = 4000)]
-    pub high_water: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,11 +75,15 @@ pub enum MerchantCommand {
     },
 }
 
-pub async fn main() -> ExitCode {
-    let cli = Cli::parse();
+/// `signals` must be installed before this is called (see `main.rs`).
+pub async fn main(signals: Signals) -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // `recur --redis-url URL bench …`: the benchmark must get that URL too.
+    let redis_flag = matches.value_source("redis_url") == Some(ValueSource::CommandLine);
     crate::telemetry::init_tracing();
-    match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+    match run(cli, redis_flag, &signals).await {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("recur: {e:#}");
             ExitCode::FAILURE
@@ -163,225 +91,37 @@ pub async fn main() -> ExitCode {
     }
 }
 
-/// What every role needs: Postgres (migrated), Redis, the clock and the gateway.
-pub struct Runtime {
-    pub settings: Settings,
-    pub pool: sqlx::PgPool,
-    pub clock: Clock,
-    pub gateway: Arc<dyn Gateway>,
-    pub queue: Enqueuer,
-}
-
-impl Runtime {
-    pub async fn start(settings: &Settings) -> anyhow::Result<Runtime> {
-        let pool = crate::db::connect(&settings.database_url, settings.db_pool).await?;
-        if !settings.no_migrate {
-            crate::db::migrate(&pool).await?;
-        }
-        let queue = Enqueuer::connect(&settings.redis_url, &settings.redis_namespace).await?;
-        let clock = Clock::new(settings.clock, &pool).await?;
-        if settings.gateway != "sandbox" {
-            anyhow::bail!(
-                "RECUR_GATEWAY={:?} is not available: this build ships the sandbox gateway",
-                settings.gateway
-            );
-        }
-        let gateway: Arc<dyn Gateway> =
-            Arc::new(Sandbox::new(pool.clone(), std::time::Duration::from_millis(settings.sandbox_latency_ms)));
-        Ok(Runtime { settings: settings.clone(), pool, clock, gateway, queue })
-    }
-
-    pub fn engine(&self, args: &EngineArgs) -> Arc<crate::worker::Engine> {
-        crate::worker::Engine::new(
-            self.pool.clone(),
-            self.clock.clone(),
-            self.gateway.clone(),
-            self.queue.clone(),
-            args.overrides(),
-            self.settings.lease_seconds,
-        )
-    }
-
-    pub fn scheduler(&self, args: &SchedulerArgs) -> crate::scheduler::Scheduler {
-        crate::scheduler::Scheduler {
-            pool: self.pool.clone(),
-            clock: self.clock.clone(),
-            queue: self.queue.clone(),
-            opts: crate::scheduler::SchedulerOptions {
-                tick: std::time::Duration::from_millis(args.tick_ms.max(10)),
-                batch: args.batch.max(1),
-                high_water: args.high_water.max(1),
-                lease_secs: self.settings.lease_seconds,
-            },
-            cursor: Default::default(),
-        }
-    }
-
-    pub fn app(&self) -> App {
-        App {
-            pool: self.pool.clone(),
-            clock: self.clock.clone(),
-            gateway: self.gateway.clone(),
-            queue: self.queue.clone(),
-            admin_token: self.settings.admin_token.as_deref().map(Arc::from),
-            lease_secs: self.settings.lease_seconds,
-        }
-    }
-}
-
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, redis_flag: bool, signals: &Signals) -> anyhow::Result<ExitCode> {
     let s = cli.settings;
     match cli.command {
-        Command::Migrate => {
-            let pool = crate::db::connect(&s.database_url, 2).await?;
-            crate::db::migrate(&pool).await?;
-            println!("migrations applied");
-            Ok(())
+        // The long-running roles answer a signal with a clean stop.
+        Command::Api(args) => crate::runtime::api(&s, &args, signals).await.map(|()| ExitCode::SUCCESS),
+        Command::Worker(args) => crate::runtime::worker(&s, &args, signals).await.map(|()| ExitCode::SUCCESS),
+        Command::Scheduler(args) => crate::runtime::scheduler(&s, &args, signals).await.map(|()| ExitCode::SUCCESS),
+        Command::All(AllCommand { roles, demo }) => {
+            let on_listening = async |rt: &Runtime, addr| {
+                if demo { crate::demo::announce(rt, addr).await } else { Ok(()) }
+            };
+            crate::runtime::all(&s, &roles, signals, on_listening).await.map(|()| ExitCode::SUCCESS)
         }
+        Command::Bench { args } => crate::ops::bench(redis_flag.then_some(s.redis_url.as_str()), args, signals),
+        Command::Migrate => one_shot(signals, crate::ops::migrate(&s)).await,
         Command::Merchant(MerchantCommand::Create { name, sandbox }) => {
-            let pool = crate::db::connect(&s.database_url, 2).await?;
-            if !s.no_migrate {
-                crate::db::migrate(&pool).await?;
-            }
-            let creds = crate::merchants::create(&pool, &name, sandbox)
-                .await
-                .map_err(|e| anyhow::anyhow!("{}", e.problem().detail))?;
-            println!("{}", serde_json::to_string_pretty(&creds)?);
-            Ok(())
+            one_shot(signals, crate::ops::create_merchant(&s, &name, sandbox)).await
         }
-        Command::Bench(args) => crate::bench::run(args, s.redis_url.clone()).await,
-        Command::Dlq(cmd) => {
-            let rt = Runtime::start(&s).await?;
-            crate::ops::dlq(&rt, cmd).await
-        }
+        Command::Dlq(cmd) => one_shot(signals, async { crate::ops::dlq(&Runtime::start(&s).await?, cmd).await }).await,
         Command::Queues { json } => {
-            let rt = Runtime::start(&s).await?;
-            crate::ops::queues(&rt, json).await
-        }
-        Command::Api(args) => {
-            crate::telemetry::init_metrics();
-            let rt = Runtime::start(&s).await?;
-            serve_api(rt.app(), args.listen, shutdown_signal()).await
-        }
-        Command::All(args) => {
-            crate::telemetry::init_metrics();
-            let rt = Runtime::start(&s).await?;
-            let listener = TcpListener::bind(args.api.listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", args.api.listen))?;
-            let (stop, stopped) = tokio::sync::watch::channel(false);
-            let opts = crate::worker::WorkerOptions {
-                queues: jobs::Queue::ALL.to_vec(),
-                concurrency: None,
-                drain_timeout: args.engine.drain_timeout,
-            };
-            let worker = tokio::spawn(crate::worker::run(rt.engine(&args.engine), opts, stopped.clone()));
-            let scheduler = rt.scheduler(&args.scheduler);
-            let sched_stop = stopped.clone();
-            let sched = tokio::spawn(async move { scheduler.run(sched_stop).await });
-            if args.demo {
-                crate::demo::announce(&rt, listener.local_addr()?).await?;
-            }
-            let mut api_stop = stopped.clone();
-            let api = axum::serve(listener, crate::api::router(rt.app())).with_graceful_shutdown(async move {
-                let _ = api_stop.wait_for(|s| *s).await;
-            });
-            let api = tokio::spawn(async move { api.await });
-            shutdown_signal().await;
-            let _ = stop.send(true);
-            let _ = tokio::join!(api, sched);
-            worker.await??;
-            Ok(())
-        }
-        Command::Worker(args) => {
-            crate::telemetry::init_metrics();
-            let rt = Runtime::start(&s).await?;
-            let queues = parse_queues(&args.queues)?;
-            let (stop, stopped) = tokio::sync::watch::channel(false);
-            let opts = crate::worker::WorkerOptions {
-                queues,
-                concurrency: args.concurrency,
-                drain_timeout: args.engine.drain_timeout,
-            };
-            let metrics = tokio::spawn(crate::telemetry::serve(
-                args.metrics.metrics_listen,
-                rt.pool.clone(),
-                rt.queue.connection(),
-                stopped.clone(),
-            ));
-            let worker = tokio::spawn(crate::worker::run(rt.engine(&args.engine), opts, stopped));
-            shutdown_signal().await;
-            let _ = stop.send(true);
-            worker.await??;
-            metrics.abort();
-            Ok(())
-        }
-        Command::Scheduler(args) => {
-            crate::telemetry::init_metrics();
-            let rt = Runtime::start(&s).await?;
-            let (stop, stopped) = tokio::sync::watch::channel(false);
-            let scheduler = rt.scheduler(&args.scheduler);
-            let metrics = tokio::spawn(crate::telemetry::serve(
-                args.metrics.metrics_listen,
-                rt.pool.clone(),
-                rt.queue.connection(),
-                stopped.clone(),
-            ));
-            let task = tokio::spawn(async move { scheduler.run(stopped).await });
-            shutdown_signal().await;
-            let _ = stop.send(true);
-            task.await?;
-            metrics.abort();
-            Ok(())
+            one_shot(signals, async { crate::ops::queues(&Runtime::start(&s).await?, json).await }).await
         }
     }
 }
 
-pub async fn serve_api(
-    app: App,
-    listen: SocketAddr,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!(%listen, "api listening");
-    axum::serve(listener, crate::api::router(app)).with_graceful_shutdown(shutdown).await?;
-    Ok(())
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
+/// A one-shot command stops where it is on a signal, with the status of a kill by it
+/// (as before handlers were installed; its writes are transactional).
+async fn one_shot(signals: &Signals, work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<ExitCode> {
     tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        biased;
+        signal = signals.received() => Ok(ExitCode::from(signal.exit_code())),
+        done = work => done.map(|()| ExitCode::SUCCESS),
     }
-    tracing::info!("shutdown signal received");
-}
-
-fn parse_queues(names: &[String]) -> anyhow::Result<Vec<jobs::Queue>> {
-    if names.is_empty() {
-        return Ok(jobs::Queue::ALL.to_vec());
-    }
-    names
-        .iter()
-        .map(|n| {
-            jobs::Queue::parse(n.trim()).ok_or_else(|| {
-                let all: Vec<&str> = jobs::Queue::ALL.iter().map(|q| q.name()).collect();
-                anyhow::anyhow!("unknown queue {n:?}; queues are {}", all.join(", "))
-            })
-        })
-        .collect()
 }

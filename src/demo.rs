@@ -5,13 +5,11 @@ use std::net::SocketAddr;
 
 use serde_json::json;
 
-use crate::cli::Runtime;
+use crate::runtime::{Runtime, operator_error};
 
 pub async fn announce(rt: &Runtime, addr: SocketAddr) -> anyhow::Result<()> {
-    let creds = crate::merchants::create(&rt.pool, "demo", true)
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", e.problem().detail))?;
-    let now = rt.clock.now().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let creds = crate::merchants::create(&rt.pool, "demo", true).await.map_err(operator_error)?;
+    let now = rt.clock.now().await.map_err(operator_error)?;
     let mut tx = rt.pool.begin().await?;
     let customer: crate::customers::CustomerInput =
         serde_json::from_value(json!({"customerAccountId": "demo-customer", "email": "demo@example.com"}))?;
@@ -21,10 +19,10 @@ pub async fn announce(rt: &Runtime, addr: SocketAddr) -> anyhow::Result<()> {
         "paymentMethod": "pm_sandbox_ok", "description": "recur demo subscription"
     }))?;
     let accepts = |t: &str| rt.gateway.accepts_payment_method(t);
-    let valid = req.validate(None, &accepts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let valid = req.validate(None, &accepts).map_err(operator_error)?;
     let changed = crate::subscriptions::lifecycle::create(&mut tx, creds.merchant_id, valid, now)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(operator_error)?;
     tx.commit().await?;
     rt.app().enqueue(&changed.jobs).await;
     let host = if addr.ip().is_unspecified() { format!("127.0.0.1:{}", addr.port()) } else { addr.to_string() };

@@ -8,7 +8,6 @@
 pub mod api;
 pub mod app;
 pub mod batch;
-pub mod bench;
 pub mod billing;
 pub mod cli;
 pub mod clock;
@@ -26,6 +25,7 @@ pub mod money;
 pub mod ops;
 pub mod plans;
 pub mod queue;
+pub mod runtime;
 pub mod scheduler;
 pub mod series;
 pub mod subscriptions;

@@ -1,6 +1,9 @@
-//! `recur dlq …` and `recur queues`: operator commands over the same code as the
-//! admin API. Tables for people, `--json` for scripts; unknown ids exit non-zero.
+//! Operator commands: `recur dlq …` and `recur queues` over the same code as the
+//! admin API (tables for people, `--json` for scripts; unknown ids exit non-zero),
+//! `recur migrate`, `recur merchant create` and `recur bench`.
 
+use std::ffi::OsString;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -8,9 +11,10 @@ use clap::Subcommand;
 use jobs::Queue;
 use uuid::Uuid;
 
-use crate::cli::Runtime;
+use crate::config::Settings;
 use crate::dlq::{self, DeadLetter, Filter};
 use crate::queue::stats;
+use crate::runtime::{Runtime, Signals, operator_error};
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
@@ -70,15 +74,11 @@ fn queue(name: Option<&str>) -> anyhow::Result<Option<Queue>> {
     .transpose()
 }
 
-fn err(e: crate::Error) -> anyhow::Error {
-    anyhow::anyhow!("{}", e.problem().detail)
-}
-
 pub async fn dlq(rt: &Runtime, cmd: DlqCommand) -> anyhow::Result<()> {
     match cmd {
         DlqCommand::List { queue: q, limit, error_contains, json } => {
             let f = Filter { queue: queue(q.as_deref())?, error_contains, failed_before: None };
-            let found = dlq::find(&rt.queue, &f, limit).await.map_err(err)?;
+            let found = dlq::find(&rt.queue, &f, limit).await.map_err(operator_error)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&found)?);
             } else {
@@ -88,7 +88,7 @@ pub async fn dlq(rt: &Runtime, cmd: DlqCommand) -> anyhow::Result<()> {
         DlqCommand::Show { id, json } => {
             let d = dlq::get(&rt.queue, id).await.map_err(|e| match e {
                 crate::Error::NotFound(_) => anyhow::anyhow!("no dead letter with id {id}"),
-                e => err(e),
+                e => operator_error(e),
             })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&d)?);
@@ -113,22 +113,25 @@ pub async fn dlq(rt: &Runtime, cmd: DlqCommand) -> anyhow::Result<()> {
                     for id in &ids {
                         found.push(dlq::get(&rt.queue, *id).await.map_err(|e| match e {
                             crate::Error::NotFound(_) => anyhow::anyhow!("no dead letter with id {id}"),
-                            e => err(e),
+                            e => operator_error(e),
                         })?);
                     }
                     found
                 }
                 (true, true) => {
                     let f = Filter { queue: queue(q.as_deref())?, error_contains, failed_before: None };
-                    dlq::find(&rt.queue, &f, usize::MAX).await.map_err(err)?
+                    dlq::find(&rt.queue, &f, usize::MAX).await.map_err(operator_error)?
                 }
                 (false, true) => bail!("give ids or --all, not both"),
                 (true, false) => bail!("give the ids to replay, or --all"),
             };
-            let now = rt.clock.now().await.map_err(err)?;
+            let now = rt.clock.now().await.map_err(operator_error)?;
             let (mut replayed, mut superseded) = (Vec::new(), Vec::new());
             for d in &targets {
-                match dlq::replay(&rt.pool, &rt.queue, d, now, rt.settings.lease_seconds).await.map_err(err)? {
+                match dlq::replay(&rt.pool, &rt.queue, d, now, rt.settings.lease_seconds)
+                    .await
+                    .map_err(operator_error)?
+                {
                     dlq::Replayed::Requeued => replayed.push(d),
                     dlq::Replayed::Superseded => superseded.push(d),
                 }
@@ -156,7 +159,7 @@ pub async fn dlq(rt: &Runtime, cmd: DlqCommand) -> anyhow::Result<()> {
             let failed_before =
                 older_than.map(|d| chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or_default());
             let f = Filter { queue: queue(q.as_deref())?, error_contains: None, failed_before };
-            let drained = dlq::drain(&rt.pool, &rt.queue, &f, dry_run).await.map_err(err)?;
+            let drained = dlq::drain(&rt.pool, &rt.queue, &f, dry_run).await.map_err(operator_error)?;
             if json {
                 let ids: Vec<Uuid> = drained.iter().map(|d| d.id).collect();
                 println!("{}", serde_json::json!({"drained": ids, "dryRun": dry_run}));
@@ -171,7 +174,7 @@ pub async fn dlq(rt: &Runtime, cmd: DlqCommand) -> anyhow::Result<()> {
 }
 
 pub async fn queues(rt: &Runtime, json: bool) -> anyhow::Result<()> {
-    let all = stats::all(&rt.queue).await.map_err(err)?;
+    let all = stats::all(&rt.queue).await.map_err(operator_error)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(());
@@ -208,4 +211,56 @@ pub fn table(rows: &[DeadLetter]) -> String {
         out.push_str("(no dead letters)\n");
     }
     out
+}
+
+/// `recur migrate`.
+pub async fn migrate(s: &Settings) -> anyhow::Result<()> {
+    let pool = crate::db::connect(&s.database_url, 2).await?;
+    crate::db::migrate(&pool).await?;
+    println!("migrations applied");
+    Ok(())
+}
+
+/// `recur merchant create`: prints the new merchant's credentials as JSON.
+pub async fn create_merchant(s: &Settings, name: &str, sandbox: bool) -> anyhow::Result<()> {
+    let pool = crate::db::connect(&s.database_url, 2).await?;
+    if !s.no_migrate {
+        crate::db::migrate(&pool).await?;
+    }
+    let creds = crate::merchants::create(&pool, name, sandbox).await.map_err(operator_error)?;
+    println!("{}", serde_json::to_string_pretty(&creds)?);
+    Ok(())
+}
+
+/// `recur bench ARGS`: the benchmark lives in its own binary, `recur-bench`, next to
+/// this one; run it in this process's place so signals and the exit status are its own.
+pub fn bench(redis_url: Option<&str>, args: Vec<OsString>, signals: &Signals) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe()?;
+    let bench = exe.with_file_name(format!("recur-bench{}", std::env::consts::EXE_SUFFIX));
+    if !bench.is_file() {
+        anyhow::bail!(
+            "the benchmark binary {} is missing: build it with cargo build --release -p recur-bench",
+            bench.display()
+        );
+    }
+    let mut cmd = std::process::Command::new(&bench);
+    cmd.args(args);
+    if let Some(url) = redis_url {
+        cmd.env("REDIS_URL", url);
+    }
+    if let Some(sig) = signals.pending() {
+        return Ok(ExitCode::from(sig.exit_code()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let e = cmd.exec();
+        Err(anyhow::Error::new(e).context(format!("cannot run {}", bench.display())))
+    }
+    #[cfg(not(unix))]
+    {
+        let status =
+            cmd.status().map_err(|e| anyhow::Error::new(e).context(format!("cannot run {}", bench.display())))?;
+        Ok(ExitCode::from(status.code().map_or(1, |c| c as u8)))
+    }
 }

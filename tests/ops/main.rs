@@ -11,4 +11,5 @@ mod dashboards;
 mod dlq;
 mod drain;
 mod metrics;
+mod sigterm;
 mod stack;

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgPool};
 use uuid::Uuid;
 
-use super::BenchArgs;
-use super::procs::{self, Proc};
+use crate::BenchArgs;
+use crate::procs::{self, Proc};
 
 /// A database of its own for one measurement, dropped afterwards.
 pub struct BenchDb {
@@ -22,15 +22,15 @@ impl BenchDb {
     pub async fn create(pg: &str, tag: &str) -> anyhow::Result<BenchDb> {
         let name = format!("recur_bench_{tag}_{}", Uuid::now_v7().simple());
         let url = format!("{pg}/{name}");
-        let pool = crate::db::connect(&url, 20).await?;
-        crate::db::migrate(&pool).await?;
+        let pool = recur::db::connect(&url, 20).await?;
+        recur::db::migrate(&pool).await?;
         Ok(BenchDb { url, name, pg: pg.to_owned(), pool })
     }
 
     /// `n` active monthly subscriptions (one customer each) due at `due`.
     pub async fn seed(&self, n: i64, due: DateTime<Utc>, payment_method: &str) -> anyhow::Result<(Uuid, Vec<Uuid>)> {
         let merchant =
-            crate::merchants::create(&self.pool, "bench", true).await.map_err(|e| anyhow::anyhow!("{e}"))?.merchant_id;
+            recur::merchants::create(&self.pool, "bench", true).await.map_err(|e| anyhow::anyhow!("{e}"))?.merchant_id;
         self.seed_more(merchant, n, due, payment_method).await?;
         let ids: Vec<Uuid> =
             sqlx::query_scalar("SELECT id FROM subscriptions LIMIT 100000").fetch_all(&self.pool).await?;
@@ -84,8 +84,6 @@ impl BenchDb {
 
 #[derive(Debug, Clone, Default)]
 pub struct SurgeResult {
-    pub charges: i64,
-    pub workers: usize,
     pub elapsed_s: f64,
     pub charges_per_s: f64,
     pub lag_p50: f64,
@@ -134,7 +132,7 @@ async fn lag(pool: &PgPool) -> anyhow::Result<(f64, f64, f64)> {
 }
 
 async fn clear_namespace(redis_url: &str, ns: &str) {
-    if let Ok(mut conn) = crate::queue::connect(redis_url).await {
+    if let Ok(mut conn) = recur::queue::connect(redis_url).await {
         let keys: Vec<String> =
             redis::cmd("KEYS").arg(format!("{ns}:*")).query_async(&mut conn).await.unwrap_or_default();
         for chunk in keys.chunks(500) {
@@ -170,7 +168,7 @@ pub async fn surge(
         p.ready().await?;
     }
     // Everything becomes due at one instant, a moment from now.
-    let due = crate::clock::truncate(Utc::now() + chrono::Duration::milliseconds(1500));
+    let due = recur::clock::truncate(Utc::now() + chrono::Duration::milliseconds(1500));
     sqlx::query("UPDATE subscriptions SET next_charge_at = $1").bind(due).execute(&db.pool).await?;
     let wait = (due - Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(wait).await;
@@ -192,8 +190,6 @@ pub async fn surge(
     db.drop_db().await;
     clear_namespace(redis_url, &ns).await;
     Ok(SurgeResult {
-        charges: n,
-        workers,
         elapsed_s: elapsed,
         charges_per_s: n as f64 / elapsed,
         lag_p50: p50,
@@ -206,8 +202,6 @@ pub async fn surge(
 
 #[derive(Debug, Clone, Default)]
 pub struct ScaleResult {
-    pub total: i64,
-    pub due: i64,
     /// Mean scheduler sweep while the due set is processed and while idle (ms).
     pub sweep_ms: f64,
     pub idle_sweep_ms: f64,
@@ -246,7 +240,7 @@ pub async fn scale(recur: &std::path::Path, args: &BenchArgs, redis_url: &str) -
     let (s0, c0) = histogram_mean(&scheduler.metrics().await, "recur_scheduler_sweep_duration_seconds");
     // The due set falls due over a window (not at one instant: that is the surge
     // scenario), so the lag measured is the scheduler's, not a backlog's.
-    let due = crate::clock::truncate(Utc::now() + chrono::Duration::milliseconds(1000));
+    let due = recur::clock::truncate(Utc::now() + chrono::Duration::milliseconds(1000));
     sqlx::query(
         "UPDATE subscriptions SET next_charge_at = date_trunc('milliseconds', $1 + random() * make_interval(secs => $2))
          WHERE next_charge_at < '2099-01-01'",
@@ -285,12 +279,5 @@ pub async fn scale(recur: &std::path::Path, args: &BenchArgs, redis_url: &str) -
     db.drop_db().await;
     clear_namespace(redis_url, &ns).await;
     let mean = |s: f64, c: f64| if c > 0.0 { s / c * 1000.0 } else { 0.0 };
-    Ok(ScaleResult {
-        total: args.scale_total,
-        due: args.scale_due,
-        sweep_ms: mean(s1 - s0, c1 - c0),
-        idle_sweep_ms: mean(s0, c0),
-        lag_p99: p99,
-        elapsed_s: elapsed,
-    })
+    Ok(ScaleResult { sweep_ms: mean(s1 - s0, c1 - c0), idle_sweep_ms: mean(s0, c0), lag_p99: p99, elapsed_s: elapsed })
 }

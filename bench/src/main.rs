@@ -1,4 +1,5 @@
-//! `recur bench`: the billing-day benchmark (a command, not a test).
+//! `recur-bench` (run as `recur bench`): the billing-day benchmark (a command, not a
+//! test), a binary of its own so the product library does not carry it.
 //!
 //! It creates its own database and Redis namespace, starts the scheduler and W
 //! workers as separate `recur` processes, and reports medians over several runs,
@@ -10,11 +11,50 @@ mod procs;
 mod report;
 mod scenario;
 
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, Parser};
 
-pub use report::Report;
+use report::Report;
+
+// `recur bench`'s command line: the benchmark's flags, and recur's settings (of which
+// it uses the Redis URL) so every flag `recur bench` took still parses.
+#[derive(Debug, Parser)]
+#[command(name = "recur-bench", version, about = "The billing-day benchmark (creates and drops its own databases)")]
+struct Cli {
+    #[command(flatten)]
+    settings: recur::config::Settings,
+    #[command(flatten)]
+    bench: BenchArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    recur::telemetry::init_tracing();
+    match run(cli.bench, cli.settings.redis_url).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("recur: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The `recur` binary the benchmark starts its workers and scheduler from: the one
+/// next to this binary (cargo builds both into the same directory).
+fn recur_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let recur = exe.with_file_name(format!("recur{}", std::env::consts::EXE_SUFFIX));
+    anyhow::ensure!(
+        recur.is_file(),
+        "no recur binary next to {}: build both with cargo build --release --workspace",
+        exe.display()
+    );
+    Ok(recur)
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -63,8 +103,8 @@ pub struct BenchArgs {
     pub out: Option<std::path::PathBuf>,
 }
 
-pub async fn run(args: BenchArgs, redis_url: String) -> anyhow::Result<()> {
-    let recur = std::env::current_exe()?;
+async fn run(args: BenchArgs, redis_url: String) -> anyhow::Result<()> {
+    let recur = recur_binary()?;
     let mut report = Report::new(&args);
     let want = |s: &str| args.only.iter().any(|o| o == s);
     for run in 1..=args.runs {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use sqlx::Connection;
 use uuid::Uuid;
 
-use super::scenario::BenchDb;
+use crate::scenario::BenchDb;
 
 /// pgbench TPC-B (scale 16) for `secs` with `clients` connections; tps.
 pub async fn pgbench(pg: &str, clients: u32, secs: u64) -> anyhow::Result<f64> {

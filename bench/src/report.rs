@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::BenchArgs;
-use super::scenario::{ScaleResult, SurgeResult};
+use crate::BenchArgs;
+use crate::scenario::{ScaleResult, SurgeResult};
 
 pub struct Report {
     args: String,
@@ -27,7 +27,12 @@ fn stats(v: &[f64]) -> (f64, f64, f64) {
 
 impl Report {
     pub fn new(args: &BenchArgs) -> Report {
-        Report { args: format!("{args:?}"), figures: BTreeMap::new() }
+        // The report is published: a password in --pg must not be in it.
+        let mut shown = args.clone();
+        if url::Url::parse(&args.pg).is_ok_and(|u| u.password().is_some()) {
+            shown.pg = recur::db::redact(&args.pg);
+        }
+        Report { args: format!("{shown:?}"), figures: BTreeMap::new() }
     }
 
     pub fn add(&mut self, group: &str, name: &str, v: f64) {

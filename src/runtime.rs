@@ -1,0 +1,108 @@
+//! The composition root: what every role starts from (Postgres migrated, Redis, the
+//! clock, the gateway), the engine, scheduler and API app built from them, the
+//! servers of each role and their shutdown. `cli` parses arguments and calls in here;
+//! `demo` and `ops` use the `Runtime` this module starts.
+
+mod args;
+mod roles;
+mod signals;
+
+use std::sync::Arc;
+
+pub use args::{AllArgs, ApiArgs, EngineArgs, MetricsArgs, SchedulerArgs, SchedulerCommandArgs, WorkerArgs};
+pub use roles::{all, api, scheduler, serve_api, worker};
+pub use signals::{Signal, Signals};
+
+use crate::app::App;
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::gateway::{Gateway, sandbox::Sandbox};
+use crate::queue::Enqueuer;
+
+/// What every role needs: Postgres (migrated), Redis, the clock and the gateway.
+pub struct Runtime {
+    pub settings: Settings,
+    pub pool: sqlx::PgPool,
+    pub clock: Clock,
+    pub gateway: Arc<dyn Gateway>,
+    pub queue: Enqueuer,
+}
+
+impl Runtime {
+    pub async fn start(settings: &Settings) -> anyhow::Result<Runtime> {
+        let pool = crate::db::connect(&settings.database_url, settings.db_pool).await?;
+        if !settings.no_migrate {
+            crate::db::migrate(&pool).await?;
+        }
+        let queue = Enqueuer::connect(&settings.redis_url, &settings.redis_namespace).await?;
+        let clock = Clock::new(settings.clock, &pool).await?;
+        if settings.gateway != "sandbox" {
+            anyhow::bail!(
+                "RECUR_GATEWAY={:?} is not available: this build ships the sandbox gateway",
+                settings.gateway
+            );
+        }
+        let gateway: Arc<dyn Gateway> =
+            Arc::new(Sandbox::new(pool.clone(), std::time::Duration::from_millis(settings.sandbox_latency_ms)));
+        Ok(Runtime { settings: settings.clone(), pool, clock, gateway, queue })
+    }
+
+    pub fn engine(&self, args: &EngineArgs) -> Arc<crate::worker::Engine> {
+        crate::worker::Engine::new(
+            self.pool.clone(),
+            self.clock.clone(),
+            self.gateway.clone(),
+            self.queue.clone(),
+            args.overrides(),
+            self.settings.lease_seconds,
+        )
+    }
+
+    pub fn scheduler(&self, args: &SchedulerArgs) -> crate::scheduler::Scheduler {
+        crate::scheduler::Scheduler {
+            pool: self.pool.clone(),
+            clock: self.clock.clone(),
+            queue: self.queue.clone(),
+            opts: crate::scheduler::SchedulerOptions {
+                tick: std::time::Duration::from_millis(args.tick_ms.max(10)),
+                batch: args.batch.max(1),
+                high_water: args.high_water.max(1),
+                lease_secs: self.settings.lease_seconds,
+            },
+            cursor: Default::default(),
+        }
+    }
+
+    pub fn app(&self) -> App {
+        App {
+            pool: self.pool.clone(),
+            clock: self.clock.clone(),
+            gateway: self.gateway.clone(),
+            queue: self.queue.clone(),
+            admin_token: self.settings.admin_token.as_deref().map(Arc::from),
+            lease_secs: self.settings.lease_seconds,
+        }
+    }
+}
+
+/// An application error as an operator sees it. The problem text of internal errors
+/// hides their cause from API clients; a command's user gets the cause chain instead.
+/// (Client errors keep their problem text, plus the fields at fault.)
+pub fn operator_error(e: crate::Error) -> anyhow::Error {
+    use crate::Error;
+    match e {
+        Error::Internal(e) => e,
+        // sqlx and redis errors print their source in their own text already.
+        e @ (Error::Database(_) | Error::Redis(_)) => anyhow::anyhow!("{e}"),
+        e => {
+            let problem = e.problem();
+            if problem.errors.is_empty() {
+                anyhow::anyhow!("{}", problem.detail)
+            } else {
+                let fields: Vec<String> =
+                    problem.errors.iter().map(|f| format!("{}: {}", f.field, f.message)).collect();
+                anyhow::anyhow!("{} ({})", problem.detail, fields.join("; "))
+            }
+        }
+    }
+}
