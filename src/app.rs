@@ -31,7 +31,10 @@ impl App {
             return;
         }
         if let Err(e) = self.queue.push(jobs).await {
-            tracing::warn!(error = %e, "enqueue after commit failed; the scheduler will pick the work up");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "enqueue after commit failed; the scheduler will pick the work up"
+            );
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Time. `system` is the wall clock; `manual` is one row in Postgres that only moves
-//! when /admin/clock says so, so every process agrees on "now" (SPEC 9).
+//! when /admin/clock says so, so every process agrees on "now" (docs/architecture.md#the-clock).
 
 use chrono::{DateTime, DurationRound, Utc};
 use sqlx::PgPool;

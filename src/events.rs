@@ -1,4 +1,4 @@
-//! The audit trail: every change writes an event in the same transaction (SPEC 2.3).
+//! The audit trail: every change writes an event in the same transaction (docs/guarantees.md#one-event-per-change).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -92,8 +92,8 @@ pub fn operator_error(e: crate::Error) -> anyhow::Error {
     use crate::Error;
     match e {
         Error::Internal(e) => e,
-        // sqlx and redis errors print their source in their own text already.
-        e @ (Error::Database(_) | Error::Redis(_)) => anyhow::anyhow!("{e}"),
+        // Kept as an error value, so `{:#}` prints its cause chain.
+        e @ (Error::Database(_) | Error::Redis(_) | Error::Queue(_)) => anyhow::Error::new(e),
         e => {
             let problem = e.problem();
             if problem.errors.is_empty() {

@@ -167,10 +167,13 @@ pub async fn create(
     .await?;
     if inserted.rows_affected() == 0 {
         let r = req.partner_reference.clone().unwrap_or_default();
-        let existing =
-            sqlx::query_scalar!("SELECT id FROM payment_series WHERE merchant_id = $1 AND partner_reference = $2", merchant_id, r)
-                .fetch_optional(&mut *conn)
-                .await?;
+        let existing = sqlx::query_scalar!(
+            "SELECT id FROM payment_series WHERE merchant_id = $1 AND partner_reference = $2",
+            merchant_id,
+            r
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
         return Err(Error::Conflict {
             detail: format!("a payment series with partnerReference {r:?} already exists"),
             existing,

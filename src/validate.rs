@@ -1,5 +1,5 @@
 //! Field checks shared by every request type. Each pushes onto a list, so one
-//! response names every bad field (SPEC 2.4).
+//! response names every bad field (docs/guarantees.md#bad-input).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer};

@@ -1,7 +1,7 @@
 //! recur's queue contract: job payloads, queue names and per-job policy.
 //!
 //! Everything a producer (API, scheduler) and a consumer (worker) must agree on lives
-//! here, so the two sides cannot drift. Queue names are fixed by SPEC section 6.
+//! here, so the two sides cannot drift. Queue names are fixed by docs/architecture.md#the-job-graph.
 
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ mod policy;
 
 pub use policy::{Backoff, JobPolicy, PolicyOverrides};
 
-/// The five job queues. The string forms are the queue names of SPEC section 6.
+/// The five job queues. The string forms are the queue names of docs/architecture.md#queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Queue {
@@ -108,7 +108,7 @@ pub struct TrialEnd {
     pub attempt: u32,
 }
 
-/// `resume`: a paused subscription becomes active (SPEC 4 re-anchor rule).
+/// `resume`: a paused subscription becomes active (docs/states.md#pause-and-resume).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Resume {

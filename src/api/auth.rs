@@ -1,4 +1,4 @@
-//! Merchant authentication (SPEC 7): HTTP Basic merchantKey:secret plus
+//! Merchant authentication (docs/api.md#authentication): HTTP Basic merchantKey:secret plus
 //! `X-API-KEY: merchantKey`. Anything missing or wrong is a 403 problem.
 
 use axum::extract::FromRequestParts;

@@ -1,4 +1,4 @@
-//! `Idempotency-Key` on POST (SPEC 7): the key is claimed in the same transaction as
+//! `Idempotency-Key` on POST (docs/api.md#idempotency-keys): the key is claimed in the same transaction as
 //! the object it creates, so concurrent duplicates serialise on the key's row and
 //! exactly one of them does the work; the others replay its stored response.
 

@@ -1,4 +1,4 @@
-//! The billing calendar (SPEC 4). Every due date is computed from the anchor, never
+//! The billing calendar (docs/states.md#the-billing-calendar). Every due date is computed from the anchor, never
 //! from the previous due date, so month ends clamp without drifting:
 //! Jan 31 → Feb 28/29 → Mar 31 → Apr 30.
 
@@ -16,7 +16,7 @@ pub enum IntervalUnit {
 }
 
 impl IntervalUnit {
-    /// The allowed range of `count` for this unit (SPEC 3).
+    /// The allowed range of `count` for this unit (docs/states.md#the-billing-calendar).
     pub fn count_range(self) -> std::ops::RangeInclusive<i32> {
         match self {
             IntervalUnit::Day => 1..=365,
@@ -94,7 +94,7 @@ impl Calendar {
 
     /// Re-anchored so that cycle 1 is charged at once when its anchor is already
     /// past: the current period is the one containing `now`, later cycles follow
-    /// the original anchor and missed periods are not back-charged (SPEC 4).
+    /// the original anchor and missed periods are not back-charged (docs/states.md#the-billing-calendar).
     pub fn starting(anchor: DateTime<Utc>, interval: Interval, now: DateTime<Utc>) -> Calendar {
         // Smallest k >= 1 with anchor + k intervals > now; cycle 2 falls there.
         let mut k: i64 = 1;

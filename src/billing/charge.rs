@@ -119,7 +119,8 @@ pub async fn record_batch(pool: &PgPool, items: Vec<Settlement>) -> anyhow::Resu
             data: outcome_json(&i.outcome, &i.ctx),
         })
         .collect();
-    let changed: HashSet<Uuid> = transaction_state::settle(&mut tx, &settlements, &mut evs).await?.into_iter().collect();
+    let changed: HashSet<Uuid> =
+        transaction_state::settle(&mut tx, &settlements, &mut evs).await?.into_iter().collect();
 
     // Dunning decides each cycle's next state; the state machine says whether the
     // cycle may take it (a decline does not touch a cycle cancelled meanwhile, an
@@ -243,10 +244,15 @@ pub async fn mark_cycle_dead(pool: &PgPool, cycle_id: Uuid, error: &str) -> anyh
 }
 
 /// pending | retrying → error, on a cycle the caller holds locked.
-async fn cycle_error(conn: &mut sqlx::PgConnection, cycle: &LockedCycle, evs: &mut Vec<NewEvent>) -> anyhow::Result<()> {
+async fn cycle_error(
+    conn: &mut sqlx::PgConnection,
+    cycle: &LockedCycle,
+    evs: &mut Vec<NewEvent>,
+) -> anyhow::Result<()> {
     let cause = cycle_state::Cause::DeadLettered;
     if cycle_state::permits(cause, cycle.status, CycleStatus::Error) {
-        cycle_state::apply(conn, &[cycle_state::Move::new(cycle, cause, CycleStatus::Error, Actor::System)], evs).await?;
+        cycle_state::apply(conn, &[cycle_state::Move::new(cycle, cause, CycleStatus::Error, Actor::System)], evs)
+            .await?;
     }
     Ok(())
 }

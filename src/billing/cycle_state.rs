@@ -176,7 +176,8 @@ pub async fn cancel_open(
     let moves: Vec<Move> = open
         .iter()
         .map(|c| {
-            Move::new(c, Cause::SubscriptionCancelled, Cancelled, actor).extra(json!({"reason": "subscription_cancelled"}))
+            Move::new(c, Cause::SubscriptionCancelled, Cancelled, actor)
+                .extra(json!({"reason": "subscription_cancelled"}))
         })
         .collect();
     apply(conn, &moves, evs).await

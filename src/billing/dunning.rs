@@ -1,4 +1,4 @@
-//! What a gateway outcome does to a cycle and its subscription (SPEC 5). Pure, so
+//! What a gateway outcome does to a cycle and its subscription (docs/states.md#dunning). Pure, so
 //! every rule is unit-tested without a database.
 
 use chrono::{DateTime, Duration, Utc};

@@ -22,7 +22,8 @@ pub async fn manual(
     cycle_id: Uuid,
     lease_secs: i64,
 ) -> Result<(BillingCycle, Job)> {
-    let (sub, cycle) = locks::cycle(conn, cycle_id, Some(merchant_id)).await?.ok_or(Error::NotFound("billing cycle"))?;
+    let (sub, cycle) =
+        locks::cycle(conn, cycle_id, Some(merchant_id)).await?.ok_or(Error::NotFound("billing cycle"))?;
     let cause = cycle_state::Cause::ManualRetry;
     if !cycle_state::permits(cause, cycle.status, CycleStatus::Retrying) {
         return Err(Error::conflict(format!(

@@ -15,7 +15,11 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::dunning::Settled;
-use super::transactions::{TransactionKind, TransactionStatus::{self, *}, idempotency_key};
+use super::transactions::{
+    TransactionKind,
+    TransactionStatus::{self, *},
+    idempotency_key,
+};
 use crate::error::Result;
 use crate::events::{Actor, NewEvent};
 

@@ -144,7 +144,11 @@ pub async fn for_cycles(conn: &mut PgConnection, cycle_ids: &[Uuid]) -> Result<V
 }
 
 pub async fn by_partner_reference(conn: &mut PgConnection, merchant_id: Uuid, r: &str) -> Result<Option<Uuid>> {
-    Ok(sqlx::query_scalar!("SELECT id FROM transactions WHERE merchant_id = $1 AND partner_reference = $2", merchant_id, r)
-        .fetch_optional(conn)
-        .await?)
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM transactions WHERE merchant_id = $1 AND partner_reference = $2",
+        merchant_id,
+        r
+    )
+    .fetch_optional(conn)
+    .await?)
 }

@@ -18,8 +18,8 @@ use super::{DeadLetter, remove};
 use crate::billing::locks::{self, LockedCycle};
 use crate::billing::{CycleStatus, TransactionKind, cycle_state, transaction_state};
 use crate::error::{Error, Result};
-use crate::lease;
 use crate::events::{self, Actor, NewEvent};
+use crate::lease;
 use crate::queue::Enqueuer;
 
 /// What a replay did with a dead letter.
@@ -70,7 +70,8 @@ pub async fn replay(
             if let (Some(r), Some((Some((_, cycle)), _))) = (reopened, locked) {
                 // The reopened transaction is the cycle's open attempt: no retry is
                 // scheduled beside it (that would open a second charge).
-                let to = if r.kind == TransactionKind::Scheduled { CycleStatus::Pending } else { CycleStatus::Retrying };
+                let to =
+                    if r.kind == TransactionKind::Scheduled { CycleStatus::Pending } else { CycleStatus::Retrying };
                 reopen_cycle(&mut tx, &cycle, to, None, &mut evs).await?;
             }
         }

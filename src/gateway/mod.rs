@@ -51,7 +51,7 @@ impl DeclineCode {
         }
     }
 
-    /// Soft declines are worth retrying later (SPEC 5); hard ones are not.
+    /// Soft declines are worth retrying later (docs/states.md#dunning); hard ones are not.
     pub fn is_soft(self) -> bool {
         matches!(self, DeclineCode::InsufficientFunds | DeclineCode::DoNotHonor | DeclineCode::TryAgainLater)
     }

@@ -1,4 +1,4 @@
-//! The sandbox gateway (SPEC 9): payment-method tokens decide outcomes, and every
+//! The sandbox gateway (docs/architecture.md#the-sandbox-gateway): payment-method tokens decide outcomes, and every
 //! approved charge lands in the `sandbox_charges` ledger, unique on idempotency key.
 //! Ledger writes are group-committed so the sandbox is never the bottleneck.
 

@@ -1,4 +1,4 @@
-//! Plans: the priced, repeating offers subscriptions are made from (SPEC 3).
+//! Plans: the priced, repeating offers subscriptions are made from (docs/states.md#plans).
 //! `draft → active ⇄ archived`; money and interval are frozen once a plan leaves draft.
 
 mod input;

@@ -25,7 +25,7 @@ impl Keys {
         format!("{}:{}", self.namespace, queue.name())
     }
 
-    /// apalis-redis configuration for one queue, tuned per APALIS_REDIS.md: no
+    /// apalis-redis configuration for one queue, tuned as docs/architecture.md#apalis-redis-tuning explains: no
     /// per-task locking (O(backlog) per job), a short heartbeat so a killed worker's
     /// jobs come back in seconds, no pub/sub events nobody reads.
     /// Results stay on (`persist_results`): without them apalis never acknowledges a

@@ -54,6 +54,7 @@ pub async fn worker(settings: &Settings, args: &WorkerArgs, signals: &Signals) -
 /// `recur scheduler`: the sweeps, and the metrics listener.
 pub async fn scheduler(settings: &Settings, args: &SchedulerCommandArgs, signals: &Signals) -> anyhow::Result<()> {
     crate::telemetry::init_metrics();
+    crate::telemetry::register_scheduler_metrics();
     let Some(rt) = start(settings, signals).await? else {
         return Ok(());
     };
@@ -82,6 +83,7 @@ pub async fn all(
     on_listening: impl AsyncFnOnce(&Runtime, SocketAddr) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     crate::telemetry::init_metrics();
+    crate::telemetry::register_scheduler_metrics();
     let Some(rt) = start(settings, signals).await? else {
         return Ok(());
     };

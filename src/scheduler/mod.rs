@@ -81,7 +81,7 @@ impl Scheduler {
             let more = match self.sweep_with(transitions).await {
                 Ok(s) => s.more,
                 Err(e) => {
-                    tracing::warn!(error = %e, "sweep failed; retrying next tick");
+                    tracing::warn!(error = format!("{e:#}"), "sweep failed; retrying next tick");
                     false
                 }
             };
@@ -94,10 +94,13 @@ impl Scheduler {
                 let (pool, queue) = (self.pool.clone(), self.queue.clone());
                 tokio::spawn(async move {
                     if let Err(e) = sample::gauges(&pool, &queue).await {
-                        tracing::debug!(error = %e, "sampling gauges failed");
+                        tracing::debug!(error = format!("{e:#}"), "sampling gauges failed");
                     }
                     if let Err(e) = crate::dlq::restore_if_lost(&pool, &queue).await {
-                        tracing::warn!(error = %e, "putting back lost dead letters failed; retrying next sample");
+                        tracing::warn!(
+                            error = &e as &dyn std::error::Error,
+                            "putting back lost dead letters failed; retrying next sample"
+                        );
                     }
                 });
             }
@@ -131,7 +134,7 @@ impl Scheduler {
         .fetch_optional(&self.pool)
         .await
         .unwrap_or_else(|e| {
-            tracing::debug!(error = %e, "next due time unknown; sleeping a full tick");
+            tracing::debug!(error = &e as &dyn std::error::Error, "next due time unknown; sleeping a full tick");
             None
         });
         // A due time that passed while we looked means "now" (to_std fails on negatives).
@@ -182,9 +185,11 @@ impl Scheduler {
             n => lease::claim_retries(&self.pool, now, n, self.opts.lease_secs).await?,
         };
         s.retries = retries.len();
-        self.push(retries.into_iter().map(|r| {
-            Job::RetryCharge(RetryCharge { billing_cycle_id: r.id, cycle_attempt: r.attempt, attempt: 0 })
-        }))
+        self.push(
+            retries.into_iter().map(|r| {
+                Job::RetryCharge(RetryCharge { billing_cycle_id: r.id, cycle_attempt: r.attempt, attempt: 0 })
+            }),
+        )
         .await?;
 
         // Charges whose job Redis lost: pending past their lease.
@@ -227,7 +232,8 @@ impl Scheduler {
         // The start of the walk: year 1, earlier than any due date and inside Postgres's range.
         let floor = chrono::DateTime::<chrono::Utc>::from_timestamp(-62_135_596_800, 0).unwrap_or_default();
         let (after_at, after_id) = after.unwrap_or((floor, Uuid::nil()));
-        let rows = lease::claim_due_subscriptions(&self.pool, now, (after_at, after_id), limit, self.opts.lease_secs).await?;
+        let rows =
+            lease::claim_due_subscriptions(&self.pool, now, (after_at, after_id), limit, self.opts.lease_secs).await?;
         let last = rows.iter().filter_map(|r| r.next_charge_at.map(|at| (at, r.id))).max();
         *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = if (rows.len() as i64) < limit { None } else { last };
         Ok(rows.into_iter().map(|r| (r.id, r.next_sequence)).collect())

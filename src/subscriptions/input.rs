@@ -58,7 +58,7 @@ pub struct NewSubscription {
     pub metadata: Value,
 }
 
-/// Payment-method errors answer 400 (SPEC 9: unknown tokens are rejected with 400);
+/// Payment-method errors answer 400 (docs/api.md#sandbox-payment-methods);
 /// every other rule 422. Either way every bad field is listed.
 pub(crate) fn finish_with_payment_method(errors: Errors) -> Result<()> {
     if errors.is_empty() {

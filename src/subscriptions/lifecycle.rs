@@ -59,7 +59,7 @@ fn start_schedule(s: &mut Subscription, now: DateTime<Utc>) {
     clamp_to_end(s);
 }
 
-/// No cycle is due at or after endAt (SPEC 4).
+/// No cycle is due at or after endAt (docs/states.md#the-billing-calendar).
 pub fn clamp_to_end(s: &mut Subscription) {
     if let (Some(next), Some(end)) = (s.next_charge_at, s.end_at)
         && next >= end
@@ -300,7 +300,7 @@ pub async fn pause(
     Ok(Changed { subscription: s, jobs: vec![] })
 }
 
-/// paused → active (SPEC 4): if the paid period is still running nothing else changes;
+/// paused → active (docs/states.md#pause-and-resume): if the paid period is still running nothing else changes;
 /// otherwise a new period starts now, is charged at once and becomes the anchor.
 pub async fn resume_locked(
     conn: &mut PgConnection,

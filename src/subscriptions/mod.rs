@@ -1,5 +1,5 @@
 //! Subscriptions: a customer on a plan (or inline terms), moving through
-//! `pending → trialing | active ⇄ past_due → paused → … → cancelled | completed` (SPEC 3–4).
+//! `pending → trialing | active ⇄ past_due → paused → … → cancelled | completed` (docs/states.md#subscriptions).
 
 mod input;
 pub(crate) use input::{check_payment_method, finish_with_payment_method};

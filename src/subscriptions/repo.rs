@@ -136,9 +136,13 @@ pub async fn save(conn: &mut PgConnection, s: &Subscription) -> Result<Subscript
 
 /// The id of the merchant's subscription that already has this partner reference.
 pub async fn by_partner_reference(conn: &mut PgConnection, merchant_id: Uuid, reference: &str) -> Result<Option<Uuid>> {
-    Ok(sqlx::query_scalar!("SELECT id FROM subscriptions WHERE merchant_id = $1 AND partner_reference = $2", merchant_id, reference)
-        .fetch_optional(conn)
-        .await?)
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM subscriptions WHERE merchant_id = $1 AND partner_reference = $2",
+        merchant_id,
+        reference
+    )
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// Set the status of a subscription the caller holds locked, outside the lifecycle

@@ -1,6 +1,6 @@
 //! `recur worker`: apalis workers over apalis-redis, one per queue, supervised.
 //!
-//! apalis-redis is configured with task locking off, 100 ms polling, 2 s heartbeat (a
+//! apalis-redis is configured with task locking off, 50 ms polling, 2 s heartbeat (a
 //! killed worker's jobs come back after ~6 s), and a unique worker name per process
 //! and restart. The janitor deletes finished tasks so Redis memory stays flat. Each
 //! delivery runs in a `job` span (see `job_span`).

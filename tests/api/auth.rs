@@ -1,4 +1,4 @@
-//! SPEC 7 auth: HTTP Basic merchantKey:secret plus `X-API-KEY: merchantKey` on every
+//! (docs/api.md#authentication) auth: HTTP Basic merchantKey:secret plus `X-API-KEY: merchantKey` on every
 //! `/v1` request; the admin API wants `Authorization: Bearer $RECUR_ADMIN_TOKEN`.
 //! Every refusal is a 403 problem and changes nothing.
 

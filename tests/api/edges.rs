@@ -1,4 +1,4 @@
-//! Bad input at the edges of the HTTP server (SPEC 2.4: never a 5xx, never a state
+//! Bad input at the edges of the HTTP server ((docs/guarantees.md#bad-input): never a 5xx, never a state
 //! change): huge bodies, deeply nested JSON, invalid UTF-8 in bodies, headers and
 //! paths, floods of headers, and a storm of concurrent requests sharing one
 //! Idempotency-Key. Requests that a well-behaved client library refuses to build are

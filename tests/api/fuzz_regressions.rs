@@ -55,7 +55,7 @@ async fn two_idempotency_keys_are_a_400_problem() {
 }
 
 /// An unknown field with an empty name (`{"": null}` in a body, `?=x` in a query) was
-/// reported with `"field": ""`: a problem that names no field (SPEC 2.4), on every
+/// reported with `"field": ""`: a problem that names no field (docs/guarantees.md#bad-input), on every
 /// route with a body or a query. The empty key is now named `""`.
 #[tokio::test]
 async fn an_unknown_field_with_an_empty_name_is_named() {

@@ -1,4 +1,4 @@
-//! SPEC 7: `Idempotency-Key` replays the first response for the same body and refuses
+//! (docs/api.md#idempotency-keys): `Idempotency-Key` replays the first response for the same body and refuses
 //! a different one; concurrent duplicates create one object; `partnerReference`
 //! duplicates are a 409 naming the existing object.
 

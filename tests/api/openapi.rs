@@ -1,4 +1,4 @@
-//! SPEC 7: `GET /openapi.json` is an OpenAPI 3.1 document generated from the code,
+//! (docs/api.md#health-metrics-and-the-openapi-document): `GET /openapi.json` is an OpenAPI 3.1 document generated from the code,
 //! describing every route the router serves.
 
 use std::collections::{BTreeMap, BTreeSet};

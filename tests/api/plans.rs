@@ -1,4 +1,4 @@
-//! Plans (SPEC 3): `draft → active ⇄ archived`, terms frozen once out of draft,
+//! Plans (docs/states.md#plans): `draft → active ⇄ archived`, terms frozen once out of draft,
 //! every change an event, lists filtered and paginated.
 
 use std::collections::HashSet;

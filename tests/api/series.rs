@@ -1,4 +1,4 @@
-//! Payment series (SPEC 3, 7): a customer's stored payment method for unscheduled,
+//! Payment series (docs/api.md#payment-series): a customer's stored payment method for unscheduled,
 //! merchant-initiated charges. Creating a charge answers 202 with a pending transaction.
 
 use reqwest::{Method, StatusCode};

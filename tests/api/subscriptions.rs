@@ -1,4 +1,4 @@
-//! Subscriptions over the API (SPEC 3–4): creation from a plan or inline terms, the
+//! Subscriptions over the API (docs/states.md#subscriptions): creation from a plan or inline terms, the
 //! first schedule (pending, trial, future start, chargeHour, month-end anchors), lists,
 //! PATCH, pause/resume/cancel, and the events each change writes.
 

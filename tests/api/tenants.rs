@@ -1,4 +1,4 @@
-//! SPEC 2.5: a merchant can never read or change another merchant's objects; a
+//! (docs/guarantees.md#tenant-isolation): a merchant can never read or change another merchant's objects; a
 //! foreign id answers 404 exactly like a missing one, and changes nothing.
 
 use reqwest::{Method, StatusCode};

@@ -1,4 +1,4 @@
-//! SPEC 2.4: bad input gets a 4xx RFC 9457 problem naming each bad field, never a
+//! (docs/guarantees.md#bad-input): bad input gets a 4xx RFC 9457 problem naming each bad field, never a
 //! 5xx, and never changes state.
 
 use reqwest::{Method, StatusCode};

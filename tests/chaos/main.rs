@@ -1,4 +1,4 @@
-//! Chaos run (SPEC 2.1 no double charge, 2.2 no lost charge, 2.3 every change leaves
+//! Chaos run (docs/guarantees.md#the-chaos-run no double charge, 2.2 no lost charge, 2.3 every change leaves
 //! an event, 2.6 graceful drain), all at once: due charges processed by three worker
 //! processes and two scheduler processes over a 20 ms sandbox gateway, a share of them
 //! on `pm_sandbox_flaky_5`, while a driver
@@ -340,7 +340,7 @@ async fn reconcile(app: &TestApp, n: i64) -> Reconciled {
     // More cycles than due subscriptions would be a cycle opened twice.
     let double = double + (count(app, "SELECT count(*) FROM billing_cycles").await - n).max(0);
 
-    // SPEC 2.3: one event per change.
+    // (docs/guarantees.md#one-event-per-change): one event per change.
     let mut event_mismatches = Vec::new();
     let checks: [(&str, &str, &str); 6] = [
         (

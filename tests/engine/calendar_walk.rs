@@ -91,7 +91,7 @@ async fn check(c: Case) {
         .await;
     }
     for (id, start, unit, count) in &subs {
-        let rows: Vec<(i32, DateTime<Utc>, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        let rows: Vec<CycleDates> = sqlx::query_as(
             "SELECT sequence, due_at, period_start, period_end FROM billing_cycles WHERE subscription_id = $1::uuid ORDER BY sequence",
         )
         .bind(id)
@@ -101,7 +101,8 @@ async fn check(c: Case) {
         let expected: Vec<DateTime<Utc>> =
             (0..).map(|n| reference(*start, unit, *count, n)).take_while(|d| *d <= now).collect();
         assert_eq!(rows.len(), expected.len(), "{unit}x{count} from {start}: cycle count");
-        for (i, (seq, due, ps, pe)) in rows.iter().enumerate() {
+        for (i, CycleDates { sequence: seq, due_at: due, period_start: ps, period_end: pe }) in rows.iter().enumerate()
+        {
             assert_eq!(*seq, i as i32 + 1, "gapless sequences");
             assert_eq!(*due, expected[i], "{unit}x{count} from {start}: cycle {seq}");
             assert_eq!(*ps, expected[i]);
@@ -109,4 +110,12 @@ async fn check(c: Case) {
         }
     }
     app.assert_exactly_once().await;
+}
+
+#[derive(sqlx::FromRow)]
+struct CycleDates {
+    sequence: i32,
+    due_at: DateTime<Utc>,
+    period_start: DateTime<Utc>,
+    period_end: DateTime<Utc>,
 }

@@ -1,4 +1,4 @@
-//! Exactly-once under faults (SPEC 2.1 "no double charge", 2.2 "no lost charge"):
+//! Exactly-once under faults (docs/guarantees.md#exactly-once-charges):
 //! duplicate job delivery, racing workers and schedulers, `kill -9` of a worker, and
 //! the loss of every Redis key. Every test asserts on the sandbox ledger and on the
 //! Postgres rows, then again once Redis holds no job at all, to catch late duplicates.
@@ -111,7 +111,7 @@ async fn assert_each_charged_once(app: &TestApp, n: i64) {
             0,
             "every subscription advanced exactly one period; {ctx}"
         );
-        // Every change leaves exactly one event (SPEC 2.3), duplicates or not.
+        // Every change leaves exactly one event (docs/guarantees.md#one-event-per-change), duplicates or not.
         assert_eq!(
             app.count("SELECT count(*) FROM events WHERE object_type = 'transaction' AND type = 'charge_succeeded'")
                 .await,

@@ -47,11 +47,9 @@ async fn race(app: &TestApp, sub: Uuid, first: Writer, second: Writer) -> (Strin
     let mut hold = app.pool().begin().await.unwrap();
     sqlx::query("SELECT 1 FROM subscriptions WHERE id = $1 FOR UPDATE").bind(sub).execute(&mut *hold).await.unwrap();
     let a = tokio::spawn(first);
-    wait_for("the first writer to queue on the subscription", 10, || async { waiting_on_locks(app).await >= 1 })
-        .await;
+    wait_for("the first writer to queue on the subscription", 10, || async { waiting_on_locks(app).await >= 1 }).await;
     let b = tokio::spawn(second);
-    wait_for("the second writer to queue on the subscription", 10, || async { waiting_on_locks(app).await >= 2 })
-        .await;
+    wait_for("the second writer to queue on the subscription", 10, || async { waiting_on_locks(app).await >= 2 }).await;
     hold.commit().await.unwrap();
     let (a, b) = tokio::time::timeout(Duration::from_secs(20), async { (a.await.unwrap(), b.await.unwrap()) })
         .await
@@ -139,7 +137,8 @@ async fn manual_retry_racing_a_recorded_decline_never_deadlocks() {
         let (retried, recorded) = if n % 2 == 0 { (a, b) } else { (b, a) };
         assert_eq!(recorded, "ok", "round {n}");
         // Before the decline the cycle is pending (409); after it, failed and retried (202).
-        let attempts = app.count(&format!("SELECT count(*) FROM transactions WHERE billing_cycle_id = '{cycle}'")).await;
+        let attempts =
+            app.count(&format!("SELECT count(*) FROM transactions WHERE billing_cycle_id = '{cycle}'")).await;
         match retried.as_str() {
             "409" => {
                 assert_eq!(attempts, 1, "round {n}");

@@ -1,8 +1,8 @@
 //! A surge: 20,000 subscriptions due at the same instant on one worker. Everything is
-//! charged exactly once, Redis never holds the backlog (APALIS_REDIS.md 1: a large
-//! backlog kills apalis-redis workers), and once the janitor ran the namespace's Redis
-//! memory is back near where it started (APALIS_REDIS.md 6: apalis-redis keeps every
-//! finished task unless cleaned up).
+//! charged exactly once, Redis never holds the backlog (a large backlog kills
+//! apalis-redis workers: docs/architecture.md#apalis-redis-tuning), and once the janitor ran the namespace's Redis
+//! memory is back near where it started (apalis-redis keeps every
+//! finished task unless cleaned up: docs/architecture.md#apalis-redis-tuning).
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! The compose stack (SPEC 8): every service, wired to each other by service name,
+//! The compose stack (docs/operations.md#compose): every service, wired to each other by service name,
 //! with the ports Prometheus scrapes and the Dockerfile exposes.
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Dashboards and alerting (SPEC 8): promtool accepts the scrape config and the alert
+//! Dashboards and alerting (docs/operations.md#dashboards): promtool accepts the scrape config and the alert
 //! rules and passes their unit tests; every Grafana panel queries only metrics the code
 //! exports; and a real Prometheus scraping a running stack answers every panel query
 //! with data and evaluates every alert rule without error.
@@ -40,7 +40,7 @@ fn promtool_accepts_the_scrape_config_and_the_alert_rules() {
     promtool(&["check", "rules", "dashboards/prometheus/alerts.yml"]);
     let out = promtool(&["test", "rules", "dashboards/prometheus/alerts_test.yml"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS"), "{out:?}");
-    // Every alert the SPEC asks for has a unit test.
+    // Every alert docs/operations.md#alerts asks for has a unit test.
     let tests = std::fs::read_to_string(repo().join("dashboards/prometheus/alerts_test.yml")).unwrap();
     for alert in ["RecurChargeFailureRatioHigh", "RecurDueLagHigh", "RecurDlqNotEmpty", "RecurNoWorkerAlive"] {
         assert!(tests.contains(&format!("alertname: {alert}")), "no promtool test for {alert}");
@@ -171,7 +171,7 @@ async fn a_real_prometheus_answers_every_panel_query() {
     let queries = dashboard_queries();
     let mut stack = Stack::start().await;
     let app = &stack.app;
-    // Schedulers are safe to run several (SPEC 1), and each samples the same Redis and
+    // Schedulers are safe to run several (docs/guarantees.md#several-schedulers), and each samples the same Redis and
     // Postgres: the panels must not count a queue once per scheduler.
     let sched2_port = free_port();
     let mut scheduler2 =

@@ -1,4 +1,4 @@
-//! Dead-letter operations (SPEC 8) through `recur dlq …`, `recur queues` and the admin
+//! Dead-letter operations (docs/operations.md#dead-letters) through `recur dlq …`, `recur queues` and the admin
 //! API: charges whose card times out dead-letter after their attempts, and operators
 //! list, show, replay and drain them. Asserts on Redis keys, Postgres rows, exit codes
 //! and bodies.

@@ -1,4 +1,4 @@
-//! Graceful drain (SPEC 2.6): SIGTERM to a busy worker process stops it taking jobs,
+//! Graceful drain (docs/guarantees.md#graceful-drain): SIGTERM to a busy worker process stops it taking jobs,
 //! lets in-flight charges finish within the drain timeout, and it exits 0; a new
 //! worker finishes the rest, and every due cycle is charged exactly once.
 

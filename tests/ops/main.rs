@@ -1,4 +1,4 @@
-//! Operations tests (SPEC 1, 2.6 and 8): dead-letter operations through the CLI and
+//! Operations tests (docs/operations.md#operations): dead-letter operations through the CLI and
 //! the admin API, graceful drain of a worker process, the metrics every process
 //! exports, the dashboards and alert rules evaluated by a real Prometheus, and the
 //! compose stack's wiring. Real Postgres, Redis, Prometheus and `recur` processes.

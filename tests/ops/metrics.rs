@@ -1,4 +1,4 @@
-//! Metrics (SPEC 8): every required name on the process that produces it, with sane
+//! Metrics (docs/operations.md#metrics): every required name on the process that produces it, with sane
 //! values after a known workload, explicit histogram buckets, bounded route labels,
 //! and /healthz and /readyz on the worker's and the scheduler's metrics ports; the
 //! series of known label sets at 0 from a fresh process's first scrape; and request
