@@ -32,7 +32,7 @@ impl App {
         }
         if let Err(e) = self.queue.push(jobs).await {
             tracing::warn!(
-                error = &e as &dyn std::error::Error,
+                error = crate::error::chain(&e),
                 "enqueue after commit failed; the scheduler will pick the work up"
             );
         }

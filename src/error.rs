@@ -91,3 +91,34 @@ mod tests {
         assert!(!Error::validation("amount", "must be positive").is_internal());
     }
 }
+
+/// An error with its causes, "outer: inner: root", as logs and operators need it
+/// (log formatters print an error value's own message only).
+
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        // Some errors (sqlx's) already print their source in their own message.
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod chain_tests {
+    #[test]
+    fn a_chain_lists_every_cause_once() {
+        let io = std::io::Error::other("connection reset");
+        let e = crate::Error::Internal(anyhow::Error::new(io).context("load charges"));
+        let text = super::chain(&e);
+        assert!(text.contains("load charges"), "{text}");
+        assert!(text.ends_with("connection reset"), "{text}");
+        assert_eq!(text.matches("connection reset").count(), 1, "{text}");
+    }
+}

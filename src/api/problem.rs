@@ -144,9 +144,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            // Recorded as an error value, so the log line carries its `source()` chain.
-            let error: &(dyn std::error::Error + 'static) = &self;
-            tracing::error!(error, "request failed");
+            // The whole cause chain: the log is the only place a 500's cause is kept.
+            tracing::error!(error = crate::error::chain(&self), "request failed");
         }
         self.problem().into_response_with(status)
     }

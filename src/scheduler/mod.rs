@@ -98,7 +98,7 @@ impl Scheduler {
                     }
                     if let Err(e) = crate::dlq::restore_if_lost(&pool, &queue).await {
                         tracing::warn!(
-                            error = &e as &dyn std::error::Error,
+                            error = crate::error::chain(&e),
                             "putting back lost dead letters failed; retrying next sample"
                         );
                     }
@@ -134,7 +134,7 @@ impl Scheduler {
         .fetch_optional(&self.pool)
         .await
         .unwrap_or_else(|e| {
-            tracing::debug!(error = &e as &dyn std::error::Error, "next due time unknown; sleeping a full tick");
+            tracing::debug!(error = crate::error::chain(&e), "next due time unknown; sleeping a full tick");
             None
         });
         // A due time that passed while we looked means "now" (to_std fails on negatives).
