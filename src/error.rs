@@ -94,7 +94,6 @@ mod tests {
 
 /// An error with its causes, "outer: inner: root", as logs and operators need it
 /// (log formatters print an error value's own message only).
-
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
