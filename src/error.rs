@@ -56,12 +56,6 @@ impl Error {
     pub fn conflict(detail: impl Into<String>) -> Error {
         Error::Conflict { detail: detail.into(), existing: None }
     }
-
-    /// A failure of recur or what it runs on, not of the request: its cause is logged
-    /// and never shown to a client.
-    pub fn is_internal(&self) -> bool {
-        matches!(self, Error::Database(_) | Error::Redis(_) | Error::Queue(_) | Error::Internal(_))
-    }
 }
 
 /// Is this a unique violation of the named constraint?
@@ -79,16 +73,9 @@ mod tests {
     #[test]
     fn infrastructure_errors_keep_their_cause_as_source() {
         let e = Error::from(sqlx::Error::PoolTimedOut);
-        assert!(e.is_internal());
         assert_eq!(e.to_string(), "database error");
         let chain = format!("{:#}", anyhow::Error::from(e));
         assert!(chain.starts_with("database error: ") && chain.contains("pool"), "{chain}");
-    }
-
-    #[test]
-    fn request_errors_are_not_internal() {
-        assert!(!Error::NotFound("plan").is_internal());
-        assert!(!Error::validation("amount", "must be positive").is_internal());
     }
 }
 

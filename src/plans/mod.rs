@@ -27,7 +27,7 @@ pub enum PlanStatus {
     Archived,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Plan {
     pub id: Uuid,
     pub merchant_id: Uuid,

@@ -23,3 +23,17 @@ pub enum Error {
     #[error("unknown queue {0:?}")]
     UnknownQueue(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_push_names_its_queue_and_keeps_the_redis_error() {
+        let redis = redis::RedisError::from((redis::ErrorKind::Io, "connection refused"));
+        let e = Error::Enqueue { queue: Queue::RetryCharge, source: apalis_redis::Error::from(redis) };
+        let chain = format!("{:#}", anyhow::Error::from(crate::Error::from(e)));
+        assert!(chain.starts_with("queue error: enqueue on retry-charge failed: "), "{chain}");
+        assert!(chain.contains("connection refused"), "{chain}");
+    }
+}
