@@ -40,7 +40,7 @@ pub struct Settings {
 
     /// Seconds an enqueued job owns its Postgres row; after that the scheduler assumes
     /// Redis lost the job and enqueues it again (wall clock, not the test clock).
-    #[arg(long, env = "RECUR_LEASE_SECONDS", default_value_t = crate::billing::DEFAULT_LEASE_SECONDS, global = true)]
+    #[arg(long, env = "RECUR_LEASE_SECONDS", default_value_t = crate::lease::DEFAULT_SECONDS, global = true)]
     pub lease_seconds: i64,
 
     /// Skip applying migrations on start.

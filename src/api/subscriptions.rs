@@ -70,7 +70,7 @@ pub async fn create(
         let valid = req.validate(plan.as_ref(), &accepts)?;
         let c = lifecycle::create(tx, m.id, valid, now).await?;
         if !c.jobs.is_empty() {
-            repo::lease(tx, c.subscription.id, app.lease_secs).await?;
+            crate::lease::stamp_subscription(tx, c.subscription.id, app.lease_secs).await?;
         }
         Ok(Outcome::new(StatusCode::CREATED, SubscriptionView::from(&c.subscription)).with_jobs(c.jobs))
     })
@@ -120,7 +120,7 @@ pub async fn update(
     let mut tx = app.pool.begin().await?;
     let c = lifecycle::update(&mut tx, m.id, id, changes, now).await?;
     if !c.jobs.is_empty() {
-        repo::lease(&mut tx, id, app.lease_secs).await?;
+        crate::lease::stamp_subscription(&mut tx, id, app.lease_secs).await?;
     }
     tx.commit().await?;
     app.enqueue(&c.jobs).await;
@@ -173,7 +173,7 @@ pub async fn resume(
     idempotency::run(&app, m.id, key, &format!("POST /v1/subscriptions/{id}/resume"), &body, async |tx| {
         let c = lifecycle::resume(tx, m.id, id, now).await?;
         if !c.jobs.is_empty() {
-            repo::lease(tx, id, app.lease_secs).await?;
+            crate::lease::stamp_subscription(tx, id, app.lease_secs).await?;
         }
         Ok(Outcome::new(StatusCode::OK, SubscriptionView::from(&c.subscription)).with_jobs(c.jobs))
     })

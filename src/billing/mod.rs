@@ -17,6 +17,3 @@ pub mod transactions;
 
 pub use cycles::{BillingCycle, CycleStatus, CycleView};
 pub use transactions::{Transaction, TransactionKind, TransactionStatus, TransactionView};
-
-/// How long (wall-clock seconds) an enqueued job owns its row (`crate::lease`).
-pub const DEFAULT_LEASE_SECONDS: i64 = crate::lease::DEFAULT_SECONDS;

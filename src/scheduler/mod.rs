@@ -36,7 +36,7 @@ impl Default for SchedulerOptions {
             tick: Duration::from_secs(1),
             batch: 1000,
             high_water: 4000,
-            lease_secs: crate::billing::DEFAULT_LEASE_SECONDS,
+            lease_secs: crate::lease::DEFAULT_SECONDS,
         }
     }
 }

@@ -164,6 +164,3 @@ pub async fn has_retrying_cycle(conn: &mut PgConnection, subscription_id: Uuid) 
 pub fn after(now: DateTime<Utc>, t: Option<DateTime<Utc>>) -> bool {
     t.is_some_and(|t| t > now)
 }
-
-/// Stamp the scheduler's lease on a subscription whose job the API enqueues itself.
-pub use crate::lease::stamp_subscription as lease;
