@@ -12,6 +12,7 @@ mod openapi;
 mod plans;
 mod series;
 mod smoke;
+mod structure;
 mod subscriptions;
 mod tenants;
 mod validation;
