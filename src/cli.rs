@@ -37,6 +37,9 @@ pub enum Command {
     /// Dead-letter queues: list, show, replay, drain.
     #[command(subcommand)]
     Dlq(crate::ops::DlqCommand),
+    /// Webhook endpoints and deliveries: list, replay.
+    #[command(subcommand)]
+    Webhooks(crate::ops::webhooks::WebhooksCommand),
     /// The billing-day benchmark (creates and drops its own databases).
     #[command(disable_help_flag = true)]
     Bench {
@@ -98,7 +101,9 @@ async fn run(cli: Cli, redis_flag: bool, signals: &Signals) -> anyhow::Result<Ex
         Command::Api(args) => crate::runtime::api(&s, &args, signals).await.map(|()| ExitCode::SUCCESS),
         Command::Worker(args) => crate::runtime::worker(&s, &args, signals).await.map(|()| ExitCode::SUCCESS),
         Command::Scheduler(args) => crate::runtime::scheduler(&s, &args, signals).await.map(|()| ExitCode::SUCCESS),
-        Command::All(AllCommand { roles, demo }) => {
+        Command::All(AllCommand { mut roles, demo }) => {
+            // The demo's hint sends webhooks to a receiver on this machine.
+            roles.engine.webhook_allow_private |= demo;
             let on_listening = async |rt: &Runtime, addr| {
                 if demo { crate::demo::announce(rt, addr).await } else { Ok(()) }
             };
@@ -110,6 +115,9 @@ async fn run(cli: Cli, redis_flag: bool, signals: &Signals) -> anyhow::Result<Ex
             one_shot(signals, crate::ops::create_merchant(&s, &name, sandbox)).await
         }
         Command::Dlq(cmd) => one_shot(signals, async { crate::ops::dlq(&Runtime::start(&s).await?, cmd).await }).await,
+        Command::Webhooks(cmd) => {
+            one_shot(signals, async { crate::ops::webhooks::run(&Runtime::start(&s).await?, cmd).await }).await
+        }
         Command::Queues { json } => {
             one_shot(signals, async { crate::ops::queues(&Runtime::start(&s).await?, json).await }).await
         }

@@ -131,3 +131,17 @@ pub async fn get(conn: &mut PgConnection, merchant_id: Uuid, account_id: &str) -
     .await?
     .ok_or(Error::NotFound("customer"))
 }
+
+/// A customer by its id (webhook snapshots).
+pub async fn by_id(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result<Customer> {
+    sqlx::query_as!(
+        Customer,
+        "SELECT id, customer_account_id, email, phone, first_name, last_name, created_at, updated_at
+         FROM customers WHERE merchant_id = $1 AND id = $2",
+        merchant_id,
+        id,
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound("customer"))
+}

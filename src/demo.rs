@@ -36,6 +36,19 @@ pub async fn announce(rt: &Runtime, addr: SocketAddr) -> anyhow::Result<()> {
          Its billing cycles (the first one charged within seconds):\n  \
          curl -s -u {key}:{secret} -H 'X-API-KEY: {key}' http://{host}/v1/subscriptions/{sub}/billing-cycles\n"
     );
+    println!(
+        "Webhooks: run a receiver that prints what it gets (in another terminal),\n  \
+         python3 -c 'import http.server as h\n\
+         class R(h.BaseHTTPRequestHandler):\n \
+         def do_POST(s): print(s.headers, s.rfile.read(int(s.headers[\"content-length\"])).decode(), flush=True); s.send_response(204); s.end_headers()\n\
+         h.HTTPServer((\"127.0.0.1\", 9000), R).serve_forever()'\n\
+         then add it as an endpoint; its secret verifies the webhook-signature header (docs/webhooks.md):\n  \
+         curl -s -u {key}:{secret} -H 'X-API-KEY: {key}' -H 'Content-Type: application/json' \\\n    \
+         -d '{{\"url\": \"http://127.0.0.1:9000/\"}}' http://{host}/v1/webhook-endpoints\n\
+         and replay the last hour's events to it:\n  \
+         curl -s -u {key}:{secret} -H 'X-API-KEY: {key}' -H 'Content-Type: application/json' \\\n    \
+         -d \"{{\\\"since\\\": \\\"$(date -u -d '-1 hour' +%FT%TZ)\\\"}}\" http://{host}/v1/webhook-endpoints/<id>/replay\n"
+    );
     Ok(())
 }
 

@@ -41,7 +41,11 @@ impl NewEvent {
     }
 }
 
-/// Write events, many in one statement. Order within the batch is kept per object.
+/// Write events, many in one statement, with their webhook deliveries: the same
+/// statement adds one delivery per enabled endpoint of the merchant subscribed to each
+/// event's type (the outbox, docs/webhooks.md#never-lost). Events that got a delivery
+/// keep a snapshot of their object as it is now, so call this after the writes the
+/// events describe. Order within the batch is kept per object.
 pub async fn record(conn: &mut PgConnection, events: &[NewEvent]) -> Result<()> {
     if events.is_empty() {
         return Ok(());
@@ -51,6 +55,7 @@ pub async fn record(conn: &mut PgConnection, events: &[NewEvent]) -> Result<()> 
     let mut types = Vec::with_capacity(events.len());
     let mut objects = Vec::with_capacity(events.len());
     let mut kinds = Vec::with_capacity(events.len());
+    let mut public = Vec::with_capacity(events.len());
     let mut data = Vec::with_capacity(events.len());
     let mut actors = Vec::with_capacity(events.len());
     for e in events {
@@ -59,23 +64,49 @@ pub async fn record(conn: &mut PgConnection, events: &[NewEvent]) -> Result<()> 
         types.push(e.object_type);
         objects.push(e.object_id);
         kinds.push(e.kind);
+        public.push(crate::webhooks::types::public(e.object_type, e.kind, &e.data));
         data.push(e.data.clone());
         actors.push(e.actor);
     }
-    sqlx::query!(
-        "INSERT INTO events (id, merchant_id, object_type, object_id, type, data, actor)
-         SELECT id, m, ot, oi, ty, d, a FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::jsonb[], $7::event_actor[])
-         WITH ORDINALITY AS t(id, m, ot, oi, ty, d, a, ord) ORDER BY ord",
+    let wanted = sqlx::query_scalar!(
+        "WITH ev AS (
+            INSERT INTO events (id, merchant_id, object_type, object_id, type, webhook_type, data, actor)
+            SELECT id, m, ot, oi, ty, wt, d, a
+            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::jsonb[], $8::event_actor[])
+              WITH ORDINALITY AS t(id, m, ot, oi, ty, wt, d, a, ord) ORDER BY ord
+            RETURNING id, merchant_id, webhook_type, created_at)
+         INSERT INTO webhook_deliveries (endpoint_id, event_id, merchant_id, type, event_at)
+         SELECT w.id, ev.id, ev.merchant_id, ev.webhook_type, ev.created_at
+         FROM ev JOIN webhook_endpoints w ON w.merchant_id = ev.merchant_id AND w.status = 'enabled'
+           AND webhook_subscribed(w.event_types, ev.webhook_type)
+         ON CONFLICT DO NOTHING
+         RETURNING event_id",
         &ids,
         &merchants,
         &types as &[&str],
         &objects,
         &kinds as &[&str],
+        &public,
         &data,
         &actors as &[Actor],
     )
-    .execute(conn)
+    .fetch_all(&mut *conn)
     .await?;
+    if !wanted.is_empty() {
+        let wanted: std::collections::HashSet<Uuid> = wanted.into_iter().collect();
+        let snap: Vec<crate::webhooks::snapshot::Wanted> = ids
+            .iter()
+            .zip(events)
+            .filter(|(id, _)| wanted.contains(id))
+            .map(|(id, e)| crate::webhooks::snapshot::Wanted {
+                event_id: *id,
+                merchant_id: e.merchant_id,
+                object_type: e.object_type.to_owned(),
+                object_id: e.object_id,
+            })
+            .collect();
+        crate::webhooks::snapshot::store(conn, &snap).await?;
+    }
     Ok(())
 }
 

@@ -182,3 +182,36 @@ pub async fn release_subscription(conn: &mut PgConnection, id: Uuid) -> Result<O
         .fetch_optional(conn)
         .await?)
 }
+
+/// A webhook delivery owns its row at least this long: one attempt may take the
+/// receiver's 15 s plus recording, and a second copy must not go out meanwhile.
+pub const WEBHOOK_MIN_SECONDS: i64 = crate::webhooks::client::TIMEOUT.as_secs() as i64 + 10;
+
+/// Claim due webhook deliveries of enabled endpoints (wall clock: webhook timing
+/// never follows the test clock), oldest due first.
+pub async fn claim_webhook_deliveries(pool: &PgPool, limit: i64, secs: i64) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar!(
+        "WITH due AS (SELECT d.id FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id
+            WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+              AND (d.enqueued_until IS NULL OR d.enqueued_until < now()) AND w.status = 'enabled'
+            ORDER BY d.next_attempt_at LIMIT $1 FOR UPDATE OF d SKIP LOCKED)
+         UPDATE webhook_deliveries d SET enqueued_until = now() + make_interval(secs => $2) FROM due WHERE d.id = due.id
+         RETURNING d.id",
+        limit,
+        secs.max(WEBHOOK_MIN_SECONDS) as f64,
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Stamp a delivery the API enqueues itself (retry now).
+pub async fn stamp_delivery(conn: &mut PgConnection, id: Uuid, secs: i64) -> Result<()> {
+    sqlx::query!(
+        "UPDATE webhook_deliveries SET enqueued_until = now() + make_interval(secs => $2) WHERE id = $1",
+        id,
+        secs.max(WEBHOOK_MIN_SECONDS) as f64
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}

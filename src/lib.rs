@@ -31,6 +31,7 @@ pub mod series;
 pub mod subscriptions;
 pub mod telemetry;
 pub mod validate;
+pub mod webhooks;
 pub mod worker;
 
 pub use error::{Error, Result};

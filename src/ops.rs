@@ -1,6 +1,8 @@
-//! Operator commands: `recur dlq …` and `recur queues` over the same code as the
+//! Operator commands: `recur dlq …`, `recur webhooks …` (`webhooks`) and `recur queues` over the same code as the
 //! admin API (tables for people, `--json` for scripts; unknown ids exit non-zero),
 //! `recur migrate`, `recur merchant create` and `recur bench`.
+
+pub mod webhooks;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -47,15 +47,16 @@ impl Runtime {
         Ok(Runtime { settings: settings.clone(), pool, clock, gateway, queue })
     }
 
-    pub fn engine(&self, args: &EngineArgs) -> Arc<crate::worker::Engine> {
-        crate::worker::Engine::new(
+    pub fn engine(&self, args: &EngineArgs) -> anyhow::Result<Arc<crate::worker::Engine>> {
+        Ok(crate::worker::Engine::new(
             self.pool.clone(),
             self.clock.clone(),
             self.gateway.clone(),
             self.queue.clone(),
             args.overrides(),
             self.settings.lease_seconds,
-        )
+            args.webhooks()?,
+        ))
     }
 
     pub fn scheduler(&self, args: &SchedulerArgs) -> crate::scheduler::Scheduler {

@@ -12,7 +12,7 @@ mod policy;
 
 pub use policy::{Backoff, JobPolicy, PolicyOverrides};
 
-/// The five job queues. The string forms are the queue names of docs/architecture.md#queues.
+/// The six job queues. The string forms are the queue names of docs/architecture.md#queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Queue {
@@ -21,11 +21,18 @@ pub enum Queue {
     RetryCharge,
     TrialEnd,
     Resume,
+    DeliverWebhook,
 }
 
 impl Queue {
-    pub const ALL: [Queue; 5] =
-        [Queue::GenerateCycle, Queue::ChargeTransaction, Queue::RetryCharge, Queue::TrialEnd, Queue::Resume];
+    pub const ALL: [Queue; 6] = [
+        Queue::GenerateCycle,
+        Queue::ChargeTransaction,
+        Queue::RetryCharge,
+        Queue::TrialEnd,
+        Queue::Resume,
+        Queue::DeliverWebhook,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -34,6 +41,7 @@ impl Queue {
             Queue::RetryCharge => "retry-charge",
             Queue::TrialEnd => "trial-end",
             Queue::Resume => "resume",
+            Queue::DeliverWebhook => "deliver-webhook",
         }
     }
 
@@ -58,6 +66,15 @@ impl Queue {
                 backoff: Backoff { initial: Duration::from_secs(1), factor: 2, max: Duration::from_secs(300) },
                 timeout: Duration::from_secs(45),
                 concurrency: 1000,
+            },
+            // One HTTP call to a merchant's endpoint. A receiver's failure is not a job
+            // failure (the delivery's own schedule retries it, for days); these
+            // attempts cover recur's side: Postgres unreachable, a crash mid-call.
+            Queue::DeliverWebhook => JobPolicy {
+                max_attempts: 10,
+                backoff: Backoff { initial: Duration::from_secs(1), factor: 2, max: Duration::from_secs(60) },
+                timeout: Duration::from_secs(30),
+                concurrency: 200,
             },
         }
     }
@@ -117,6 +134,15 @@ pub struct Resume {
     pub attempt: u32,
 }
 
+/// `deliver-webhook`: send one webhook message to one endpoint (docs/webhooks.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeliverWebhook {
+    pub delivery_id: Uuid,
+    #[serde(default)]
+    pub attempt: u32,
+}
+
 /// A job of any queue, as the DLQ and the enqueuer handle them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "queue", content = "payload", rename_all = "kebab-case")]
@@ -126,6 +152,7 @@ pub enum Job {
     RetryCharge(RetryCharge),
     TrialEnd(TrialEnd),
     Resume(Resume),
+    DeliverWebhook(DeliverWebhook),
 }
 
 impl Job {
@@ -136,6 +163,7 @@ impl Job {
             Job::RetryCharge(_) => Queue::RetryCharge,
             Job::TrialEnd(_) => Queue::TrialEnd,
             Job::Resume(_) => Queue::Resume,
+            Job::DeliverWebhook(_) => Queue::DeliverWebhook,
         }
     }
 
@@ -147,6 +175,7 @@ impl Job {
             Job::RetryCharge(j) => j.attempt,
             Job::TrialEnd(j) => j.attempt,
             Job::Resume(j) => j.attempt,
+            Job::DeliverWebhook(j) => j.attempt,
         }
     }
 
@@ -158,6 +187,7 @@ impl Job {
             Job::RetryCharge(j) => j.attempt = attempt,
             Job::TrialEnd(j) => j.attempt = attempt,
             Job::Resume(j) => j.attempt = attempt,
+            Job::DeliverWebhook(j) => j.attempt = attempt,
         }
         self
     }
@@ -170,6 +200,7 @@ impl Job {
             Job::RetryCharge(j) => ("billing_cycle", j.billing_cycle_id),
             Job::TrialEnd(j) => ("subscription", j.subscription_id),
             Job::Resume(j) => ("subscription", j.subscription_id),
+            Job::DeliverWebhook(j) => ("webhook_delivery", j.delivery_id),
         }
     }
 }
@@ -181,7 +212,10 @@ mod tests {
     #[test]
     fn queue_names_are_the_contract() {
         let names: Vec<_> = Queue::ALL.iter().map(|q| q.name()).collect();
-        assert_eq!(names, ["generate-cycle", "charge-transaction", "retry-charge", "trial-end", "resume"]);
+        assert_eq!(
+            names,
+            ["generate-cycle", "charge-transaction", "retry-charge", "trial-end", "resume", "deliver-webhook"]
+        );
         for q in Queue::ALL {
             assert_eq!(Queue::parse(q.name()), Some(q));
         }

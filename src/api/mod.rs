@@ -15,6 +15,7 @@ pub mod problem;
 pub mod request_id;
 pub mod series;
 pub mod subscriptions;
+pub mod webhooks;
 
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,12 @@ pub fn router(app: App) -> Router {
         .route("/v1/payment-series/{id}/transactions", post(series::create_transaction))
         .route("/v1/customers/{customerAccountId}", get(customers::get))
         .route("/v1/events", get(customers::events))
+        .route("/v1/webhook-endpoints", post(webhooks::create).get(webhooks::list))
+        .route("/v1/webhook-endpoints/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
+        .route("/v1/webhook-endpoints/{id}/rotate-secret", post(webhooks::rotate_secret))
+        .route("/v1/webhook-endpoints/{id}/deliveries", get(webhooks::deliveries))
+        .route("/v1/webhook-endpoints/{id}/replay", post(webhooks::replay))
+        .route("/v1/webhook-deliveries/{id}/retry", post(webhooks::retry))
         .route("/admin/merchants", post(admin::create_merchant))
         .route("/admin/clock", get(admin::get_clock).post(admin::move_clock))
         .route("/admin/sandbox/charges", get(admin::sandbox_charges))

@@ -18,9 +18,11 @@ use super::*;
         customers::get, customers::events,
         admin::create_merchant, admin::get_clock, admin::move_clock, admin::sandbox_charges,
         ops::queues, ops::list, ops::replay, ops::drain,
+        webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete, webhooks::rotate_secret,
+        webhooks::deliveries, webhooks::retry, webhooks::replay,
         health::healthz, health::readyz, serve,
     ),
-    modifiers(&Security, &Metrics, &ProblemMediaType),
+    modifiers(&Security, &Metrics, &ProblemMediaType, &WebhookTypes),
     security(("basic" = [], "apiKey" = [])),
 )]
 pub struct Doc;
@@ -56,6 +58,22 @@ impl Modify for Metrics {
             .security(SecurityRequirement::default())
             .build();
         doc.paths.add_path_operation("/metrics", vec![HttpMethod::Get], op);
+    }
+}
+
+/// The event types a webhook endpoint may subscribe to (docs/webhooks.md#event-types),
+/// as the schema `WebhookEventType`.
+struct WebhookTypes;
+
+impl Modify for WebhookTypes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let types = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("Every event type recur sends; endpoints may also name `<object>.*` or `*`."))
+            .enum_values(Some(crate::webhooks::types::ALL.iter().copied()))
+            .build();
+        doc.components.get_or_insert_with(Default::default).schemas.insert("WebhookEventType".into(), types.into());
     }
 }
 

@@ -128,6 +128,19 @@ pub async fn get(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result
     select(conn, Some(merchant_id), Some(id), None, None, 1).await?.pop().ok_or(Error::NotFound("billing cycle"))
 }
 
+/// Cycles by id, in no particular order (webhook snapshots).
+pub async fn by_ids(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<BillingCycle>> {
+    Ok(sqlx::query_as!(
+        BillingCycle,
+        r#"SELECT id, merchant_id, subscription_id, sequence, period_start, period_end, due_at, amount, currency,
+            status AS "status: CycleStatus", attempts, next_retry_at, failure_code, created_at, updated_at
+         FROM billing_cycles WHERE id = ANY($1)"#,
+        ids,
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
 /// A subscription's cycles ordered by sequence, after `after_sequence`.
 pub async fn list(
     conn: &mut PgConnection,

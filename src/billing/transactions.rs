@@ -143,6 +143,20 @@ pub async fn for_cycles(conn: &mut PgConnection, cycle_ids: &[Uuid]) -> Result<V
     select(conn, None, None, Some(cycle_ids)).await
 }
 
+/// Transactions by id, in no particular order (webhook snapshots).
+pub async fn by_ids(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Transaction>> {
+    Ok(sqlx::query_as!(
+        Transaction,
+        r#"SELECT id, merchant_id, billing_cycle_id, payment_series_id, kind AS "kind: TransactionKind", amount,
+            currency, description, status AS "status: TransactionStatus", gateway_reference, decline_code,
+            idempotency_key, attempt, partner_reference, created_at, updated_at, settled_at
+         FROM transactions WHERE id = ANY($1)"#,
+        ids,
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
 pub async fn by_partner_reference(conn: &mut PgConnection, merchant_id: Uuid, r: &str) -> Result<Option<Uuid>> {
     Ok(sqlx::query_scalar!(
         "SELECT id FROM transactions WHERE merchant_id = $1 AND partner_reference = $2",

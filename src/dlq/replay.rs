@@ -88,6 +88,10 @@ pub async fn replay(
                 reopen_cycle(&mut tx, &cycle, CycleStatus::Retrying, Some(now), &mut evs).await?;
             }
         }
+        Job::DeliverWebhook(j) => {
+            // Failed → pending, one more attempt now (docs/webhooks.md#retries).
+            crate::webhooks::deliveries::reopen(&mut tx, j.delivery_id, lease_secs).await?;
+        }
         Job::GenerateCycle(_) | Job::TrialEnd(_) | Job::Resume(_) => {
             let (_, sub) = d.job.object();
             // Lift the hold the dead-lettering put on the scheduler's sweep.

@@ -9,7 +9,7 @@
 //! sentinel goes with them and the next sample runs the pass again.
 
 use chrono::{DateTime, Utc};
-use jobs::{ChargeTransaction, Job, RetryCharge};
+use jobs::{ChargeTransaction, DeliverWebhook, Job, RetryCharge};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -30,7 +30,7 @@ pub async fn restore_if_lost(pool: &PgPool, q: &Enqueuer) -> Result<usize> {
     if set.is_none() {
         return Ok(0);
     }
-    let restored = charges(pool, q).await? + retries(pool, q).await?;
+    let restored = charges(pool, q).await? + retries(pool, q).await? + webhooks(pool, q).await?;
     if restored > 0 {
         tracing::warn!(restored, "put back dead letters that Redis had lost");
         metrics::counter!("recur_dlq_restored_total").increment(restored as u64);
@@ -90,6 +90,29 @@ async fn retries(pool: &PgPool, q: &Enqueuer) -> Result<usize> {
             .await
         },
         |id, cycle_attempt| Job::RetryCharge(RetryCharge { billing_cycle_id: id, cycle_attempt, attempt: 0 }),
+    )
+    .await
+}
+
+/// Webhook deliveries that failed and were not drained.
+async fn webhooks(pool: &PgPool, q: &Enqueuer) -> Result<usize> {
+    put_back(
+        pool,
+        q,
+        async |conn, after| {
+            sqlx::query_as!(
+                Lost,
+                r#"SELECT d.id, d.attempts AS attempt, d.last_error AS error, d.updated_at AS failed_at FROM webhook_deliveries d
+                 WHERE d.status = 'failed' AND d.id > $1
+                   AND NOT EXISTS (SELECT 1 FROM dead_letter_archive a WHERE a.object_id = d.id)
+                 ORDER BY d.id LIMIT $2 FOR UPDATE OF d SKIP LOCKED"#,
+                after,
+                BATCH,
+            )
+            .fetch_all(conn)
+            .await
+        },
+        |id, _| Job::DeliverWebhook(DeliverWebhook { delivery_id: id, attempt: 0 }),
     )
     .await
 }

@@ -91,6 +91,7 @@ pub fn payload_bytes(job: &Job) -> Result<Vec<u8>> {
         Job::RetryCharge(j) => serde_json::to_vec(j),
         Job::TrialEnd(j) => serde_json::to_vec(j),
         Job::Resume(j) => serde_json::to_vec(j),
+        Job::DeliverWebhook(j) => serde_json::to_vec(j),
     };
     Ok(v?)
 }

@@ -74,9 +74,22 @@ pub struct EngineArgs {
     /// How long a stopping worker lets in-flight jobs finish (e.g. 30s).
     #[arg(long, env = "RECUR_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: std::time::Duration,
+    /// Let webhooks reach loopback and private addresses (development and tests only).
+    #[arg(long, env = "RECUR_WEBHOOK_ALLOW_PRIVATE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub webhook_allow_private: bool,
+    /// The webhook retry schedule, seconds comma-separated (default 5 s … 24 h, docs/webhooks.md#retries).
+    #[arg(long, env = "RECUR_WEBHOOK_SCHEDULE", value_parser = crate::webhooks::schedule::Schedule::parse)]
+    pub webhook_schedule: Option<crate::webhooks::schedule::Schedule>,
 }
 
 impl EngineArgs {
+    pub fn webhooks(&self) -> anyhow::Result<crate::webhooks::Sender> {
+        Ok(crate::webhooks::Sender {
+            client: crate::webhooks::client::Client::new(self.webhook_allow_private)?,
+            schedule: self.webhook_schedule.clone().unwrap_or_default(),
+        })
+    }
+
     pub fn overrides(&self) -> jobs::PolicyOverrides {
         jobs::PolicyOverrides {
             max_attempts: self.job_max_attempts,

@@ -43,7 +43,7 @@ pub async fn worker(settings: &Settings, args: &WorkerArgs, signals: &Signals) -
         rt.queue.connection(),
         stopped.clone(),
     ));
-    let worker = tokio::spawn(crate::worker::run(rt.engine(&args.engine), opts, stopped));
+    let worker = tokio::spawn(crate::worker::run(rt.engine(&args.engine)?, opts, stopped));
     stop_requested(signals).await;
     let _ = stop.send(true);
     worker.await??;
@@ -95,7 +95,7 @@ pub async fn all(
         concurrency: None,
         drain_timeout: args.engine.drain_timeout,
     };
-    let worker = tokio::spawn(crate::worker::run(rt.engine(&args.engine), opts, stopped.clone()));
+    let worker = tokio::spawn(crate::worker::run(rt.engine(&args.engine)?, opts, stopped.clone()));
     let scheduler = rt.scheduler(&args.scheduler);
     let sched_stop = stopped.clone();
     let sched = tokio::spawn(async move { scheduler.run(sched_stop).await });

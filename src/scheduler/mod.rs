@@ -11,7 +11,7 @@ mod sample;
 
 use std::time::{Duration, Instant};
 
-use jobs::{ChargeTransaction, GenerateCycle, Job, Queue, Resume, RetryCharge, TrialEnd};
+use jobs::{ChargeTransaction, DeliverWebhook, GenerateCycle, Job, Queue, Resume, RetryCharge, TrialEnd};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -58,6 +58,8 @@ pub struct Sweep {
     pub resumes: usize,
     pub retries: usize,
     pub recovered: usize,
+    /// Webhook deliveries due (first attempts, retries, and those Redis lost).
+    pub webhooks: usize,
     pub cancelled: usize,
     pub completed: usize,
     /// A claim was cut short by the batch size or the high-water mark: sweep again now.
@@ -207,12 +209,23 @@ impl Scheduler {
             lost.into_iter().map(|id| Job::ChargeTransaction(ChargeTransaction { transaction_id: id, attempt: 0 })),
         )
         .await?;
+
+        let room = self.room(&[Queue::DeliverWebhook]).await?;
+        let deliveries = match room {
+            0 => vec![],
+            n => lease::claim_webhook_deliveries(&self.pool, n, self.opts.lease_secs).await?,
+        };
+        s.webhooks = deliveries.len();
+        s.more |= room > 0 && deliveries.len() as i64 == room;
+        self.push(deliveries.into_iter().map(|id| Job::DeliverWebhook(DeliverWebhook { delivery_id: id, attempt: 0 })))
+            .await?;
         for (kind, n) in [
             ("generate", s.generated),
             ("trial_end", s.trials),
             ("resume", s.resumes),
             ("retry", s.retries),
             ("recovered", s.recovered),
+            ("webhook", s.webhooks),
         ] {
             if n > 0 {
                 metrics::counter!("recur_scheduler_enqueued_total", "kind" => kind).increment(n as u64);

@@ -1,5 +1,5 @@
 //! Gauges sampled by the scheduler (not per scrape): queue depth per state, DLQ
-//! depth, live workers per queue, and subscriptions per status.
+//! depth, live workers per queue, subscriptions per status and webhook endpoints per status.
 
 use std::time::Duration;
 
@@ -31,5 +31,13 @@ pub async fn gauges(pool: &PgPool, q: &Enqueuer) -> anyhow::Result<()> {
         let n = counts.iter().find(|c| c.status == status).map(|c| c.n).unwrap_or(0);
         metrics::gauge!("recur_subscriptions", "status" => status.as_str()).set(n as f64);
     }
+    let endpoints = sqlx::query!(
+        r#"SELECT count(*) FILTER (WHERE status = 'enabled') AS "enabled!", count(*) FILTER (WHERE status = 'disabled') AS "disabled!"
+         FROM webhook_endpoints"#
+    )
+    .fetch_one(pool)
+    .await?;
+    metrics::gauge!("recur_webhook_endpoints", "status" => "enabled").set(endpoints.enabled as f64);
+    metrics::gauge!("recur_webhook_endpoints", "status" => "disabled").set(endpoints.disabled as f64);
     Ok(())
 }

@@ -18,7 +18,9 @@ const JOB_OUTCOMES: [&str; 3] = ["ok", "retry", "dead"];
 const TRANSACTION_KINDS: [TransactionKind; 4] =
     [TransactionKind::Scheduled, TransactionKind::Retry, TransactionKind::ManualRetry, TransactionKind::PaymentSeries];
 /// The `kind` labels of `recur_scheduler_enqueued_total` (one per sweep claim).
-const SWEEP_KINDS: [&str; 5] = ["generate", "trial_end", "resume", "retry", "recovered"];
+const SWEEP_KINDS: [&str; 6] = ["generate", "trial_end", "resume", "retry", "recovered", "webhook"];
+/// The `outcome` labels of `recur_webhook_deliveries_total`.
+const WEBHOOK_OUTCOMES: [&str; 3] = ["ok", "retry", "failed"];
 const QUEUE_STATES: [&str; 4] = ["pending", "scheduled", "running", "dead"];
 
 fn zero(name: &'static str, labels: &[(&'static str, &'static str)]) {
@@ -49,6 +51,11 @@ pub fn register_worker_metrics(queues: &[Queue]) {
     for kind in TRANSACTION_KINDS {
         zero("recur_gateway_errors_total", &[("kind", kind.as_str())]);
     }
+    if queues.contains(&Queue::DeliverWebhook) {
+        for outcome in WEBHOOK_OUTCOMES {
+            zero("recur_webhook_deliveries_total", &[("outcome", outcome)]);
+        }
+    }
     enqueue_metrics();
 }
 
@@ -69,6 +76,9 @@ pub fn register_scheduler_metrics() {
     }
     for status in SubscriptionStatus::ALL {
         zero_gauge("recur_subscriptions", &[("status", status.as_str())]);
+    }
+    for status in ["enabled", "disabled"] {
+        zero_gauge("recur_webhook_endpoints", &[("status", status)]);
     }
     enqueue_metrics();
 }

@@ -30,6 +30,7 @@ use crate::events::{self, Actor, NewEvent};
 use crate::gateway::{ChargeOutcome, ChargeRequest, Gateway};
 use crate::lease;
 use crate::queue::Enqueuer;
+use crate::webhooks::Sent;
 
 pub struct Engine {
     pub pool: PgPool,
@@ -38,6 +39,7 @@ pub struct Engine {
     pub queue: Enqueuer,
     pub overrides: PolicyOverrides,
     pub lease_secs: i64,
+    pub webhooks: crate::webhooks::Sender,
     generate: Batcher<(Uuid, i32), Option<Job>>,
     loader: Batcher<Uuid, Option<ChargeContext>>,
     recorder: Batcher<Settlement, Recorded>,
@@ -52,6 +54,7 @@ impl Engine {
         queue: Enqueuer,
         overrides: PolicyOverrides,
         lease_secs: i64,
+        webhooks: crate::webhooks::Sender,
     ) -> Arc<Engine> {
         let (p, c) = (pool.clone(), clock.clone());
         let generate = Batcher::spawn("generate", 500, 2, move |items: Vec<(Uuid, i32)>| {
@@ -77,7 +80,19 @@ impl Engine {
                 Ok(vec![(); n])
             }
         });
-        Arc::new(Engine { pool, clock, gateway, queue, overrides, lease_secs, generate, loader, recorder, pusher })
+        Arc::new(Engine {
+            pool,
+            clock,
+            gateway,
+            queue,
+            overrides,
+            lease_secs,
+            webhooks,
+            generate,
+            loader,
+            recorder,
+            pusher,
+        })
     }
 
     /// Run one delivery of a job under its queue's policy. Technical failures are
@@ -135,6 +150,15 @@ impl Engine {
                 generate::trial_end(&self.pool, &self.clock, j.subscription_id, self.lease_secs).await?
             }
             Job::Resume(j) => generate::resume(&self.pool, &self.clock, j.subscription_id).await?,
+            Job::DeliverWebhook(j) => {
+                if let Sent::GaveUp { attempts, error } = self.webhooks.deliver(&self.pool, j.delivery_id).await? {
+                    // The delivery is `failed` in Postgres; its dead letter lets an
+                    // operator replay it with the other queues' tools.
+                    let dead = DeadLetter::new(Job::DeliverWebhook(j), attempts.max(0) as u32, &error);
+                    dlq::put(&self.queue, &dead).await.context("put the dead letter")?;
+                }
+                vec![]
+            }
         };
         for j in next {
             self.pusher.submit(j).await?;
@@ -216,6 +240,7 @@ impl Engine {
         match &job {
             Job::ChargeTransaction(j) => charge::mark_error(&self.pool, j.transaction_id, error).await,
             Job::RetryCharge(j) => charge::mark_cycle_dead(&self.pool, j.billing_cycle_id, error).await,
+            Job::DeliverWebhook(j) => Ok(crate::webhooks::send::mark_dead(&self.pool, j.delivery_id).await?),
             Job::GenerateCycle(_) | Job::TrialEnd(_) | Job::Resume(_) => {
                 let (_, sub) = job.object();
                 let mut tx = self.pool.begin().await?;

@@ -129,6 +129,9 @@ async fn supervise(engine: Arc<Engine>, queue: Queue, concurrency: usize, shutdo
                 run_queue!(jobs::TrialEnd, TrialEnd, engine, conn, keys, queue, concurrency, restart, stop)
             }
             Queue::Resume => run_queue!(jobs::Resume, Resume, engine, conn, keys, queue, concurrency, restart, stop),
+            Queue::DeliverWebhook => {
+                run_queue!(jobs::DeliverWebhook, DeliverWebhook, engine, conn, keys, queue, concurrency, restart, stop)
+            }
         };
         if *shutdown.borrow() {
             return;

@@ -157,13 +157,15 @@ fn times(jobs: &[Job], n: usize) -> Vec<Job> {
 fn separate_engine(app: &TestApp, latency_ms: u64) -> Arc<recur::worker::Engine> {
     let gateway: Arc<dyn recur::gateway::Gateway> =
         Arc::new(recur::gateway::sandbox::Sandbox::new(app.pool().clone(), Duration::from_millis(latency_ms)));
+    let args = app.engine_args(&EngineOpts::default());
     recur::worker::Engine::new(
         app.pool().clone(),
         app.rt.clock.clone(),
         gateway,
         app.rt.queue.clone(),
-        app.engine_args(&EngineOpts::default()).overrides(),
+        args.overrides(),
         app.settings.lease_seconds,
+        args.webhooks().unwrap(),
     )
 }
 

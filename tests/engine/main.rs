@@ -10,3 +10,4 @@ mod exactly_once;
 mod lifecycle;
 mod races;
 mod surge;
+mod webhooks;

@@ -302,13 +302,13 @@ async fn a_real_prometheus_answers_every_panel_query() {
         (
             expr_of("Dead-letter queue depth"),
             Box::new(|r| {
-                r.len() == 5 && r.iter().all(|(m, v)| *v == if m["queue"] == "charge-transaction" { 1.0 } else { 0.0 })
+                r.len() == 6 && r.iter().all(|(m, v)| *v == if m["queue"] == "charge-transaction" { 1.0 } else { 0.0 })
             }),
         ),
         (
             expr_of("Queue depth by state"),
             Box::new(|r| {
-                r.len() == 20
+                r.len() == 24
                     && r.iter().any(|(m, v)| m["queue"] == "charge-transaction" && m["state"] == "dead" && *v == 1.0)
                     && r.iter().filter(|(m, _)| m["state"] == "dead").map(|(_, v)| v).sum::<f64>() == 1.0
             }),
@@ -316,7 +316,7 @@ async fn a_real_prometheus_answers_every_panel_query() {
         (expr_of("Subscriptions by status"), Box::new(move |r| r.iter().map(|(_, v)| v).sum::<f64>() == subscriptions)),
         (
             "max by (queue) (recur_workers_alive)".to_owned(),
-            Box::new(|r| r.len() == 5 && r.iter().all(|(_, v)| *v == 1.0)),
+            Box::new(|r| r.len() == 6 && r.iter().all(|(_, v)| *v == 1.0)),
         ),
         ("sum(up{job=\"recur-worker\"})".to_owned(), Box::new(|r| r.len() == 1 && r[0].1 == 1.0)),
         (expr_of("Charge success rate"), Box::new(|r| r.len() == 1 && r[0].1 > 0.0 && r[0].1 < 1.0)),

@@ -319,13 +319,14 @@ async fn wait_new_round(app: &TestApp, previous: &[String]) -> Vec<String> {
     ids
 }
 
-/// The five queues as `recur queues --json` reports them, by name.
+/// The six queues as `recur queues --json` reports them, by name.
 async fn queue_stats(app: &TestApp) -> std::collections::BTreeMap<String, Value> {
     let v = app.run_cli(&["queues", "--json"]).await.json();
     v.as_array().unwrap().iter().map(|q| (q["queue"].as_str().unwrap().to_owned(), q.clone())).collect()
 }
 
-const QUEUES: [&str; 5] = ["generate-cycle", "charge-transaction", "retry-charge", "trial-end", "resume"];
+const QUEUES: [&str; 6] =
+    ["generate-cycle", "charge-transaction", "retry-charge", "trial-end", "resume", "deliver-webhook"];
 
 async fn assert_queues(app: &TestApp, dead: u64) {
     let cli = queue_stats(app).await;
@@ -356,7 +357,7 @@ async fn assert_queues(app: &TestApp, dead: u64) {
     for h in ["QUEUE", "PENDING", "SCHEDULED", "RUNNING", "DEAD", "WORKERS"] {
         assert!(lines[0].contains(h), "{}", table.stdout);
     }
-    assert_eq!(lines.len(), 6, "{}", table.stdout);
+    assert_eq!(lines.len(), QUEUES.len() + 1, "{}", table.stdout);
     for (line, name) in lines[1..].iter().zip(QUEUES) {
         let cols: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(cols.len(), 6, "{line}");

@@ -16,7 +16,8 @@ use crate::support::{Child, TestApp, free_port, spawn_app, wait_for};
 
 const LATENCY: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 const LAG: [f64; 13] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
-const QUEUES: [&str; 5] = ["generate-cycle", "charge-transaction", "retry-charge", "trial-end", "resume"];
+const QUEUES: [&str; 6] =
+    ["generate-cycle", "charge-transaction", "retry-charge", "trial-end", "resume", "deliver-webhook"];
 
 /// The `le` bounds of one histogram series (selected by `matching`), +Inf last.
 #[track_caller]

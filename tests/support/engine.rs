@@ -43,6 +43,8 @@ pub struct EngineOpts {
     pub worker: bool,
     pub tick_ms: u64,
     pub high_water: u64,
+    /// The webhook retry schedule (seconds, comma-separated); the default one if None.
+    pub webhook_schedule: Option<String>,
 }
 
 impl EngineOpts {
@@ -64,6 +66,7 @@ impl Default for EngineOpts {
             worker: true,
             tick_ms: 50,
             high_water: 4000,
+            webhook_schedule: None,
         }
     }
 }
@@ -99,6 +102,12 @@ impl TestApp {
             job_backoff_initial_ms: Some(o.backoff_initial_ms),
             job_backoff_max_ms: Some(o.backoff_max_ms),
             drain_timeout: std::time::Duration::from_secs(10),
+            // Receivers of tests listen on loopback.
+            webhook_allow_private: true,
+            webhook_schedule: o
+                .webhook_schedule
+                .as_deref()
+                .map(|s| recur::webhooks::schedule::Schedule::parse(s).unwrap()),
         }
     }
 
@@ -107,7 +116,7 @@ impl TestApp {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
         if o.worker {
-            let engine = self.rt.engine(&self.engine_args(&o));
+            let engine = self.rt.engine(&self.engine_args(&o)).expect("engine builds");
             let opts = recur::worker::WorkerOptions {
                 queues: o.queues.clone(),
                 concurrency: o.concurrency,

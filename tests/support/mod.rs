@@ -5,6 +5,7 @@
 
 mod engine;
 mod process;
+pub mod receiver;
 mod wait;
 
 use std::net::SocketAddr;

@@ -1,0 +1,242 @@
+//! One attempt of one delivery (the `deliver-webhook` job): build the message from
+//! the event row, sign it with a fresh timestamp, POST it, and record what happened
+//! (docs/webhooks.md#delivery). Recording is conditional on the attempt count read
+//! before the call, so two copies of a job count one attempt; the receiver may see the
+//! message twice (at least once), always with the same `webhook-id`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::client::{Answer, Client};
+use super::endpoints::{self, EndpointStatus};
+use super::schedule::Schedule;
+use super::signing;
+use crate::error::Result;
+
+/// Give up on an endpoint that has not taken a message for this long.
+pub const DISABLE_AFTER: chrono::TimeDelta = chrono::TimeDelta::days(5);
+/// The longest `Retry-After` honoured.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
+
+/// Everything one attempt needs, read in one query.
+struct Outgoing {
+    id: Uuid,
+    status: super::DeliveryStatus,
+    attempts: i32,
+    next_attempt_at: DateTime<Utc>,
+    delivered_at: Option<DateTime<Utc>>,
+    endpoint_id: Uuid,
+    url: String,
+    endpoint_status: EndpointStatus,
+    secret: String,
+    previous_secret: Option<String>,
+    failing_since: Option<DateTime<Utc>>,
+    event_id: Uuid,
+    webhook_type: String,
+    sequence: i64,
+    event_at: DateTime<Utc>,
+    object: Option<Value>,
+}
+
+/// The message body (docs/webhooks.md#payload).
+#[derive(Serialize)]
+struct Message<'a> {
+    id: Uuid,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    timestamp: DateTime<Utc>,
+    sequence: i64,
+    data: Data<'a>,
+}
+
+#[derive(Serialize)]
+struct Data<'a> {
+    object: &'a Value,
+}
+
+/// What an attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// Nothing to do: delivered, failed, its endpoint disabled or gone, or not due yet.
+    Skipped,
+    Delivered,
+    /// Failed; another attempt at the given time.
+    Retrying(DateTime<Utc>),
+    /// Failed for good: the schedule is spent or the endpoint answered 410.
+    GaveUp {
+        attempts: i32,
+        error: String,
+    },
+}
+
+pub struct Sender {
+    pub client: Client,
+    pub schedule: Schedule,
+}
+
+impl Sender {
+    pub async fn deliver(&self, pool: &PgPool, delivery_id: Uuid) -> Result<Sent> {
+        let Some(d) = load(pool, delivery_id).await? else { return Ok(Sent::Skipped) };
+        let now = Utc::now();
+        // A copy of a job whose attempt was already recorded and rescheduled.
+        let early = d.next_attempt_at > now + chrono::TimeDelta::seconds(1);
+        if d.status != super::DeliveryStatus::Pending || d.endpoint_status != EndpointStatus::Enabled || early {
+            return Ok(Sent::Skipped);
+        }
+        let null = Value::Null;
+        let body = serde_json::to_vec(&Message {
+            id: d.event_id,
+            kind: &d.webhook_type,
+            timestamp: d.event_at,
+            sequence: d.sequence,
+            data: Data { object: d.object.as_ref().unwrap_or(&null) },
+        })
+        .map_err(|e| crate::Error::Internal(e.into()))?;
+        let answer = self.client.post(&d.url, headers(&d, &body), body).await;
+        metrics::histogram!("recur_webhook_delivery_duration_seconds").record(answer.took.as_secs_f64());
+        self.record(pool, &d, &answer).await
+    }
+
+    async fn record(&self, pool: &PgPool, d: &Outgoing, a: &Answer) -> Result<Sent> {
+        let mut tx = pool.begin().await?;
+        let code = a.status.map(i32::from);
+        if a.ok() {
+            let moved = sqlx::query!(
+                "UPDATE webhook_deliveries SET status = 'succeeded', attempts = attempts + 1, last_status_code = $3,
+                    last_error = NULL, last_response = $4, delivered_at = COALESCE(delivered_at, now()), enqueued_until = NULL
+                 WHERE id = $1 AND status = 'pending' AND attempts = $2",
+                d.id,
+                d.attempts,
+                code,
+                a.body,
+            )
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            // Touch the endpoint row only when it changes (it is shared by every delivery).
+            sqlx::query!(
+                "UPDATE webhook_endpoints SET last_success_at = now(), failing_since = NULL
+                 WHERE id = $1 AND (failing_since IS NOT NULL OR last_success_at IS NULL OR last_success_at < now() - interval '10 seconds')",
+                d.endpoint_id,
+            )
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            if moved == 1 {
+                metrics::counter!("recur_webhook_deliveries_total", "outcome" => "ok").increment(1);
+                if d.delivered_at.is_none() {
+                    let lag = (Utc::now() - d.event_at).num_milliseconds().max(0) as f64 / 1000.0;
+                    metrics::histogram!("recur_webhook_lag_seconds").record(lag);
+                }
+            }
+            return Ok(if moved == 1 { Sent::Delivered } else { Sent::Skipped });
+        }
+        let error = a.error.clone().unwrap_or_default();
+        let attempts = d.attempts + 1;
+        let gone = a.status == Some(410);
+        let honour = matches!(a.status, Some(429 | 502 | 503 | 504));
+        let delay = match (honour, a.retry_after) {
+            (true, Some(after)) if !gone => Some(after.min(RETRY_AFTER_CAP)),
+            _ => self.schedule.delay(attempts as usize, rand::random::<f64>()),
+        };
+        let next = delay.filter(|_| !gone).map(|d| Utc::now() + chrono::TimeDelta::from_std(d).unwrap_or_default());
+        let moved = sqlx::query!(
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, last_status_code = $3, last_error = $4,
+                last_response = $5, enqueued_until = NULL,
+                status = CASE WHEN $6::timestamptz IS NULL THEN 'failed' ELSE 'pending' END::webhook_delivery_status,
+                next_attempt_at = COALESCE($6, next_attempt_at)
+             WHERE id = $1 AND status = 'pending' AND attempts = $2",
+            d.id,
+            d.attempts,
+            code,
+            error,
+            a.body,
+            next,
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            tx.commit().await?;
+            return Ok(Sent::Skipped);
+        }
+        if gone {
+            endpoints::disable(&mut tx, d.endpoint_id, "the endpoint answered 410 Gone").await?;
+        } else if d.failing_since.is_some_and(|since| Utc::now() - since >= DISABLE_AFTER) {
+            endpoints::disable(&mut tx, d.endpoint_id, "no successful delivery for 5 days").await?;
+        } else if d.failing_since.is_none() {
+            sqlx::query!(
+                "UPDATE webhook_endpoints SET failing_since = now() WHERE id = $1 AND failing_since IS NULL",
+                d.endpoint_id
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(match next {
+            Some(at) => {
+                metrics::counter!("recur_webhook_deliveries_total", "outcome" => "retry").increment(1);
+                Sent::Retrying(at)
+            }
+            None => {
+                metrics::counter!("recur_webhook_deliveries_total", "outcome" => "failed").increment(1);
+                Sent::GaveUp { attempts, error }
+            }
+        })
+    }
+}
+
+/// The three Standard Webhooks headers, signed now (a fresh timestamp on every attempt).
+fn headers(d: &Outgoing, body: &[u8]) -> HeaderMap {
+    let id = d.event_id.to_string();
+    let timestamp = Utc::now().timestamp();
+    let secrets = std::iter::once(d.secret.as_str()).chain(d.previous_secret.as_deref());
+    let signature = signing::header(secrets, &id, timestamp, body);
+    let mut h = HeaderMap::new();
+    for (name, value) in
+        [("webhook-id", id), ("webhook-timestamp", timestamp.to_string()), ("webhook-signature", signature)]
+    {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    }
+    h
+}
+
+async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Outgoing>> {
+    Ok(sqlx::query_as!(
+        Outgoing,
+        r#"SELECT d.id, d.status AS "status: super::DeliveryStatus", d.attempts, d.next_attempt_at, d.delivered_at,
+            w.id AS endpoint_id, w.url, w.status AS "endpoint_status: EndpointStatus", w.secret,
+            CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END AS previous_secret,
+            w.failing_since, e.id AS event_id, e.webhook_type, e.seq AS sequence, e.created_at AS event_at, e.object
+         FROM webhook_deliveries d
+         JOIN webhook_endpoints w ON w.id = d.endpoint_id
+         JOIN events e ON e.id = d.event_id
+         WHERE d.id = $1"#,
+        id,
+    )
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// A delivery whose job recur itself could not finish (its attempts ran out): failed,
+/// with the reason, for an operator to replay from the DLQ.
+/// The error itself stays in the dead letter (operators), not on the row (merchants).
+pub async fn mark_dead(pool: &PgPool, id: Uuid) -> Result<()> {
+    sqlx::query!(
+        "UPDATE webhook_deliveries SET status = 'failed', enqueued_until = NULL,
+            last_error = 'recur could not finish this delivery; it waits in the dead-letter queue'
+         WHERE id = $1 AND status = 'pending'",
+        id,
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! The object of a webhook message: what its GET returned when the event committed
+//! (docs/webhooks.md#payload). Taken inside the event's transaction, by the same
+//! views the API serves, and kept on the event row.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::billing::{TransactionView, cycles, transactions};
+use crate::error::{Error, Result};
+
+/// An event whose object is to be kept.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    pub event_id: Uuid,
+    pub merchant_id: Uuid,
+    pub object_type: String,
+    pub object_id: Uuid,
+}
+
+/// Store the current object of each event on its row.
+pub async fn store(conn: &mut PgConnection, wanted: &[Wanted]) -> Result<()> {
+    let mut by_type: HashMap<&str, Vec<(Uuid, Uuid)>> = HashMap::new();
+    for w in wanted {
+        by_type.entry(w.object_type.as_str()).or_default().push((w.merchant_id, w.object_id));
+    }
+    let mut objects: HashMap<Uuid, Value> = HashMap::new();
+    for (object_type, ids) in by_type {
+        objects.extend(load(conn, object_type, &ids).await?);
+    }
+    let ids: Vec<Uuid> = wanted.iter().map(|w| w.event_id).collect();
+    let values: Vec<Value> = wanted
+        .iter()
+        .map(|w| objects.get(&w.object_id).cloned().unwrap_or_else(|| json!({"id": w.object_id, "deleted": true})))
+        .collect();
+    sqlx::query!(
+        "UPDATE events e SET object = u.o FROM unnest($1::uuid[], $2::jsonb[]) AS u(id, o) WHERE e.id = u.id",
+        &ids,
+        &values,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Objects of one type by id, as the API shows them; absent ones (deleted) are left out.
+pub async fn load(conn: &mut PgConnection, object_type: &str, ids: &[(Uuid, Uuid)]) -> Result<HashMap<Uuid, Value>> {
+    let only: Vec<Uuid> = ids.iter().map(|(_, id)| *id).collect();
+    let mut out = HashMap::new();
+    match object_type {
+        "billing_cycle" => {
+            let rows = cycles::by_ids(conn, &only).await?;
+            for v in cycles::with_transactions(conn, &rows).await? {
+                out.insert(v.id, to_json(&v)?);
+            }
+        }
+        "transaction" => {
+            for t in transactions::by_ids(conn, &only).await? {
+                out.insert(t.id, to_json(&TransactionView::from(&t))?);
+            }
+        }
+        _ => {
+            for (merchant, id) in ids {
+                if let Some(v) = one(conn, object_type, *merchant, *id).await? {
+                    out.insert(*id, v);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn one(conn: &mut PgConnection, object_type: &str, merchant: Uuid, id: Uuid) -> Result<Option<Value>> {
+    let found = match object_type {
+        "subscription" => crate::subscriptions::repo::get(conn, merchant, id)
+            .await
+            .and_then(|s| to_json(&crate::subscriptions::SubscriptionView::from(&s))),
+        "plan" => {
+            crate::plans::repo::get(conn, merchant, id).await.and_then(|p| to_json(&crate::plans::PlanView::from(&p)))
+        }
+        "payment_series" => {
+            crate::series::get(conn, merchant, id).await.and_then(|s| to_json(&crate::series::SeriesView::from(&s)))
+        }
+        "customer" => crate::customers::by_id(conn, merchant, id).await.and_then(|c| to_json(&c)),
+        "webhook_endpoint" => super::endpoints::get(conn, merchant, id).await.and_then(|e| to_json(&e.view())),
+        _ => return Ok(Some(json!({"id": id}))),
+    };
+    match found {
+        Ok(v) => Ok(Some(v)),
+        Err(Error::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Value> {
+    serde_json::to_value(v).map_err(|e| Error::Internal(e.into()))
+}

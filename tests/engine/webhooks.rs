@@ -1,0 +1,440 @@
+//! Webhooks end to end (docs/webhooks.md): real receivers on loopback, a real worker
+//! and scheduler, signatures checked by the `standardwebhooks` crate, and assertions
+//! on the deliveries rows and on what each receiver actually got.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::receiver::{Answer, Receiver};
+use crate::support::{EngineOpts, TestApp, eventually, spawn_app};
+
+/// A new endpoint of the test merchant; returns (id, secret).
+pub async fn endpoint(app: &TestApp, url: &str, types: Value) -> (String, String) {
+    let (s, b) = app.post("/v1/webhook-endpoints", json!({"url": url, "eventTypes": types})).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    (b["id"].as_str().unwrap().to_owned(), b["secret"].as_str().unwrap().to_owned())
+}
+
+/// The endpoint's delivery rows: (event id, status, attempts, last status code, last error).
+async fn deliveries(app: &TestApp, endpoint: &str) -> Vec<(String, String, i32, Option<i32>, Option<String>)> {
+    sqlx::query_as(
+        "SELECT event_id::text, status::text, attempts, last_status_code, last_error FROM webhook_deliveries
+         WHERE endpoint_id = $1::uuid ORDER BY created_at",
+    )
+    .bind(endpoint)
+    .fetch_all(app.pool())
+    .await
+    .unwrap()
+}
+
+async fn settled(app: &TestApp, endpoint: &str, want: usize) {
+    eventually("every delivery to settle", Duration::from_secs(60), async || {
+        let ds = deliveries(app, endpoint).await;
+        let open = ds.iter().filter(|d| d.1 == "pending").count();
+        if ds.len() >= want && open == 0 { Ok(ds) } else { Err(format!("{} deliveries, {open} pending", ds.len())) }
+    })
+    .await;
+}
+
+fn opts(schedule: &str) -> EngineOpts {
+    EngineOpts { webhook_schedule: Some(schedule.into()), ..EngineOpts::default() }
+}
+
+async fn due_subscription(app: &TestApp, payment_method: &str) -> String {
+    let now = app.clock_now().await;
+    let s = app
+        .subscription(
+            json!({"customer": {"customerAccountId": format!("c-{}", uuid::Uuid::now_v7())}, "amount": "10.00",
+            "currency": "EUR", "interval": {"unit": "month", "count": 1}, "startAt": now.to_rfc3339(),
+            "paymentMethod": payment_method}),
+        )
+        .await;
+    s["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn every_event_is_delivered_signed_with_its_object_and_sequence() {
+    let app = spawn_app().await;
+    let all = Receiver::ok().await;
+    let some = Receiver::ok().await;
+    let (all_id, all_secret) = endpoint(&app, &all.url, json!(["*"])).await;
+    let (some_id, some_secret) = endpoint(&app, &some.url, json!(["billing_cycle.succeeded", "subscription.*"])).await;
+    let engine = app.start_engine(EngineOpts::default());
+
+    // A plan, a subscription charged at once, a declining one, then pause, resume, cancel.
+    app.active_plan("5.00").await;
+    let ok = due_subscription(&app, "pm_sandbox_ok").await;
+    let bad = due_subscription(&app, "pm_sandbox_insufficient_funds").await;
+    eventually("both first cycles to settle", Duration::from_secs(30), async || {
+        let n = app.count("SELECT count(*) FROM billing_cycles WHERE status IN ('succeeded', 'retrying')").await;
+        n == 2
+    })
+    .await;
+    let (s, b) = app.post(&format!("/v1/subscriptions/{ok}/pause"), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = app.post(&format!("/v1/subscriptions/{ok}/resume"), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = app.post(&format!("/v1/subscriptions/{bad}/cancel"), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    let events: Vec<(String, String, String, i64, String)> =
+        sqlx::query_as("SELECT id::text, object_type, object_id::text, seq, webhook_type FROM events ORDER BY seq")
+            .fetch_all(app.pool())
+            .await
+            .unwrap();
+    settled(&app, &all_id, events.len()).await;
+    engine.stop().await;
+
+    // Every committed event reached the `*` endpoint, each verified by the reference library.
+    let got = all.received();
+    let by_id: HashMap<String, Value> = got
+        .iter()
+        .map(|r| {
+            assert!(r.verifies(&all_secret), "a message failed verification: {}", String::from_utf8_lossy(&r.body));
+            (r.header("webhook-id").to_owned(), r.json())
+        })
+        .collect();
+    for (id, _, _, seq, kind) in &events {
+        let m = by_id.get(id).unwrap_or_else(|| panic!("event {id} ({kind}) was not delivered"));
+        assert_eq!(m["type"], *kind);
+        assert_eq!(m["sequence"], *seq);
+        assert_eq!(m["id"], *id);
+        assert!(recur::webhooks::types::ALL.contains(&kind.as_str()), "{kind} is not a documented type");
+    }
+    // Per object, sequences rise strictly in the order the events were committed.
+    let mut per_object: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for (_, _, object, seq, _) in &events {
+        per_object.entry(object).or_default().push(*seq);
+    }
+    for seqs in per_object.values() {
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    }
+    // The object is the one GET showed at the event.
+    let kinds: HashSet<&str> = events.iter().map(|e| e.4.as_str()).collect();
+    for want in [
+        "plan.created",
+        "subscription.created",
+        "billing_cycle.created",
+        "transaction.created",
+        "transaction.succeeded",
+        "transaction.declined",
+        "billing_cycle.succeeded",
+        "billing_cycle.retrying",
+        "subscription.past_due",
+        "subscription.paused",
+        "subscription.active",
+        "subscription.cancelled",
+    ] {
+        assert!(kinds.contains(want), "no {want} event in {:?}", events.iter().map(|e| &e.4).collect::<Vec<_>>());
+    }
+    for m in by_id.values() {
+        let t = m["type"].as_str().unwrap();
+        let object = &m["data"]["object"];
+        // A customer is shown by its customerAccountId, as GET /v1/customers shows it.
+        let key = if t.starts_with("customer.") { "customerAccountId" } else { "id" };
+        assert!(object[key].is_string(), "{m}");
+        match t {
+            "billing_cycle.succeeded" => {
+                assert_eq!(object["status"], "succeeded");
+                assert_eq!(object["transactions"][0]["status"], "succeeded");
+            }
+            "billing_cycle.retrying" => assert_eq!(object["status"], "retrying"),
+            "subscription.paused" => assert_eq!(object["status"], "paused"),
+            "subscription.cancelled" => assert_eq!(object["status"], "cancelled"),
+            "transaction.declined" => assert_eq!(object["status"], "declined"),
+            _ => {}
+        }
+        assert!(serde_json::to_vec(m).unwrap().len() < 20 * 1024);
+    }
+    let (s, now) = app.get(&format!("/v1/subscriptions/{bad}")).await;
+    assert_eq!(s, StatusCode::OK);
+    let cancelled = by_id.values().find(|m| m["type"] == "subscription.cancelled").unwrap();
+    assert_eq!(cancelled["data"]["object"], now, "the snapshot is what GET shows");
+
+    // The second endpoint got exactly the types it subscribed to, and nothing else.
+    let wanted: HashSet<String> = events
+        .iter()
+        .filter(|e| e.4 == "billing_cycle.succeeded" || e.4.starts_with("subscription."))
+        .map(|e| e.0.clone())
+        .collect();
+    let got_some: HashSet<String> = some
+        .received()
+        .iter()
+        .map(|r| {
+            assert!(r.verifies(&some_secret));
+            r.header("webhook-id").to_owned()
+        })
+        .collect();
+    assert_eq!(got_some, wanted);
+    settled(&app, &some_id, wanted.len()).await;
+}
+
+#[tokio::test]
+async fn rotation_signs_with_both_secrets_until_the_old_one_expires() {
+    let app = spawn_app().await;
+    let r = Receiver::ok().await;
+    let (id, old) = endpoint(&app, &r.url, json!(["plan.*"])).await;
+    let (s, b) =
+        app.post(&format!("/v1/webhook-endpoints/{id}/rotate-secret"), json!({"expiresInSeconds": 3600})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let new = b["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    let (_, shown) = app.get(&format!("/v1/webhook-endpoints/{id}")).await;
+    assert!(shown.get("secret").is_none(), "a secret is shown only when made: {shown}");
+
+    let engine = app.start_engine(EngineOpts::default());
+    app.active_plan("1.00").await;
+    eventually("the message", Duration::from_secs(20), async || r.count() >= 1).await;
+    let m = r.received()[0].clone();
+    assert!(m.verifies(&old) && m.verifies(&new), "both secrets verify during rotation");
+    assert_eq!(m.header("webhook-signature").split(' ').count(), 2);
+
+    // Tampering with the body or replaying an old timestamp fails verification.
+    let mut tampered = m.clone();
+    tampered.body = axum::body::Bytes::from(String::from_utf8_lossy(&m.body).replace("1.00", "0.01"));
+    assert!(!tampered.verifies(&new));
+    let mut stale = m.clone();
+    let old_ts = (chrono::Utc::now().timestamp() - 400).to_string();
+    stale.headers.insert("webhook-timestamp", old_ts.parse().unwrap());
+    assert!(!stale.verifies(&new));
+
+    // With no overlap the old secret stops at once.
+    let (s, b) = app.post(&format!("/v1/webhook-endpoints/{id}/rotate-secret"), json!({"expiresInSeconds": 0})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let newest = b["secret"].as_str().unwrap().to_owned();
+    app.active_plan("2.00").await;
+    eventually("the second message", Duration::from_secs(20), async || r.count() >= 2).await;
+    let m2 = r.received()[1].clone();
+    assert!(m2.verifies(&newest) && !m2.verifies(&new) && !m2.verifies(&old));
+    assert_eq!(m2.header("webhook-signature").split(' ').count(), 1);
+    engine.stop().await;
+}
+
+/// One endpoint whose receiver answers `behaviour`, one event (a plan), run until the
+/// delivery settles; returns the receiver and the delivery row.
+async fn one_delivery(
+    app: &TestApp,
+    schedule: &str,
+    behaviour: Arc<dyn Fn(usize) -> Answer + Send + Sync>,
+) -> (Receiver, String, (String, String, i32, Option<i32>, Option<String>)) {
+    let r = Receiver::start(behaviour).await;
+    let (id, _) = endpoint(app, &r.url, json!(["plan.created"])).await;
+    let engine = app.start_engine(opts(schedule));
+    app.active_plan("1.00").await;
+    settled(app, &id, 1).await;
+    engine.stop().await;
+    let d = deliveries(app, &id).await.remove(0);
+    (r, id, d)
+}
+
+#[tokio::test]
+async fn a_failing_receiver_gets_the_same_message_again_with_fresh_signatures() {
+    let app = spawn_app().await;
+    let (r, _, d) =
+        one_delivery(&app, "0.2,0.2,0.2", Arc::new(|n| Answer::Status(if n < 2 { 500 } else { 204 }))).await;
+    assert_eq!((d.1.as_str(), d.2, d.3), ("succeeded", 3, Some(204)), "{d:?}");
+    let got = r.received();
+    assert_eq!(got.len(), 3);
+    let ids: HashSet<&str> = got.iter().map(|m| m.header("webhook-id")).collect();
+    assert_eq!(ids.len(), 1, "one webhook-id across retries");
+    assert!(got.iter().all(|m| m.body == got[0].body), "the same body every time");
+}
+
+#[tokio::test]
+async fn a_redirect_is_a_failure_and_is_not_followed() {
+    let app = spawn_app().await;
+    let elsewhere = Receiver::ok().await;
+    let to = elsewhere.url.clone();
+    let (r, id, d) =
+        one_delivery(&app, "0.2,0.2", Arc::new(move |_| Answer::With(301, vec![("location", to.clone())]))).await;
+    assert_eq!((d.1.as_str(), d.2, d.3), ("failed", 3, Some(301)), "{d:?}");
+    assert!(d.4.as_deref().unwrap_or("").contains("redirects are not followed"), "{d:?}");
+    assert_eq!(r.count(), 3);
+    assert_eq!(elsewhere.count(), 0, "the redirect was followed");
+    // The spent delivery waits in the deliver-webhook DLQ.
+    let out = app.run_cli(&["dlq", "list", "--queue", "deliver-webhook", "--json"]).await;
+    let list = out.json();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    let _ = id;
+}
+
+#[tokio::test]
+async fn retry_after_on_429_sets_the_next_attempt() {
+    let app = spawn_app().await;
+    let (r, _, d) = one_delivery(
+        &app,
+        "0.1,0.1",
+        Arc::new(|n| if n == 0 { Answer::With(429, vec![("retry-after", "2".into())]) } else { Answer::Status(200) }),
+    )
+    .await;
+    assert_eq!((d.1.as_str(), d.2), ("succeeded", 2), "{d:?}");
+    let got = r.received();
+    let gap = got[1].at - got[0].at;
+    assert!(
+        gap >= Duration::from_millis(1900),
+        "the second attempt came {gap:?} after the 429, not after Retry-After: 2"
+    );
+}
+
+#[tokio::test]
+async fn gone_disables_the_endpoint() {
+    let app = spawn_app().await;
+    let (r, id, d) = one_delivery(&app, "0.1,0.1,0.1", Arc::new(|_| Answer::Status(410))).await;
+    assert_eq!((d.1.as_str(), d.2, d.3), ("failed", 1, Some(410)), "{d:?}");
+    assert_eq!(r.count(), 1, "no retry after 410");
+    let (_, e) = app.get(&format!("/v1/webhook-endpoints/{id}")).await;
+    assert_eq!(e["status"], "disabled");
+    assert_eq!(app.event_types(&id).await.last().map(String::as_str), Some("status_changed"));
+    let n = app
+        .count(&format!(
+            "SELECT count(*) FROM events WHERE object_id = '{id}' AND webhook_type = 'webhook_endpoint.disabled'"
+        ))
+        .await;
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn a_hanging_receiver_times_out_after_15_seconds() {
+    let app = spawn_app().await;
+    let (r, _, d) = one_delivery(
+        &app,
+        "0.1",
+        Arc::new(|n| if n == 0 { Answer::Hang(Duration::from_secs(17)) } else { Answer::Status(204) }),
+    )
+    .await;
+    assert_eq!((d.1.as_str(), d.2, d.3), ("succeeded", 2, Some(204)), "{d:?}");
+    let got = r.received();
+    let gap = got[1].at - got[0].at;
+    assert!(gap >= Duration::from_secs(15) && gap < Duration::from_secs(17), "second attempt {gap:?} after the hang");
+}
+
+#[tokio::test]
+async fn five_days_without_success_disables_the_endpoint() {
+    let app = spawn_app().await;
+    let r = Receiver::start(Arc::new(|_| Answer::Status(500))).await;
+    let (id, _) = endpoint(&app, &r.url, json!(["plan.created"])).await;
+    sqlx::query("UPDATE webhook_endpoints SET failing_since = now() - interval '5 days 1 minute' WHERE id = $1::uuid")
+        .bind(&id)
+        .execute(app.pool())
+        .await
+        .unwrap();
+    let engine = app.start_engine(opts("0.1,0.1"));
+    app.active_plan("1.00").await;
+    eventually("the endpoint to be disabled", Duration::from_secs(20), async || {
+        let (_, e) = app.get(&format!("/v1/webhook-endpoints/{id}")).await;
+        if e["status"] == "disabled" { Ok(e) } else { Err(e.to_string()) }
+    })
+    .await;
+    engine.stop().await;
+    let (_, e) = app.get(&format!("/v1/webhook-endpoints/{id}")).await;
+    assert_eq!(e["disabledReason"], "no successful delivery for 5 days");
+    assert_eq!(r.count(), 1);
+}
+
+#[tokio::test]
+async fn private_addresses_are_refused_without_the_override() {
+    let app = spawn_app().await;
+    let r = Receiver::ok().await;
+    let (by_ip, _) = endpoint(&app, &r.url, json!(["plan.created"])).await;
+    let (by_name, _) = endpoint(&app, &format!("http://localhost:{}/hooks", r.port), json!(["plan.created"])).await;
+    // A worker that keeps the production default.
+    let args = recur::cli::EngineArgs { webhook_allow_private: false, ..app.engine_args(&opts("0.1")) };
+    let engine_core = app.rt.engine(&args).unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let opts_w = recur::worker::WorkerOptions {
+        queues: jobs::Queue::ALL.to_vec(),
+        concurrency: None,
+        drain_timeout: Duration::from_secs(5),
+    };
+    let worker = tokio::spawn(recur::worker::run(engine_core, opts_w, stopped.clone()));
+    let sched = app.scheduler(&EngineOpts::default());
+    let sched_task = tokio::spawn(async move { sched.run(stopped).await });
+    app.active_plan("1.00").await;
+    for id in [&by_ip, &by_name] {
+        settled(&app, id, 1).await;
+        let d = deliveries(&app, id).await.remove(0);
+        assert_eq!(d.1, "failed", "{d:?}");
+        assert!(d.4.as_deref().unwrap_or("").contains("private"), "{d:?}");
+    }
+    assert_eq!(r.count(), 0, "a private address was reached");
+    let _ = stop.send(true);
+    let _ = tokio::join!(worker, sched_task);
+}
+
+#[tokio::test]
+async fn deliveries_are_listed_retried_and_replayed() {
+    let app = spawn_app().await;
+    // An event from before any endpoint existed: a replay sends it with its object.
+    let plan = app.active_plan("3.00").await;
+    let r = Receiver::ok().await;
+    let (id, secret) = endpoint(&app, &r.url, json!(["plan.*"])).await;
+    let engine = app.start_engine(EngineOpts::default());
+    app.active_plan("4.00").await;
+    settled(&app, &id, 1).await;
+
+    let (s, list) = app.get(&format!("/v1/webhook-endpoints/{id}/deliveries?status=succeeded&type=plan.created")).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let rows = list["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["attempts"], 1);
+    assert!(rows[0].get("lastResponse").is_none());
+    let delivery = rows[0]["id"].as_str().unwrap().to_owned();
+
+    let (s, b) = app.post(&format!("/v1/webhook-deliveries/{delivery}/retry"), json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    eventually("the retried message", Duration::from_secs(20), async || r.count() == 2).await;
+    let got = r.received();
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+
+    let since = (chrono::Utc::now() - chrono::TimeDelta::hours(1)).to_rfc3339();
+    let (s, b) = app.post(&format!("/v1/webhook-endpoints/{id}/replay"), json!({"since": since})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["replayed"], 2, "one plan.created per plan: {b}");
+    let about_plan = || -> Vec<Value> {
+        r.received()
+            .iter()
+            .filter(|m| m.verifies(&secret))
+            .map(|m| m.json())
+            .filter(|m| m["data"]["object"]["id"] == plan.as_str())
+            .collect()
+    };
+    eventually("the event from before the endpoint, replayed", Duration::from_secs(20), async || {
+        !about_plan().is_empty()
+    })
+    .await;
+    settled(&app, &id, 1).await;
+    engine.stop().await;
+    assert_eq!(about_plan()[0]["data"]["object"]["amount"], "3.00");
+}
+
+#[tokio::test]
+async fn a_redis_flush_delays_deliveries_but_loses_none() {
+    let app = spawn_app().await;
+    let r = Receiver::ok().await;
+    let (id, _) = endpoint(&app, &r.url, json!(["*"])).await;
+    let engine = app.start_engine(EngineOpts { worker: false, ..EngineOpts::default() });
+    for i in 0..20 {
+        app.active_plan(&format!("{i}.50")).await;
+    }
+    // The scheduler enqueued them; Redis loses every key of the namespace.
+    let n = app.count("SELECT count(*) FROM webhook_deliveries").await;
+    assert!(n >= 20);
+    eventually("deliveries to be enqueued", Duration::from_secs(10), async || {
+        app.count("SELECT count(*) FROM webhook_deliveries WHERE enqueued_until IS NOT NULL").await == n
+    })
+    .await;
+    let mut conn =
+        redis::Client::open(app.settings.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    crate::support::delete_namespace(&mut conn, &app.settings.redis_namespace).await;
+    engine.stop().await;
+    let engine = app.start_engine(EngineOpts::default());
+    settled(&app, &id, n as usize).await;
+    engine.stop().await;
+    let ids: HashSet<String> = r.received().iter().map(|m| m.header("webhook-id").to_owned()).collect();
+    assert_eq!(ids.len() as i64, n);
+    assert_eq!(app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'").await, n);
+}
