@@ -407,8 +407,21 @@ async fn deliveries_are_listed_retried_and_replayed() {
     })
     .await;
     settled(&app, &id, 1).await;
-    engine.stop().await;
     assert_eq!(about_plan()[0]["data"]["object"]["amount"], "3.00");
+
+    // Operators see the same through `recur webhooks`, with the receiver's answers.
+    let out = app.run_cli(&["webhooks", "endpoints", "--json"]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.json()[0]["endpoint"]["id"], id.as_str());
+    assert!(out.json()[0]["endpoint"].get("secret").is_none(), "the CLI shows no secret");
+    let out = app.run_cli(&["webhooks", "deliveries", &id, "--status", "succeeded", "--json"]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.json().as_array().map(Vec::len), Some(2));
+    let before = r.count();
+    let out = app.run_cli(&["webhooks", "replay", &id, "--since", "1h"]).await;
+    assert!(out.status.success() && out.stdout.starts_with("2 events queued"), "{out:?}");
+    eventually("the operator's replay", Duration::from_secs(20), async || r.count() == before + 2).await;
+    engine.stop().await;
 }
 
 #[tokio::test]
