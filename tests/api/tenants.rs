@@ -297,10 +297,23 @@ struct MoreOfA {
     cancelled_subscription: String,
     error_cycle: Uuid,
     error_transaction: Uuid,
+    endpoint: String,
+    delivery: String,
 }
 
 async fn build_more(app: &TestApp, w: &World) -> MoreOfA {
+    // A webhook endpoint; the plan below gives it a delivery.
+    let (s, e) =
+        app.post("/v1/webhook-endpoints", json!({"url": "https://example.com/hooks", "eventTypes": ["plan.*"]})).await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    let endpoint = e["id"].as_str().unwrap().to_owned();
     let archived = app.active_plan("4.00").await;
+    let delivery: String =
+        sqlx::query_scalar("SELECT id::text FROM webhook_deliveries WHERE endpoint_id = $1::uuid LIMIT 1")
+            .bind(&endpoint)
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
     let (s, _) = app.post(&format!("/v1/plans/{archived}/archive"), json!({})).await;
     assert_eq!(s, StatusCode::OK);
     let cancelled = app
@@ -351,7 +364,14 @@ async fn build_more(app: &TestApp, w: &World) -> MoreOfA {
     .execute(app.pool())
     .await
     .unwrap();
-    MoreOfA { archived_plan: archived, cancelled_subscription: cancelled, error_cycle, error_transaction }
+    MoreOfA {
+        archived_plan: archived,
+        cancelled_subscription: cancelled,
+        error_cycle,
+        error_transaction,
+        endpoint,
+        delivery,
+    }
 }
 
 /// Every route that takes an id, with a harmless valid body.
@@ -374,6 +394,13 @@ const ID_ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("GET", "/v1/payment-series/{id}", None),
     ("POST", "/v1/payment-series/{id}/cancel", Some("{}")),
     ("POST", "/v1/payment-series/{id}/transactions", Some(r#"{"amount": "1.00"}"#)),
+    ("GET", "/v1/webhook-endpoints/{id}", None),
+    ("PATCH", "/v1/webhook-endpoints/{id}", Some(r#"{"status": "disabled"}"#)),
+    ("DELETE", "/v1/webhook-endpoints/{id}", None),
+    ("POST", "/v1/webhook-endpoints/{id}/rotate-secret", Some("{}")),
+    ("GET", "/v1/webhook-endpoints/{id}/deliveries", None),
+    ("POST", "/v1/webhook-endpoints/{id}/replay", Some(r#"{"since": "2020-01-01T00:00:00Z"}"#)),
+    ("POST", "/v1/webhook-deliveries/{id}/retry", Some("{}")),
 ];
 
 /// The tenant matrix: every id route × every object A owns (of every type and in
@@ -396,6 +423,8 @@ async fn every_id_route_with_every_object_of_another_merchant_is_404() {
         ("error cycle", more.error_cycle.to_string()),
         ("cycle transaction", w.cycle_transaction.to_string()),
         ("error transaction", more.error_transaction.to_string()),
+        ("webhook endpoint", more.endpoint.clone()),
+        ("webhook delivery", more.delivery.clone()),
         ("payment series", w.series.clone()),
         ("series transaction", w.series_transaction.clone()),
     ];

@@ -251,6 +251,8 @@ pub fn assert_problem(r: &Reply, status: u16) {
 
 /// Tables a request can write; snapshots of them prove that nothing changed.
 pub const STATE_TABLES: &[&str] = &[
+    "webhook_endpoints",
+    "webhook_deliveries",
     "merchants",
     "customers",
     "plans",
