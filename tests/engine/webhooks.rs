@@ -451,3 +451,33 @@ async fn a_redis_flush_delays_deliveries_but_loses_none() {
     assert_eq!(ids.len() as i64, n);
     assert_eq!(app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'").await, n);
 }
+
+#[tokio::test]
+async fn the_python_sample_of_the_docs_verifies_what_recur_signs() {
+    let app = spawn_app().await;
+    let r = Receiver::ok().await;
+    let (_, secret) = endpoint(&app, &r.url, json!(["plan.created"])).await;
+    let engine = app.start_engine(EngineOpts::default());
+    app.active_plan("7.00").await;
+    eventually("the message", Duration::from_secs(20), async || r.count() >= 1).await;
+    engine.stop().await;
+    let m = r.received().remove(0);
+    let run = |body: &[u8]| {
+        use std::io::Write;
+        let mut child = std::process::Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/examples/verify_webhook.py"))
+            .arg(&secret)
+            .env("WEBHOOK_ID", m.header("webhook-id"))
+            .env("WEBHOOK_TIMESTAMP", m.header("webhook-timestamp"))
+            .env("WEBHOOK_SIGNATURE", m.header("webhook-signature"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        child.stdin.take().unwrap().write_all(body).unwrap();
+        child.wait_with_output().unwrap().status.success()
+    };
+    assert!(run(&m.body), "the documented sample refuses a message recur signed");
+    let tampered = String::from_utf8_lossy(&m.body).replace("7.00", "0.07");
+    assert!(!run(tampered.as_bytes()), "the documented sample accepts a tampered body");
+}
