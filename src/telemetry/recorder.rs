@@ -25,6 +25,10 @@ pub fn init_metrics() -> &'static PrometheusHandle {
                 b.set_buckets_for_metric(Matcher::Full("recur_scheduler_sweep_duration_seconds".into()), &latency)
             })
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full("recur_due_lag_seconds".into()), &lag))
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full("recur_webhook_delivery_duration_seconds".into()), &latency)
+            })
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full("recur_webhook_lag_seconds".into()), &lag))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full("recur_batch_size".into()), &batch));
         match builder.and_then(|b| b.install_recorder()) {
             Ok(handle) => handle,

@@ -36,13 +36,19 @@ fn promtool_accepts_the_scrape_config_and_the_alert_rules() {
     // rule_files are relative to the config file: promtool resolves them from there.
     let out = promtool(&["check", "config", "dashboards/prometheus/prometheus.yml"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("SUCCESS: 5 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 6 rules found"), "{text}");
     promtool(&["check", "rules", "dashboards/prometheus/alerts.yml"]);
     let out = promtool(&["test", "rules", "dashboards/prometheus/alerts_test.yml"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS"), "{out:?}");
     // Every alert docs/operations.md#alerts asks for has a unit test.
     let tests = std::fs::read_to_string(repo().join("dashboards/prometheus/alerts_test.yml")).unwrap();
-    for alert in ["RecurChargeFailureRatioHigh", "RecurDueLagHigh", "RecurDlqNotEmpty", "RecurNoWorkerAlive"] {
+    for alert in [
+        "RecurChargeFailureRatioHigh",
+        "RecurDueLagHigh",
+        "RecurDlqNotEmpty",
+        "RecurNoWorkerAlive",
+        "RecurWebhookFailureRatioHigh",
+    ] {
         assert!(tests.contains(&format!("alertname: {alert}")), "no promtool test for {alert}");
     }
 }
@@ -346,7 +352,7 @@ async fn a_real_prometheus_answers_every_panel_query() {
         .iter()
         .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
         .collect();
-    assert_eq!(rules.len(), 5, "{rules:#?}");
+    assert_eq!(rules.len(), 6, "{rules:#?}");
     for r in &rules {
         assert_eq!(r["health"], "ok", "{r:#}");
     }

@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::support::receiver::Receiver;
 use crate::support::{Child, TestApp, eventually, free_port, spawn_app};
 
 pub struct Stack {
@@ -19,6 +20,8 @@ pub struct Stack {
     pub scheduler_port: u16,
     pub worker_port: u16,
     pub plan: String,
+    /// The receiver of a webhook endpoint subscribed to billing cycles.
+    pub receiver: Receiver,
 }
 
 impl Stack {
@@ -33,10 +36,18 @@ impl Stack {
             app.spawn_process(&["scheduler"], &[("RECUR_METRICS_LISTEN", &format!("127.0.0.1:{scheduler_port}"))]);
         let worker = app.spawn_process(
             &["worker"],
-            &[("RECUR_METRICS_LISTEN", &format!("127.0.0.1:{worker_port}")), ("RECUR_JOB_MAX_ATTEMPTS", "2")],
+            &[
+                ("RECUR_METRICS_LISTEN", &format!("127.0.0.1:{worker_port}")),
+                ("RECUR_JOB_MAX_ATTEMPTS", "2"),
+                ("RECUR_WEBHOOK_ALLOW_PRIVATE", "1"),
+            ],
         );
         let plan = app.active_plan("9.99").await;
-        let stack = Stack { app, scheduler, worker, scheduler_port, worker_port, plan };
+        let receiver = Receiver::ok().await;
+        let (s, b) =
+            app.post("/v1/webhook-endpoints", json!({"url": receiver.url, "eventTypes": ["billing_cycle.*"]})).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let stack = Stack { app, scheduler, worker, scheduler_port, worker_port, plan, receiver };
         for port in [scheduler_port, worker_port] {
             let url = format!("http://127.0.0.1:{port}/healthz");
             let client = &stack.app.client;
