@@ -16,7 +16,14 @@
 //! per succeeded cycle, no cycle with two approved transactions, one event per change.
 //! It prints the counts and fails on any double or lost charge.
 //!
-//! `cargo test --test chaos` runs the short variant (2,000 charges, no Postgres
+//! Webhooks ride along (docs/guarantees.md#no-event-is-lost-on-its-way-to-the-merchant):
+//! one endpoint subscribed to `*` whose receiver is down (its port closed) until half
+//! the cycles have settled, through the same kills and flush. At the end every event
+//! in Postgres must have reached the receiver at least once (by `webhook-id`), every
+//! message must verify with the `standardwebhooks` crate, and duplicates may only be
+//! redeliveries of the same id.
+//!
+//! `cargo test --test chaos` runs the short variant (5,000 charges, no Postgres
 //! restart). `scripts/chaos [N]` runs the long one (`chaos_long`, ignored by default):
 //! N charges (20,000 by default), with the Postgres restart. Knobs, all optional:
 //! `RECUR_CHAOS_CHARGES`, `RECUR_CHAOS_FLAKY_PERCENT` (10), `RECUR_CHAOS_KILL_EVERY_MS`,
@@ -35,7 +42,8 @@ use rand::Rng;
 use serde_json::json;
 use uuid::Uuid;
 
-use support::{Child, TestApp, eventually, seed_due, spawn_app_with, try_eventually};
+use support::receiver::{Answer, Receiver};
+use support::{Child, TestApp, eventually, free_port, seed_due, spawn_app_with, try_eventually};
 
 /// What a run does.
 #[derive(Debug, Clone)]
@@ -50,6 +58,8 @@ struct Plan {
     wipe_redis_at: f64,
     restart_postgres_at: Option<f64>,
     sigterm_at: f64,
+    /// Progress at which the webhook receiver comes up (it is down before).
+    receiver_up_at: f64,
     /// Jobs at once per queue in each worker (None: the queues' policies).
     concurrency: Option<usize>,
     /// Attempts before a job is dead-lettered (None: the queues' policies, 8 for a charge).
@@ -68,7 +78,7 @@ fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
 impl Plan {
     fn short() -> Plan {
         Plan {
-            charges: env("RECUR_CHAOS_CHARGES").unwrap_or(2_000),
+            charges: env("RECUR_CHAOS_CHARGES").unwrap_or(5_000),
             flaky_percent: env("RECUR_CHAOS_FLAKY_PERCENT").unwrap_or(10),
             workers: 3,
             schedulers: 2,
@@ -77,6 +87,7 @@ impl Plan {
             wipe_redis_at: 0.3,
             restart_postgres_at: (env::<u8>("RECUR_CHAOS_PG_RESTART") == Some(1)).then_some(0.5),
             sigterm_at: 0.7,
+            receiver_up_at: 0.5,
             concurrency: Some(env("RECUR_CHAOS_CONCURRENCY").unwrap_or(5)),
             max_attempts: env("RECUR_CHAOS_MAX_ATTEMPTS"),
             lease_secs: 5,
@@ -97,6 +108,7 @@ impl Plan {
             wipe_redis_at: 0.3,
             restart_postgres_at: (env::<u8>("RECUR_CHAOS_PG_RESTART") != Some(0)).then_some(0.5),
             sigterm_at: 0.7,
+            receiver_up_at: 0.5,
             concurrency: env("RECUR_CHAOS_CONCURRENCY"),
             max_attempts: env("RECUR_CHAOS_MAX_ATTEMPTS"),
             lease_secs: 10,
@@ -133,7 +145,14 @@ struct Run<'a> {
     workers: Vec<Slot>,
     schedulers: Vec<Child>,
     faults: Faults,
+    /// The webhook receiver's port, and the receiver once it is up.
+    receiver_port: u16,
+    receiver: Option<Receiver>,
 }
+
+/// Webhook retry waits of the run (seconds): short, so the receiver's downtime and a
+/// lost job's lease fit in the run, long enough in total (~80 s) to outlast both.
+const WEBHOOK_SCHEDULE: &str = "1,1,2,2,3,3,5,5,5,5,8,8,8,8,8";
 
 impl Run<'_> {
     fn worker_env(&self) -> Vec<(String, String)> {
@@ -145,6 +164,8 @@ impl Run<'_> {
             // restart of a second or two does not use up a charge's 8 attempts.
             ("RECUR_JOB_BACKOFF_INITIAL_MS".to_owned(), "100".to_owned()),
             ("RECUR_JOB_BACKOFF_MAX_MS".to_owned(), "2000".to_owned()),
+            ("RECUR_WEBHOOK_ALLOW_PRIVATE".to_owned(), "1".to_owned()),
+            ("RECUR_WEBHOOK_SCHEDULE".to_owned(), WEBHOOK_SCHEDULE.to_owned()),
         ];
         if let Some(c) = self.plan.concurrency {
             env.push(("RECUR_CONCURRENCY".to_owned(), c.to_string()));
@@ -396,6 +417,33 @@ async fn reconcile(app: &TestApp, n: i64) -> Reconciled {
     Reconciled { charged, succeeded_cycles, double, lost, dead_lettered_events, event_mismatches, ..Default::default() }
 }
 
+/// Every event against what the receiver got, by `webhook-id`.
+async fn reconcile_webhooks(app: &TestApp, receiver: Option<&Receiver>, secret: &str) -> serde_json::Value {
+    let events: Vec<String> = sqlx::query_scalar("SELECT id::text FROM events").fetch_all(app.pool()).await.unwrap();
+    let without_delivery = count(
+        app,
+        "SELECT count(*) FROM events e WHERE NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id)",
+    )
+    .await;
+    let got = receiver.map(Receiver::received).unwrap_or_default();
+    let unverified = got.iter().filter(|m| !m.verifies(secret)).count();
+    let ids: Vec<String> = got.iter().map(|m| m.header("webhook-id").to_owned()).collect();
+    let distinct: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let known: std::collections::HashSet<&str> = events.iter().map(String::as_str).collect();
+    let missing = known.difference(&distinct).count();
+    let unknown = distinct.difference(&known).count();
+    json!({
+        "events": events.len(),
+        "received": ids.len(),
+        "distinct": distinct.len(),
+        "duplicates": ids.len() - distinct.len(),
+        "missing": missing,
+        "unknown": unknown,
+        "unverified": unverified,
+        "eventsWithoutDelivery": without_delivery,
+    })
+}
+
 /// Wait until nothing is outstanding, injecting the plan's faults on the way.
 async fn drive(run: &mut Run<'_>, start: Instant) {
     let n = run.plan.charges;
@@ -405,6 +453,7 @@ async fn drive(run: &mut Run<'_>, start: Instant) {
     let mut wiped = false;
     let mut pg_restarted = run.plan.restart_postgres_at.is_none();
     let mut termed = false;
+    let mut receiving = false;
     loop {
         let done = settled(run.app).await;
         if outstanding(run.app).await == 0 && done >= n {
@@ -432,6 +481,12 @@ async fn drive(run: &mut Run<'_>, start: Instant) {
             run.restart_postgres().await;
             pg_restarted = true;
         }
+        if !receiving && progress >= run.plan.receiver_up_at {
+            run.faults.at.insert("webhook_receiver_up", done);
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", run.receiver_port)).await.unwrap();
+            run.receiver = Some(Receiver::on(listener, std::sync::Arc::new(|_| Answer::Status(204))));
+            receiving = true;
+        }
         if !termed && progress >= run.plan.sigterm_at {
             run.faults.at.insert("sigterm", done);
             run.sigterm_one().await;
@@ -450,6 +505,16 @@ async fn chaos(plan: Plan) {
     // The database is the run's alone: start from an empty one.
     let _: () = redis::cmd("FLUSHDB").query_async(&mut redis_db(&app).await).await.unwrap();
     let n = plan.charges;
+    // The webhook endpoint, before any event; its receiver's port stays closed for now.
+    let receiver_port = free_port();
+    let (s, endpoint) = app
+        .post(
+            "/v1/webhook-endpoints",
+            json!({"url": format!("http://127.0.0.1:{receiver_port}/hooks"), "eventTypes": ["*"]}),
+        )
+        .await;
+    assert!(s.is_success(), "{endpoint}");
+    let secret = endpoint["secret"].as_str().unwrap().to_owned();
     let flaky = n * plan.flaky_percent / 100;
     let due = app.clock_now().await - chrono::Duration::minutes(1);
     seed_due(&app, n - flaky, due, "pm_sandbox_ok").await;
@@ -462,8 +527,15 @@ async fn chaos(plan: Plan) {
         plan.workers, plan.schedulers, plan.latency_ms, plan.kill_every, app.settings.redis_namespace
     );
 
-    let mut run =
-        Run { app: &app, plan: plan.clone(), workers: Vec::new(), schedulers: Vec::new(), faults: Faults::default() };
+    let mut run = Run {
+        app: &app,
+        plan: plan.clone(),
+        workers: Vec::new(),
+        schedulers: Vec::new(),
+        faults: Faults::default(),
+        receiver_port,
+        receiver: None,
+    };
     for _ in 0..plan.workers {
         let child = run.spawn_worker();
         run.workers.push(Slot { child, generation: 0 });
@@ -506,6 +578,13 @@ async fn chaos(plan: Plan) {
         let _ = try_eventually(Duration::from_secs(120), async || outstanding(&app).await == 0).await;
     }
 
+    // Every webhook delivery settles (the receiver is up by now).
+    let webhooks_in = try_eventually(Duration::from_secs(300), async || {
+        let open = count(&app, "SELECT count(*) FROM webhook_deliveries WHERE status <> 'succeeded'").await;
+        if open == 0 { Ok(start.elapsed()) } else { Err(format!("{open} webhook deliveries not succeeded")) }
+    })
+    .await;
+
     // Stop everything (workers drain) before counting: with no process left, no late
     // duplicate can land after the counts. One that outlives its drain is killed.
     for slot in &mut run.workers {
@@ -519,6 +598,8 @@ async fn chaos(plan: Plan) {
             child.kill9();
         }
     }
+    let webhooks = reconcile_webhooks(&app, run.receiver.as_ref(), &secret).await;
+    eprintln!("chaos: webhooks {webhooks} (all delivered after {webhooks_in:.1?})");
     let mut r = reconcile(&app, n).await;
     r.dlq_entries = dlq_entries;
     r.replayed = replayed;
@@ -548,6 +629,7 @@ async fn chaos(plan: Plan) {
             "atSettledCycles": f.at,
         },
         "eventMismatches": r.event_mismatches,
+        "webhooks": webhooks,
         "secondsToSettle": charged_in.as_secs_f64(),
         "seconds": took.as_secs_f64(),
     });
@@ -595,11 +677,17 @@ async fn chaos(plan: Plan) {
     for (fault, at) in &f.at {
         assert!(*at < n, "{fault} fired only after every cycle settled: {report}");
     }
+    assert!(webhooks_in.is_ok(), "webhook deliveries did not all succeed: {report}");
+    assert_eq!(webhooks["missing"], 0, "events the receiver never got: {report}");
+    assert_eq!(webhooks["unknown"], 0, "messages that are no event: {report}");
+    assert_eq!(webhooks["unverified"], 0, "messages that fail verification: {report}");
+    assert_eq!(webhooks["eventsWithoutDelivery"], 0, "events without their delivery row (the outbox): {report}");
+    assert!(f.at.get("webhook_receiver_up").is_some_and(|at| *at > 0), "the receiver was never down: {report}");
     app.assert_exactly_once().await;
     let _: () = redis::cmd("FLUSHDB").query_async(&mut redis_db(&app).await).await.unwrap();
 }
 
-/// The regular suite's variant: 2,000 charges, kill -9, FLUSHDB and SIGTERM, no
+/// The regular suite's variant: 5,000 charges, kill -9, FLUSHDB, SIGTERM and webhook receiver downtime, no
 /// Postgres restart (other tests may be using Postgres at the same time).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_short() {
