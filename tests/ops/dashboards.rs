@@ -252,6 +252,10 @@ async fn a_real_prometheus_answers_every_panel_query() {
     })
     .await;
 
+    // The billing-cycle webhooks went out (the Webhooks row reads their metrics).
+    eventually("webhooks to reach the stack's receiver", Duration::from_secs(30), async || stack.receiver.count() > 0)
+        .await;
+
     // Every metric a panel reads is exported by one of the processes.
     let mut exported = BTreeSet::from(["up".to_owned()]);
     for base in [app.base.clone(), stack.scheduler_url(), stack.worker_url()] {
