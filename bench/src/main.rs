@@ -8,6 +8,7 @@
 
 mod baseline;
 mod procs;
+mod receiver;
 mod report;
 mod scenario;
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 use clap::{Args, Parser};
 
 use report::Report;
+use scenario::Shape;
 
 // `recur bench`'s command line: the benchmark's flags, and recur's settings (of which
 // it uses the Redis URL) so every flag `recur bench` took still parses.
@@ -95,7 +97,8 @@ pub struct BenchArgs {
     /// Connections for the baselines (recur's processes use the same pool size).
     #[arg(long, default_value_t = 16)]
     pub clients: u32,
-    /// Only these scenarios (surge, baseline, latency, scale).
+    /// Only these scenarios (surge, baseline, latency, scale, webhooks: the surge with
+    /// one webhook endpoint on billing_cycle.succeeded and .failed, one worker).
     #[arg(long, value_delimiter = ',', default_value = "surge,baseline,latency,scale")]
     pub only: Vec<String>,
     /// Write the report here as Markdown (table + JSON).
@@ -119,15 +122,40 @@ async fn run(args: BenchArgs, redis_url: String) -> anyhow::Result<()> {
         }
         if want("surge") {
             for &w in &args.workers {
-                let r = scenario::surge(&recur, &args, &redis_url, args.surge, w, 0, None).await?;
+                let r = scenario::surge(&recur, &args, &redis_url, args.surge, w, Shape::default()).await?;
                 eprintln!("surge W={w}: {:.0} charges/s, lag p99 {:.2}s", r.charges_per_s, r.lag_p99);
                 report.surge(w, &r);
             }
         }
+        if want("webhooks") {
+            let receiver = receiver::Receiver::start().await?;
+            let r = scenario::surge(
+                &recur,
+                &args,
+                &redis_url,
+                args.surge,
+                1,
+                Shape { hook: Some(&receiver), ..Shape::default() },
+            )
+            .await?;
+            let w = r.webhooks.clone().unwrap_or_default();
+            eprintln!(
+                "webhooks W=1: {:.0} charges/s, {:.0} deliveries/s, lag p50 {:.2}s p99 {:.2}s, last delivery {:.2}s after the last charge",
+                r.charges_per_s, w.per_s, w.lag_p50, w.lag_p99, w.behind_last_charge
+            );
+            report.webhooks(&r);
+        }
         if want("latency") {
             for &c in &args.latency_concurrency {
-                let r = scenario::surge(&recur, &args, &redis_url, args.latency_charges, 1, args.latency_ms, Some(c))
-                    .await?;
+                let r = scenario::surge(
+                    &recur,
+                    &args,
+                    &redis_url,
+                    args.latency_charges,
+                    1,
+                    Shape { latency_ms: args.latency_ms, concurrency: Some(c), hook: None },
+                )
+                .await?;
                 eprintln!("latency c={c}: {:.0} charges/s (bound {:.0})", r.charges_per_s, r.bound);
                 report.latency(c, &r);
             }

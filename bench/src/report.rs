@@ -53,6 +53,20 @@ impl Report {
         self.procs(&g, r);
     }
 
+    pub fn webhooks(&mut self, r: &SurgeResult) {
+        let g = "webhooks_w1";
+        self.add(g, "charges_per_s", r.charges_per_s);
+        self.add(g, "elapsed_s", r.elapsed_s);
+        if let Some(w) = &r.webhooks {
+            self.add(g, "deliveries_per_s", w.per_s);
+            self.add(g, "delivered", w.delivered as f64);
+            self.add(g, "event_to_delivered_p50_s", w.lag_p50);
+            self.add(g, "event_to_delivered_p99_s", w.lag_p99);
+            self.add(g, "last_delivery_after_last_charge_s", w.behind_last_charge);
+            self.add(g, "signatures_refused", w.refused as f64);
+        }
+    }
+
     fn procs(&mut self, g: &str, r: &SurgeResult) {
         let mut worker_no = 0;
         for (role, rss, cpu) in &r.procs {
@@ -94,6 +108,11 @@ impl Report {
                     self.add(&g, "ratio_to_sql_loop", recur / sql);
                 }
             }
+        }
+        if let (Some(with), Some(without)) =
+            (self.median("webhooks_w1", "charges_per_s"), self.median("surge_w1", "charges_per_s"))
+        {
+            self.add("webhooks_w1", "ratio_to_surge_w1", with / without);
         }
         let mut out =
             String::from("| scenario | figure | median | min | max | runs |\n|---|---|---:|---:|---:|---:|\n");

@@ -93,6 +93,21 @@ pub struct SurgeResult {
     pub procs: Vec<(String, f64, f64)>,
     /// Concurrency bound: in-flight ÷ latency (0 without latency).
     pub bound: f64,
+    /// With a webhook endpoint: what its receiver got.
+    pub webhooks: Option<WebhookFigures>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct WebhookFigures {
+    pub delivered: i64,
+    /// Deliveries per second from the first event to the last delivery.
+    pub per_s: f64,
+    /// Event committed → delivered.
+    pub lag_p50: f64,
+    pub lag_p99: f64,
+    /// Last delivery after the last charge's event.
+    pub behind_last_charge: f64,
+    pub refused: u64,
 }
 
 fn env(db: &BenchDb, redis_url: &str, ns: &str, latency_ms: u64, clients: u32) -> Vec<(String, String)> {
@@ -103,6 +118,7 @@ fn env(db: &BenchDb, redis_url: &str, ns: &str, latency_ms: u64, clients: u32) -
         ("RECUR_SANDBOX_LATENCY_MS".into(), latency_ms.to_string()),
         ("RECUR_DB_POOL".into(), clients.to_string()),
         ("RECUR_CLOCK".into(), "system".into()),
+        ("RECUR_WEBHOOK_ALLOW_PRIVATE".into(), "1".into()),
         ("RECUR_LOG".into(), std::env::var("RECUR_LOG").unwrap_or_else(|_| "warn".into())),
     ]
 }
@@ -141,6 +157,15 @@ async fn clear_namespace(redis_url: &str, ns: &str) {
     }
 }
 
+/// How a surge runs besides its size: gateway latency, charge concurrency per worker,
+/// and a webhook endpoint (with its receiver) on the cycles' outcomes.
+#[derive(Default, Clone, Copy)]
+pub struct Shape<'a> {
+    pub latency_ms: u64,
+    pub concurrency: Option<usize>,
+    pub hook: Option<&'a crate::receiver::Receiver>,
+}
+
 /// `n` subscriptions all due at one instant; W worker processes and a scheduler.
 pub async fn surge(
     recur: &std::path::Path,
@@ -148,12 +173,26 @@ pub async fn surge(
     redis_url: &str,
     n: i64,
     workers: usize,
-    latency_ms: u64,
-    concurrency: Option<usize>,
+    shape: Shape<'_>,
 ) -> anyhow::Result<SurgeResult> {
+    let Shape { latency_ms, concurrency, hook } = shape;
     let db = BenchDb::create(&args.pg, "surge").await?;
     let far: DateTime<Utc> = "2100-01-01T00:00:00Z".parse()?;
-    db.seed(n, far, "pm_sandbox_ok").await?;
+    let (merchant, _) = db.seed(n, far, "pm_sandbox_ok").await?;
+    if let Some(r) = hook {
+        let req = recur::webhooks::endpoints::CreateEndpoint {
+            url: r.url.clone(),
+            event_types: Some(vec!["billing_cycle.succeeded".into(), "billing_cycle.failed".into()]),
+            description: None,
+            metadata: None,
+        };
+        let mut tx = db.pool.begin().await?;
+        let e = recur::webhooks::endpoints::create(&mut tx, merchant, true, req)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tx.commit().await?;
+        let _ = r.counts.secret.set(e.secret.clone());
+    }
     let ns = format!("bench-{}", Uuid::now_v7().simple());
     let mut env = env(&db, redis_url, &ns, latency_ms, args.clients);
     if let Some(c) = concurrency {
@@ -176,6 +215,10 @@ pub async fn surge(
     wait_settled(&db.pool, n, Duration::from_secs(1800)).await?;
     let elapsed = start.elapsed().as_secs_f64();
     let (p50, p95, p99) = lag(&db.pool).await?;
+    let webhooks = match hook {
+        Some(r) => Some(webhook_figures(&db.pool, n, r).await?),
+        None => None,
+    };
     let usage = procs.iter().map(|p| {
         let (rss, cpu) = p.usage();
         (p.role.clone(), rss, cpu)
@@ -197,6 +240,40 @@ pub async fn surge(
         lag_p99: p99,
         procs: usage,
         bound,
+        webhooks,
+    })
+}
+
+/// Wait for every `billing_cycle.succeeded` delivery, then its figures.
+async fn webhook_figures(pool: &PgPool, n: i64, r: &crate::receiver::Receiver) -> anyhow::Result<WebhookFigures> {
+    let start = Instant::now();
+    loop {
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'")
+            .fetch_one(pool)
+            .await?;
+        if done >= n {
+            break;
+        }
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(900), "only {done} of {n} webhooks delivered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let row: (f64, f64, f64, f64, i64) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - event_at))::float8,
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - event_at))::float8,
+                extract(epoch FROM max(delivered_at) - min(event_at))::float8,
+                extract(epoch FROM max(delivered_at) - max(event_at))::float8,
+                count(*)
+         FROM webhook_deliveries WHERE status = 'succeeded'",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(WebhookFigures {
+        delivered: row.4,
+        per_s: row.4 as f64 / row.2.max(1e-9),
+        lag_p50: row.0,
+        lag_p99: row.1,
+        behind_last_charge: row.3,
+        refused: r.counts.refused.load(std::sync::atomic::Ordering::Relaxed),
     })
 }
 
