@@ -141,9 +141,12 @@ impl Sender {
         let attempts = d.attempts + 1;
         let gone = a.status == Some(410);
         let honour = matches!(a.status, Some(429 | 502 | 503 | 504));
+        // Retry-After replaces the schedule's wait, never its length: a receiver that
+        // keeps answering 429 still runs out of attempts.
+        let step = self.schedule.delay(attempts as usize, rand::random::<f64>());
         let delay = match (honour, a.retry_after) {
-            (true, Some(after)) if !gone => Some(after.min(RETRY_AFTER_CAP)),
-            _ => self.schedule.delay(attempts as usize, rand::random::<f64>()),
+            (true, Some(after)) => step.map(|_| after.min(RETRY_AFTER_CAP)),
+            _ => step,
         };
         let next = delay.filter(|_| !gone).map(|d| Utc::now() + chrono::TimeDelta::from_std(d).unwrap_or_default());
         let moved = sqlx::query!(

@@ -281,6 +281,15 @@ async fn retry_after_on_429_sets_the_next_attempt() {
 }
 
 #[tokio::test]
+async fn retry_after_does_not_extend_the_schedule() {
+    let app = spawn_app().await;
+    let (r, _, d) =
+        one_delivery(&app, "0.1,0.1", Arc::new(|_| Answer::With(503, vec![("retry-after", "0".into())]))).await;
+    assert_eq!((d.1.as_str(), d.2, d.3), ("failed", 3, Some(503)), "{d:?}");
+    assert_eq!(r.count(), 3, "a receiver answering Retry-After forever still gets the schedule's attempts only");
+}
+
+#[tokio::test]
 async fn gone_disables_the_endpoint() {
     let app = spawn_app().await;
     let (r, id, d) = one_delivery(&app, "0.1,0.1,0.1", Arc::new(|_| Answer::Status(410))).await;
