@@ -106,6 +106,8 @@ impl Client {
         let http = reqwest::Client::builder()
             .user_agent(concat!("recur/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment would dial the target itself, past the resolver check.
+            .no_proxy()
             .timeout(TIMEOUT)
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(90))
