@@ -41,73 +41,101 @@ impl NewEvent {
     }
 }
 
-/// Write events, many in one statement, with their webhook deliveries: the same
-/// statement adds one delivery per enabled endpoint of the merchant subscribed to each
-/// event's type (the outbox, docs/webhooks.md#never-lost). Events that got a delivery
-/// keep a snapshot of their object as it is now, so call this after the writes the
-/// events describe. Order within the batch is kept per object.
+/// Write events, many in one statement, with their webhook deliveries: one delivery
+/// per enabled endpoint of the merchant subscribed to each event's type (the outbox,
+/// docs/webhooks.md#never-lost). Events that get a delivery keep a snapshot of their
+/// object as it is now, so call this after the writes the events describe. Order
+/// within the batch is kept per object.
+///
+/// The endpoints are read first and held `FOR KEY SHARE` until the transaction ends:
+/// an endpoint deleted meanwhile waits for this commit (and then takes its deliveries
+/// with it) instead of failing this transaction on the deliveries' foreign key.
 pub async fn record(conn: &mut PgConnection, events: &[NewEvent]) -> Result<()> {
+    record_leased(conn, events, None).await.map(drop)
+}
+
+/// `record`, for a caller that sends the deliveries' jobs itself once it commits: the
+/// deliveries are born leased for `lease_secs` (so the scheduler leaves them alone
+/// unless that caller dies before pushing) and their ids are returned.
+pub async fn record_leased(conn: &mut PgConnection, events: &[NewEvent], lease_secs: Option<i64>) -> Result<Vec<Uuid>> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(vec![]);
     }
-    let mut ids = Vec::with_capacity(events.len());
-    let mut merchants = Vec::with_capacity(events.len());
-    let mut types = Vec::with_capacity(events.len());
-    let mut objects = Vec::with_capacity(events.len());
-    let mut kinds = Vec::with_capacity(events.len());
-    let mut public = Vec::with_capacity(events.len());
-    let mut data = Vec::with_capacity(events.len());
-    let mut actors = Vec::with_capacity(events.len());
-    for e in events {
-        ids.push(Uuid::now_v7());
-        merchants.push(e.merchant_id);
-        types.push(e.object_type);
-        objects.push(e.object_id);
-        kinds.push(e.kind);
-        public.push(crate::webhooks::types::public(e.object_type, e.kind, &e.data));
-        data.push(e.data.clone());
-        actors.push(e.actor);
-    }
-    let wanted = sqlx::query_scalar!(
-        "WITH ev AS (
-            INSERT INTO events (id, merchant_id, object_type, object_id, type, webhook_type, data, actor)
-            SELECT id, m, ot, oi, ty, wt, d, a
-            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::jsonb[], $8::event_actor[])
-              WITH ORDINALITY AS t(id, m, ot, oi, ty, wt, d, a, ord) ORDER BY ord
-            RETURNING id, merchant_id, webhook_type, created_at)
-         INSERT INTO webhook_deliveries (endpoint_id, event_id, merchant_id, type, event_at)
-         SELECT w.id, ev.id, ev.merchant_id, ev.webhook_type, ev.created_at
-         FROM ev JOIN webhook_endpoints w ON w.merchant_id = ev.merchant_id AND w.status = 'enabled'
-           AND webhook_subscribed(w.event_types, ev.webhook_type)
-         ON CONFLICT DO NOTHING
-         RETURNING event_id",
-        &ids,
+    let mut merchants: Vec<Uuid> = events.iter().map(|e| e.merchant_id).collect();
+    merchants.sort_unstable();
+    merchants.dedup();
+    let endpoints = sqlx::query!(
+        "SELECT id, merchant_id, event_types FROM webhook_endpoints
+         WHERE merchant_id = ANY($1) AND status = 'enabled' ORDER BY id FOR KEY SHARE",
         &merchants,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut ids = Vec::with_capacity(events.len());
+    let mut public = Vec::with_capacity(events.len());
+    let (mut to_endpoint, mut to_event) = (Vec::new(), Vec::new());
+    let mut wanted = Vec::new();
+    let mut keep = Vec::with_capacity(events.len());
+    for e in events {
+        let id = Uuid::now_v7();
+        let kind = crate::webhooks::types::public(e.object_type, e.kind, &e.data);
+        let mut subscribed = false;
+        for w in endpoints.iter().filter(|w| w.merchant_id == e.merchant_id) {
+            if crate::webhooks::types::subscribed(&w.event_types, &kind) {
+                to_endpoint.push(w.id);
+                to_event.push(id);
+                subscribed = true;
+            }
+        }
+        if subscribed {
+            wanted.push(crate::webhooks::snapshot::Wanted {
+                merchant_id: e.merchant_id,
+                object_type: e.object_type.to_owned(),
+                object_id: e.object_id,
+            });
+        }
+        ids.push(id);
+        public.push(kind);
+        keep.push(subscribed);
+    }
+    let mut snapshots = crate::webhooks::snapshot::take(conn, &wanted).await?.into_iter();
+    let objects: Vec<Option<Value>> = keep.iter().map(|&k| if k { snapshots.next() } else { None }).collect();
+    let merchant_ids: Vec<Uuid> = events.iter().map(|e| e.merchant_id).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.object_type).collect();
+    let objects_ids: Vec<Uuid> = events.iter().map(|e| e.object_id).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+    let data: Vec<Value> = events.iter().map(|e| e.data.clone()).collect();
+    let actors: Vec<Actor> = events.iter().map(|e| e.actor).collect();
+    let lease = lease_secs.map(|s| s.max(crate::lease::WEBHOOK_MIN_SECONDS) as f64);
+    let deliveries = sqlx::query_scalar!(
+        "WITH ev AS (
+            INSERT INTO events (id, merchant_id, object_type, object_id, type, webhook_type, data, actor, object)
+            SELECT id, m, ot, oi, ty, wt, d, a, o
+            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::jsonb[],
+                $8::event_actor[], $9::jsonb[])
+              WITH ORDINALITY AS t(id, m, ot, oi, ty, wt, d, a, o, ord) ORDER BY ord
+            RETURNING id, merchant_id, webhook_type, created_at)
+         INSERT INTO webhook_deliveries (endpoint_id, event_id, merchant_id, type, event_at, enqueued_until)
+         SELECT u.endpoint_id, ev.id, ev.merchant_id, ev.webhook_type, ev.created_at,
+             now() + make_interval(secs => $12::float8)
+         FROM unnest($10::uuid[], $11::uuid[]) AS u(endpoint_id, event_id) JOIN ev ON ev.id = u.event_id
+         RETURNING id",
+        &ids,
+        &merchant_ids,
         &types as &[&str],
-        &objects,
+        &objects_ids,
         &kinds as &[&str],
         &public,
         &data,
         &actors as &[Actor],
+        &objects as &[Option<Value>],
+        &to_endpoint,
+        &to_event,
+        lease,
     )
     .fetch_all(&mut *conn)
     .await?;
-    if !wanted.is_empty() {
-        let wanted: std::collections::HashSet<Uuid> = wanted.into_iter().collect();
-        let snap: Vec<crate::webhooks::snapshot::Wanted> = ids
-            .iter()
-            .zip(events)
-            .filter(|(id, _)| wanted.contains(id))
-            .map(|(id, e)| crate::webhooks::snapshot::Wanted {
-                event_id: *id,
-                merchant_id: e.merchant_id,
-                object_type: e.object_type.to_owned(),
-                object_id: e.object_id,
-            })
-            .collect();
-        crate::webhooks::snapshot::store(conn, &snap).await?;
-    }
-    Ok(())
+    Ok(deliveries)
 }
 
 pub async fn record_one(conn: &mut PgConnection, event: NewEvent) -> Result<()> {

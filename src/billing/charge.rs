@@ -91,8 +91,9 @@ pub struct Settlement {
 pub type Recorded = bool;
 
 /// Record many outcomes in one transaction, set-based, taking the rows' locks in the
-/// lock order (subscriptions, cycles, transactions: `super::locks`).
-pub async fn record_batch(pool: &PgPool, items: Vec<Settlement>) -> anyhow::Result<Vec<Recorded>> {
+/// lock order (subscriptions, cycles, transactions: `super::locks`). Also returns the
+/// webhook deliveries the outcomes' events made, leased for the caller to enqueue.
+pub async fn record_batch(pool: &PgPool, items: Vec<Settlement>) -> anyhow::Result<(Vec<Recorded>, Vec<Uuid>)> {
     // Two deliveries of one transaction can share a batch (duplicate jobs in flight at
     // once are group-committed together). Only the first copy is recorded: later
     // copies answer "not recorded", exactly like a duplicate in a later batch.
@@ -185,9 +186,9 @@ pub async fn record_batch(pool: &PgPool, items: Vec<Settlement>) -> anyhow::Resu
         .execute(&mut *tx)
         .await?;
     }
-    events::record(&mut tx, &evs).await?;
+    let deliveries = events::record_leased(&mut tx, &evs, Some(crate::lease::WEBHOOK_MIN_SECONDS)).await?;
     tx.commit().await?;
-    Ok(items.iter().zip(&first).map(|(i, f)| *f && changed.contains(&i.ctx.id)).collect())
+    Ok((items.iter().zip(&first).map(|(i, f)| *f && changed.contains(&i.ctx.id)).collect(), deliveries))
 }
 
 fn outcome_json(o: &Settled, ctx: &ChargeContext) -> serde_json::Value {

@@ -111,36 +111,35 @@ pub fn idempotency_key(transaction_id: Uuid) -> String {
     format!("recur_txn_{}", transaction_id.simple())
 }
 
-/// The merchant's transaction `id`, or the attempts of some cycles.
-async fn select(
-    conn: &mut PgConnection,
-    merchant_id: Option<Uuid>,
-    id: Option<Uuid>,
-    cycle_ids: Option<&[Uuid]>,
-) -> Result<Vec<Transaction>> {
+pub async fn get(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result<Transaction> {
+    sqlx::query_as!(
+        Transaction,
+        r#"SELECT id, merchant_id, billing_cycle_id, payment_series_id, kind AS "kind: TransactionKind", amount,
+            currency, description, status AS "status: TransactionStatus", gateway_reference, decline_code,
+            idempotency_key, attempt, partner_reference, created_at, updated_at, settled_at
+         FROM transactions WHERE merchant_id = $1 AND id = $2"#,
+        merchant_id,
+        id,
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound("transaction"))
+}
+
+/// The attempts of some cycles, by cycle then attempt. Its own statement (not a
+/// filter with optional parameters) so the planner always sees the cycle index.
+pub async fn for_cycles(conn: &mut PgConnection, cycle_ids: &[Uuid]) -> Result<Vec<Transaction>> {
     Ok(sqlx::query_as!(
         Transaction,
         r#"SELECT id, merchant_id, billing_cycle_id, payment_series_id, kind AS "kind: TransactionKind", amount,
             currency, description, status AS "status: TransactionStatus", gateway_reference, decline_code,
             idempotency_key, attempt, partner_reference, created_at, updated_at, settled_at
-         FROM transactions
-         WHERE ($1::uuid IS NULL OR merchant_id = $1) AND ($2::uuid IS NULL OR id = $2)
-           AND ($3::uuid[] IS NULL OR billing_cycle_id = ANY($3))
+         FROM transactions WHERE billing_cycle_id = ANY($1)
          ORDER BY billing_cycle_id, attempt"#,
-        merchant_id,
-        id,
-        cycle_ids as Option<&[Uuid]>,
+        cycle_ids,
     )
     .fetch_all(conn)
     .await?)
-}
-
-pub async fn get(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result<Transaction> {
-    select(conn, Some(merchant_id), Some(id), None).await?.pop().ok_or(Error::NotFound("transaction"))
-}
-
-pub async fn for_cycles(conn: &mut PgConnection, cycle_ids: &[Uuid]) -> Result<Vec<Transaction>> {
-    select(conn, None, None, Some(cycle_ids)).await
 }
 
 /// Transactions by id, in no particular order (webhook snapshots).

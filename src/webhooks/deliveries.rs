@@ -190,15 +190,23 @@ pub async fn replay(
     .fetch_all(&mut *conn)
     .await?;
     let ids: Vec<Uuid> = events.iter().map(|r| r.event_id).collect();
-    let missing: Vec<snapshot::Wanted> = sqlx::query_as!(
-        snapshot::Wanted,
-        "SELECT id AS event_id, merchant_id, object_type, object_id FROM events WHERE id = ANY($1) AND object IS NULL",
+    let missing = sqlx::query!(
+        "SELECT id, merchant_id, object_type, object_id FROM events WHERE id = ANY($1) AND object IS NULL",
         &ids,
     )
     .fetch_all(&mut *conn)
     .await?;
     if !missing.is_empty() {
-        snapshot::store(conn, &missing).await?;
+        let event_ids: Vec<Uuid> = missing.iter().map(|m| m.id).collect();
+        let wanted: Vec<snapshot::Wanted> = missing
+            .into_iter()
+            .map(|m| snapshot::Wanted {
+                merchant_id: m.merchant_id,
+                object_type: m.object_type,
+                object_id: m.object_id,
+            })
+            .collect();
+        snapshot::store(conn, &event_ids, &wanted).await?;
     }
     Ok(ids.len() as i64)
 }

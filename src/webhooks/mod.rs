@@ -14,4 +14,4 @@ pub mod types;
 
 pub use deliveries::{Delivery, DeliveryStatus, DeliveryView};
 pub use endpoints::{Endpoint, EndpointStatus, EndpointView};
-pub use send::{Sender, Sent};
+pub use send::{Deliverer, Sender, Sent};

@@ -4,6 +4,8 @@
 //! before the call, so two copies of a job count one attempt; the receiver may see the
 //! message twice (at least once), always with the same `webhook-id`.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -17,6 +19,7 @@ use super::client::{Answer, Client};
 use super::endpoints::{self, EndpointStatus};
 use super::schedule::Schedule;
 use super::signing;
+use crate::batch::Batcher;
 use crate::error::Result;
 
 /// Give up on an endpoint that has not taken a message for this long.
@@ -75,14 +78,50 @@ pub enum Sent {
     },
 }
 
+/// How deliveries go out: the HTTP client and the retry schedule.
 pub struct Sender {
     pub client: Client,
     pub schedule: Schedule,
 }
 
-impl Sender {
-    pub async fn deliver(&self, pool: &PgPool, delivery_id: Uuid) -> Result<Sent> {
-        let Some(d) = load(pool, delivery_id).await? else { return Ok(Sent::Skipped) };
+/// A successful attempt, to record (`attempts` as read before the call).
+struct Success {
+    id: Uuid,
+    attempts: i32,
+    endpoint_id: Uuid,
+    code: Option<i32>,
+    body: Option<String>,
+}
+
+/// The sender at work in one process: concurrent deliveries share their reads and
+/// their success records (group commit, like charges), so a surge of messages costs
+/// Postgres a few statements per batch rather than a transaction each. Failures stay
+/// one transaction each: they are rare and touch the endpoint's state.
+pub struct Deliverer {
+    sender: Sender,
+    pool: PgPool,
+    loads: Batcher<Uuid, Option<Arc<Outgoing>>>,
+    successes: Batcher<Success, bool>,
+}
+
+impl Deliverer {
+    pub fn spawn(pool: PgPool, sender: Sender) -> Deliverer {
+        let p = pool.clone();
+        let loads = Batcher::spawn("webhook_load", 500, 2, move |ids: Vec<Uuid>| {
+            let p = p.clone();
+            async move { load_batch(&p, ids).await }
+        });
+        let p = pool.clone();
+        let successes = Batcher::spawn("webhook_record", 500, 2, move |items: Vec<Success>| {
+            let p = p.clone();
+            async move { record_successes(&p, items).await }
+        });
+        Deliverer { sender, pool, loads, successes }
+    }
+
+    pub async fn deliver(&self, delivery_id: Uuid) -> Result<Sent> {
+        let loaded = self.loads.submit(delivery_id).await.map_err(crate::Error::Internal)?;
+        let Some(d) = loaded else { return Ok(Sent::Skipped) };
         let now = Utc::now();
         // A copy of a job whose attempt was already recorded and rescheduled.
         let early = d.next_attempt_at > now + chrono::TimeDelta::seconds(1);
@@ -98,52 +137,40 @@ impl Sender {
             data: Data { object: d.object.as_ref().unwrap_or(&null) },
         })
         .map_err(|e| crate::Error::Internal(e.into()))?;
-        let answer = self.client.post(&d.url, headers(&d, &body), body).await;
+        let answer = self.sender.client.post(&d.url, headers(&d, &body), body).await;
         metrics::histogram!("recur_webhook_delivery_duration_seconds").record(answer.took.as_secs_f64());
-        self.record(pool, &d, &answer).await
+        if !answer.ok() {
+            return self.record_failure(&d, &answer).await;
+        }
+        let success = Success {
+            id: d.id,
+            attempts: d.attempts,
+            endpoint_id: d.endpoint_id,
+            code: answer.status.map(i32::from),
+            body: answer.body,
+        };
+        let moved = self.successes.submit(success).await.map_err(crate::Error::Internal)?;
+        if !moved {
+            return Ok(Sent::Skipped);
+        }
+        metrics::counter!("recur_webhook_deliveries_total", "outcome" => "ok").increment(1);
+        if d.delivered_at.is_none() {
+            let lag = (Utc::now() - d.event_at).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::histogram!("recur_webhook_lag_seconds").record(lag);
+        }
+        Ok(Sent::Delivered)
     }
 
-    async fn record(&self, pool: &PgPool, d: &Outgoing, a: &Answer) -> Result<Sent> {
-        let mut tx = pool.begin().await?;
+    async fn record_failure(&self, d: &Outgoing, a: &Answer) -> Result<Sent> {
+        let mut tx = self.pool.begin().await?;
         let code = a.status.map(i32::from);
-        if a.ok() {
-            let moved = sqlx::query!(
-                "UPDATE webhook_deliveries SET status = 'succeeded', attempts = attempts + 1, last_status_code = $3,
-                    last_error = NULL, last_response = $4, delivered_at = COALESCE(delivered_at, now()), enqueued_until = NULL
-                 WHERE id = $1 AND status = 'pending' AND attempts = $2",
-                d.id,
-                d.attempts,
-                code,
-                a.body,
-            )
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            // Touch the endpoint row only when it changes (it is shared by every delivery).
-            sqlx::query!(
-                "UPDATE webhook_endpoints SET last_success_at = now(), failing_since = NULL
-                 WHERE id = $1 AND (failing_since IS NOT NULL OR last_success_at IS NULL OR last_success_at < now() - interval '10 seconds')",
-                d.endpoint_id,
-            )
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            if moved == 1 {
-                metrics::counter!("recur_webhook_deliveries_total", "outcome" => "ok").increment(1);
-                if d.delivered_at.is_none() {
-                    let lag = (Utc::now() - d.event_at).num_milliseconds().max(0) as f64 / 1000.0;
-                    metrics::histogram!("recur_webhook_lag_seconds").record(lag);
-                }
-            }
-            return Ok(if moved == 1 { Sent::Delivered } else { Sent::Skipped });
-        }
         let error = a.error.clone().unwrap_or_default();
         let attempts = d.attempts + 1;
         let gone = a.status == Some(410);
         let honour = matches!(a.status, Some(429 | 502 | 503 | 504));
         // Retry-After replaces the schedule's wait, never its length: a receiver that
         // keeps answering 429 still runs out of attempts.
-        let step = self.schedule.delay(attempts as usize, rand::random::<f64>());
+        let step = self.sender.schedule.delay(attempts as usize, rand::random::<f64>());
         let delay = match (honour, a.retry_after) {
             (true, Some(after)) => step.map(|_| after.min(RETRY_AFTER_CAP)),
             _ => step,
@@ -212,8 +239,9 @@ fn headers(d: &Outgoing, body: &[u8]) -> HeaderMap {
     h
 }
 
-async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Outgoing>> {
-    Ok(sqlx::query_as!(
+/// Read a batch of deliveries with their endpoint and event; one answer per id, in order.
+async fn load_batch(pool: &PgPool, ids: Vec<Uuid>) -> anyhow::Result<Vec<Option<Arc<Outgoing>>>> {
+    let rows = sqlx::query_as!(
         Outgoing,
         r#"SELECT d.id, d.status AS "status: super::DeliveryStatus", d.attempts, d.next_attempt_at, d.delivered_at,
             w.id AS endpoint_id, w.url, w.status AS "endpoint_status: EndpointStatus", w.secret,
@@ -222,11 +250,59 @@ async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Outgoing>> {
          FROM webhook_deliveries d
          JOIN webhook_endpoints w ON w.id = d.endpoint_id
          JOIN events e ON e.id = d.event_id
-         WHERE d.id = $1"#,
-        id,
+         WHERE d.id = ANY($1)"#,
+        &ids,
     )
-    .fetch_optional(pool)
-    .await?)
+    .fetch_all(pool)
+    .await?;
+    let by_id: HashMap<Uuid, Arc<Outgoing>> = rows.into_iter().map(|r| (r.id, Arc::new(r))).collect();
+    Ok(ids.iter().map(|id| by_id.get(id).cloned()).collect())
+}
+
+/// Record a batch of successes in one transaction; `true` for each item whose attempt
+/// this recorded. Two copies of one attempt in a batch: the first records it.
+async fn record_successes(pool: &PgPool, items: Vec<Success>) -> anyhow::Result<Vec<bool>> {
+    let mut seen = HashSet::new();
+    let first: Vec<bool> = items.iter().map(|s| seen.insert(s.id)).collect();
+    let mut ids = Vec::new();
+    let mut attempts = Vec::new();
+    let mut codes = Vec::new();
+    let mut bodies = Vec::new();
+    for s in items.iter().zip(&first).filter(|(_, f)| **f).map(|(s, _)| s) {
+        ids.push(s.id);
+        attempts.push(s.attempts);
+        codes.push(s.code);
+        bodies.push(s.body.clone());
+    }
+    let mut endpoints: Vec<Uuid> = items.iter().map(|s| s.endpoint_id).collect();
+    endpoints.sort_unstable();
+    endpoints.dedup();
+    let mut tx = pool.begin().await?;
+    let moved: HashSet<Uuid> = sqlx::query_scalar!(
+        r#"UPDATE webhook_deliveries d SET status = 'succeeded', attempts = d.attempts + 1, last_status_code = u.code,
+            last_error = NULL, last_response = u.body, delivered_at = COALESCE(d.delivered_at, now()), enqueued_until = NULL
+         FROM unnest($1::uuid[], $2::int4[], $3::int4[], $4::text[]) AS u(id, attempts, code, body)
+         WHERE d.id = u.id AND d.status = 'pending' AND d.attempts = u.attempts
+         RETURNING d.id"#,
+        &ids,
+        &attempts,
+        &codes as &[Option<i32>],
+        &bodies as &[Option<String>],
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    // Touch an endpoint row only when it changes (it is shared by every delivery).
+    sqlx::query!(
+        "UPDATE webhook_endpoints SET last_success_at = now(), failing_since = NULL
+         WHERE id = ANY($1) AND (failing_since IS NOT NULL OR last_success_at IS NULL OR last_success_at < now() - interval '10 seconds')",
+        &endpoints,
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(items.iter().zip(first).map(|(s, f)| f && moved.contains(&s.id)).collect())
 }
 
 /// A delivery whose job recur itself could not finish (its attempts ran out): failed,

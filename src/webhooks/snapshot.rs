@@ -14,14 +14,13 @@ use crate::error::{Error, Result};
 /// An event whose object is to be kept.
 #[derive(Debug, Clone)]
 pub struct Wanted {
-    pub event_id: Uuid,
     pub merchant_id: Uuid,
     pub object_type: String,
     pub object_id: Uuid,
 }
 
-/// Store the current object of each event on its row.
-pub async fn store(conn: &mut PgConnection, wanted: &[Wanted]) -> Result<()> {
+/// The current object of each event, in order (`{"id", "deleted": true}` when gone).
+pub async fn take(conn: &mut PgConnection, wanted: &[Wanted]) -> Result<Vec<Value>> {
     let mut by_type: HashMap<&str, Vec<(Uuid, Uuid)>> = HashMap::new();
     for w in wanted {
         by_type.entry(w.object_type.as_str()).or_default().push((w.merchant_id, w.object_id));
@@ -30,14 +29,19 @@ pub async fn store(conn: &mut PgConnection, wanted: &[Wanted]) -> Result<()> {
     for (object_type, ids) in by_type {
         objects.extend(load(conn, object_type, &ids).await?);
     }
-    let ids: Vec<Uuid> = wanted.iter().map(|w| w.event_id).collect();
-    let values: Vec<Value> = wanted
+    Ok(wanted
         .iter()
         .map(|w| objects.get(&w.object_id).cloned().unwrap_or_else(|| json!({"id": w.object_id, "deleted": true})))
-        .collect();
+        .collect())
+}
+
+/// Keep the current object on events recorded without one (replayed to an endpoint
+/// that did not exist when they happened).
+pub async fn store(conn: &mut PgConnection, event_ids: &[Uuid], wanted: &[Wanted]) -> Result<()> {
+    let values = take(conn, wanted).await?;
     sqlx::query!(
         "UPDATE events e SET object = u.o FROM unnest($1::uuid[], $2::jsonb[]) AS u(id, o) WHERE e.id = u.id",
-        &ids,
+        event_ids,
         &values,
     )
     .execute(conn)

@@ -39,7 +39,7 @@ pub struct Engine {
     pub queue: Enqueuer,
     pub overrides: PolicyOverrides,
     pub lease_secs: i64,
-    pub webhooks: crate::webhooks::Sender,
+    pub webhooks: crate::webhooks::Deliverer,
     generate: Batcher<(Uuid, i32), Option<Job>>,
     loader: Batcher<Uuid, Option<ChargeContext>>,
     recorder: Batcher<Settlement, Recorded>,
@@ -66,10 +66,22 @@ impl Engine {
             let p = p.clone();
             async move { charge::load_batch(&p, ids).await }
         });
-        let p = pool.clone();
+        let (p, q) = (pool.clone(), queue.clone());
         let recorder = Batcher::spawn("record", 1000, 3, move |items: Vec<Settlement>| {
-            let p = p.clone();
-            async move { charge::record_batch(&p, items).await }
+            let (p, q) = (p.clone(), q.clone());
+            async move {
+                let (recorded, deliveries) = charge::record_batch(&p, items).await?;
+                let jobs: Vec<Job> = deliveries
+                    .into_iter()
+                    .map(|id| Job::DeliverWebhook(jobs::DeliverWebhook { delivery_id: id, attempt: 0 }))
+                    .collect();
+                // Committed already: if Redis refuses them now, their lease runs out
+                // and the scheduler sends them (docs/webhooks.md#never-lost).
+                if let Err(e) = q.push(&jobs).await {
+                    tracing::warn!(error = %e, count = jobs.len(), "webhook jobs not enqueued; the scheduler will");
+                }
+                Ok(recorded)
+            }
         });
         let q = queue.clone();
         let pusher = Batcher::spawn("push", 1000, 2, move |jobs: Vec<Job>| {
@@ -80,6 +92,7 @@ impl Engine {
                 Ok(vec![(); n])
             }
         });
+        let webhooks = crate::webhooks::Deliverer::spawn(pool.clone(), webhooks);
         Arc::new(Engine {
             pool,
             clock,
@@ -151,7 +164,7 @@ impl Engine {
             }
             Job::Resume(j) => generate::resume(&self.pool, &self.clock, j.subscription_id).await?,
             Job::DeliverWebhook(j) => {
-                if let Sent::GaveUp { attempts, error } = self.webhooks.deliver(&self.pool, j.delivery_id).await? {
+                if let Sent::GaveUp { attempts, error } = self.webhooks.deliver(j.delivery_id).await? {
                     // The delivery is `failed` in Postgres; its dead letter lets an
                     // operator replay it with the other queues' tools.
                     let dead = DeadLetter::new(Job::DeliverWebhook(j), attempts.max(0) as u32, &error);

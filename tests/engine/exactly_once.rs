@@ -507,7 +507,7 @@ async fn duplicate_record_batches_in_opposite_orders_do_not_deadlock() {
         );
         let (a, b) = (a.unwrap(), b.unwrap());
         assert!(a.is_ok() && b.is_ok(), "round {round}: {a:?} / {b:?}");
-        let (a, b) = (a.unwrap(), b.unwrap());
+        let (a, b) = (a.unwrap().0, b.unwrap().0);
         for (i, (x, y)) in a.iter().zip(b.iter().rev()).enumerate() {
             assert!(x ^ y, "round {round}: outcome {i} recorded {} times", u8::from(*x) + u8::from(*y));
         }

@@ -490,3 +490,74 @@ async fn the_python_sample_of_the_docs_verifies_what_recur_signs() {
     let tampered = String::from_utf8_lossy(&m.body).replace("7.00", "0.07");
     assert!(!run(tampered.as_bytes()), "the documented sample accepts a tampered body");
 }
+
+#[tokio::test]
+async fn copies_of_one_delivery_job_record_one_attempt() {
+    let app = spawn_app().await;
+    let r = Receiver::ok().await;
+    let (endpoint_id, _) = endpoint(&app, &r.url, json!(["plan.created"])).await;
+    app.active_plan("3.00").await;
+    let delivery: uuid::Uuid = sqlx::query_scalar("SELECT id FROM webhook_deliveries WHERE endpoint_id = $1::uuid")
+        .bind(&endpoint_id)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    let sender = recur::webhooks::Sender {
+        client: recur::webhooks::client::Client::new(true).unwrap(),
+        schedule: Default::default(),
+    };
+    let deliverer = Arc::new(recur::webhooks::Deliverer::spawn(app.pool().clone(), sender));
+    // Eight copies at once: they share load and record batches, and race each other.
+    let copies: Vec<_> = (0..8)
+        .map(|_| {
+            let d = deliverer.clone();
+            tokio::spawn(async move { d.deliver(delivery).await.unwrap() })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for c in copies {
+        outcomes.push(c.await.unwrap());
+    }
+    let delivered = outcomes.iter().filter(|o| **o == recur::webhooks::Sent::Delivered).count();
+    assert_eq!(delivered, 1, "{outcomes:?}");
+    assert!(outcomes.iter().all(|o| matches!(o, recur::webhooks::Sent::Delivered | recur::webhooks::Sent::Skipped)));
+    let d = deliveries(&app, &endpoint_id).await.remove(0);
+    assert_eq!((d.1.as_str(), d.2), ("succeeded", 1), "one attempt counted: {d:?}");
+    let got = r.received();
+    assert!(!got.is_empty());
+    assert!(got.iter().all(|m| m.header("webhook-id") == d.0), "every copy carries the event's id");
+}
+
+#[tokio::test]
+async fn an_endpoint_deleted_while_an_event_is_recorded_does_not_fail_the_change() {
+    let app = spawn_app().await;
+    let (endpoint_id, _) = endpoint(&app, "http://127.0.0.1:9/hook", json!(["*"])).await;
+    // The delete is in flight (not committed) when a billing transaction records an event.
+    let mut delete = app.pool().begin().await.unwrap();
+    sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1::uuid")
+        .bind(&endpoint_id)
+        .execute(&mut *delete)
+        .await
+        .unwrap();
+    let pool = app.pool().clone();
+    let merchant = app.merchant.id;
+    let change = tokio::spawn(async move {
+        let mut tx = pool.begin().await.unwrap();
+        let event = recur::events::NewEvent::new(
+            merchant,
+            "plan",
+            uuid::Uuid::now_v7(),
+            "created",
+            json!({}),
+            recur::events::Actor::Merchant,
+        );
+        recur::events::record(&mut tx, &[event]).await?;
+        tx.commit().await.map_err(recur::Error::from)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!change.is_finished(), "the event's transaction waits for the delete to settle");
+    delete.commit().await.unwrap();
+    change.await.unwrap().expect("the change commits");
+    assert_eq!(app.count("SELECT count(*) FROM events WHERE object_type = 'plan' AND type = 'created'").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM webhook_deliveries").await, 0, "no delivery to a deleted endpoint");
+}
