@@ -16,3 +16,4 @@ mod structure;
 mod subscriptions;
 mod tenants;
 mod validation;
+mod webhooks;

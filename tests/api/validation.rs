@@ -31,7 +31,7 @@ fn without(base: &Value, key: &str) -> Value {
 
 /// Send a request that must be refused with `status` and change nothing; `fields` must
 /// each be named in `errors`. Returns the problem body.
-async fn rejected(app: &TestApp, rb: reqwest::RequestBuilder, status: u16, fields: &[&str], what: &str) -> Value {
+pub async fn rejected(app: &TestApp, rb: reqwest::RequestBuilder, status: u16, fields: &[&str], what: &str) -> Value {
     let before = app.state_snapshot().await;
     let r = app.send_full(rb).await;
     assert!(!r.status.is_server_error(), "{what}: 5xx {}: {}", r.status, r.body);
