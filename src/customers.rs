@@ -115,33 +115,32 @@ pub async fn upsert(conn: &mut PgConnection, merchant_id: Uuid, c: &CustomerInpu
     }
 }
 
+/// A statement that yields customers: `SELECT`, every column, then `$tail`, checked as one query.
+macro_rules! query_customers {
+    ($tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Customer,
+            "SELECT id, customer_account_id, email, phone, first_name, last_name, created_at, updated_at" + $tail
+            $(, $arg)*
+        )
+    };
+}
+
 pub async fn get(conn: &mut PgConnection, merchant_id: Uuid, account_id: &str) -> Result<Customer> {
     if account_id.contains('\0') {
         // Postgres text cannot hold U+0000, so no stored customer has it.
         return Err(Error::NotFound("customer"));
     }
-    sqlx::query_as!(
-        Customer,
-        "SELECT id, customer_account_id, email, phone, first_name, last_name, created_at, updated_at
-         FROM customers WHERE merchant_id = $1 AND customer_account_id = $2",
-        merchant_id,
-        account_id,
-    )
-    .fetch_optional(conn)
-    .await?
-    .ok_or(Error::NotFound("customer"))
+    query_customers!(" FROM customers WHERE merchant_id = $1 AND customer_account_id = $2", merchant_id, account_id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(Error::NotFound("customer"))
 }
 
 /// A customer by its id (webhook snapshots).
 pub async fn by_id(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result<Customer> {
-    sqlx::query_as!(
-        Customer,
-        "SELECT id, customer_account_id, email, phone, first_name, last_name, created_at, updated_at
-         FROM customers WHERE merchant_id = $1 AND id = $2",
-        merchant_id,
-        id,
-    )
-    .fetch_optional(conn)
-    .await?
-    .ok_or(Error::NotFound("customer"))
+    query_customers!(" FROM customers WHERE merchant_id = $1 AND id = $2", merchant_id, id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(Error::NotFound("customer"))
 }

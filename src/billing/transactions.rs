@@ -111,32 +111,35 @@ pub fn idempotency_key(transaction_id: Uuid) -> String {
     format!("recur_txn_{}", transaction_id.simple())
 }
 
-pub async fn get(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result<Transaction> {
-    sqlx::query_as!(
-        Transaction,
-        r#"SELECT id, merchant_id, billing_cycle_id, payment_series_id, kind AS "kind: TransactionKind", amount,
+/// A statement that yields whole transactions: `SELECT`, every column (the enums
+/// typed), then `$tail`, checked as one query.
+macro_rules! query_transactions {
+    ($tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Transaction,
+            "SELECT "
+                + r#"id, merchant_id, billing_cycle_id, payment_series_id, kind AS "kind: TransactionKind", amount,
             currency, description, status AS "status: TransactionStatus", gateway_reference, decline_code,
-            idempotency_key, attempt, partner_reference, created_at, updated_at, settled_at
-         FROM transactions WHERE merchant_id = $1 AND id = $2"#,
-        merchant_id,
-        id,
-    )
-    .fetch_optional(conn)
-    .await?
-    .ok_or(Error::NotFound("transaction"))
+            idempotency_key, attempt, partner_reference, created_at, updated_at, settled_at"#
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
+
+pub async fn get(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result<Transaction> {
+    query_transactions!(" FROM transactions WHERE merchant_id = $1 AND id = $2", merchant_id, id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(Error::NotFound("transaction"))
 }
 
 /// The attempts of some cycles, by cycle then attempt. Its own statement (not a
 /// filter with optional parameters) so the planner always sees the cycle index.
 pub async fn for_cycles(conn: &mut PgConnection, cycle_ids: &[Uuid]) -> Result<Vec<Transaction>> {
-    Ok(sqlx::query_as!(
-        Transaction,
-        r#"SELECT id, merchant_id, billing_cycle_id, payment_series_id, kind AS "kind: TransactionKind", amount,
-            currency, description, status AS "status: TransactionStatus", gateway_reference, decline_code,
-            idempotency_key, attempt, partner_reference, created_at, updated_at, settled_at
-         FROM transactions WHERE billing_cycle_id = ANY($1)
-         ORDER BY billing_cycle_id, attempt"#,
-        cycle_ids,
+    Ok(query_transactions!(
+        " FROM transactions WHERE billing_cycle_id = ANY($1) ORDER BY billing_cycle_id, attempt",
+        cycle_ids
     )
     .fetch_all(conn)
     .await?)
@@ -144,16 +147,7 @@ pub async fn for_cycles(conn: &mut PgConnection, cycle_ids: &[Uuid]) -> Result<V
 
 /// Transactions by id, in no particular order (webhook snapshots).
 pub async fn by_ids(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Transaction>> {
-    Ok(sqlx::query_as!(
-        Transaction,
-        r#"SELECT id, merchant_id, billing_cycle_id, payment_series_id, kind AS "kind: TransactionKind", amount,
-            currency, description, status AS "status: TransactionStatus", gateway_reference, decline_code,
-            idempotency_key, attempt, partner_reference, created_at, updated_at, settled_at
-         FROM transactions WHERE id = ANY($1)"#,
-        ids,
-    )
-    .fetch_all(conn)
-    .await?)
+    Ok(query_transactions!(" FROM transactions WHERE id = ANY($1)", ids).fetch_all(conn).await?)
 }
 
 pub async fn by_partner_reference(conn: &mut PgConnection, merchant_id: Uuid, r: &str) -> Result<Option<Uuid>> {

@@ -8,6 +8,26 @@ use super::{Subscription, SubscriptionStatus};
 use crate::billing::calendar::IntervalUnit;
 use crate::error::{Error, Result};
 
+/// A statement that yields whole subscriptions (with their customer's account id):
+/// `SELECT` every column `FROM` the join, then `$tail`, checked as one query.
+macro_rules! query_subscriptions {
+    ($tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Subscription,
+            r#"SELECT s.id, s.merchant_id, s.customer_id, c.customer_account_id, s.plan_id, s.description, s.amount,
+            s.currency, s.interval_unit AS "interval_unit: IntervalUnit", s.interval_count, s.grace_period_days,
+            s.retry_schedule_hours, s.start_at, s.end_at, s.charge_hour, s.payment_method, s.trial_days,
+            s.authorized_limit, s.partner_reference, s.metadata, s.status AS "status: SubscriptionStatus",
+            s.anchor_at, s.anchor_sequence, s.next_sequence, s.next_charge_at, s.current_period_start,
+            s.current_period_end, s.trial_end_at, s.paused_at, s.resume_at, s.cancel_at, s.cancelled_at,
+            s.cancellation_reason, s.created_at, s.updated_at
+         FROM subscriptions s JOIN customers c ON c.id = s.customer_id"#
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
+
 /// The merchant's subscriptions matching `f` (or the one `id`), in id order.
 async fn select(
     conn: &mut PgConnection,
@@ -15,17 +35,8 @@ async fn select(
     id: Option<Uuid>,
     f: &SubscriptionFilter,
 ) -> Result<Vec<Subscription>> {
-    Ok(sqlx::query_as!(
-        Subscription,
-        r#"SELECT s.id, s.merchant_id, s.customer_id, c.customer_account_id, s.plan_id, s.description, s.amount,
-            s.currency, s.interval_unit AS "interval_unit: IntervalUnit", s.interval_count, s.grace_period_days,
-            s.retry_schedule_hours, s.start_at, s.end_at, s.charge_hour, s.payment_method, s.trial_days,
-            s.authorized_limit, s.partner_reference, s.metadata, s.status AS "status: SubscriptionStatus",
-            s.anchor_at, s.anchor_sequence, s.next_sequence, s.next_charge_at, s.current_period_start,
-            s.current_period_end, s.trial_end_at, s.paused_at, s.resume_at, s.cancel_at, s.cancelled_at,
-            s.cancellation_reason, s.created_at, s.updated_at
-         FROM subscriptions s JOIN customers c ON c.id = s.customer_id
-         WHERE s.merchant_id = $1
+    Ok(query_subscriptions!(
+        r#" WHERE s.merchant_id = $1
            AND ($2::uuid IS NULL OR s.id = $2)
            AND ($3::subscription_status IS NULL OR s.status = $3)
            AND ($4::text IS NULL OR c.customer_account_id = $4)
@@ -49,23 +60,19 @@ async fn select(
 pub async fn lock_many(conn: &mut PgConnection, ids: &[Uuid], merchant: Option<Uuid>) -> Result<Vec<Subscription>> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
-    Ok(sqlx::query_as!(
-        Subscription,
-        r#"SELECT s.id, s.merchant_id, s.customer_id, c.customer_account_id, s.plan_id, s.description, s.amount,
-            s.currency, s.interval_unit AS "interval_unit: IntervalUnit", s.interval_count, s.grace_period_days,
-            s.retry_schedule_hours, s.start_at, s.end_at, s.charge_hour, s.payment_method, s.trial_days,
-            s.authorized_limit, s.partner_reference, s.metadata, s.status AS "status: SubscriptionStatus",
-            s.anchor_at, s.anchor_sequence, s.next_sequence, s.next_charge_at, s.current_period_start,
-            s.current_period_end, s.trial_end_at, s.paused_at, s.resume_at, s.cancel_at, s.cancelled_at,
-            s.cancellation_reason, s.created_at, s.updated_at
-         FROM subscriptions s JOIN customers c ON c.id = s.customer_id
-         WHERE s.id = ANY($1) AND ($2::uuid IS NULL OR s.merchant_id = $2)
+    Ok(query_subscriptions!(
+        r#" WHERE s.id = ANY($1) AND ($2::uuid IS NULL OR s.merchant_id = $2)
          ORDER BY s.id FOR NO KEY UPDATE OF s"#,
         &ids,
         merchant,
     )
     .fetch_all(conn)
     .await?)
+}
+
+/// Subscriptions by id, in no particular order (webhook snapshots).
+pub async fn by_ids(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Subscription>> {
+    Ok(query_subscriptions!(" WHERE s.id = ANY($1)", ids).fetch_all(conn).await?)
 }
 
 pub async fn get(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result<Subscription> {

@@ -60,6 +60,11 @@ pub async fn load(conn: &mut PgConnection, object_type: &str, ids: &[(Uuid, Uuid
                 out.insert(v.id, to_json(&v)?);
             }
         }
+        "subscription" => {
+            for sub in crate::subscriptions::repo::by_ids(conn, &only).await? {
+                out.insert(sub.id, to_json(&crate::subscriptions::SubscriptionView::from(&sub))?);
+            }
+        }
         "transaction" => {
             for t in transactions::by_ids(conn, &only).await? {
                 out.insert(t.id, to_json(&TransactionView::from(&t))?);
@@ -78,9 +83,6 @@ pub async fn load(conn: &mut PgConnection, object_type: &str, ids: &[(Uuid, Uuid
 
 async fn one(conn: &mut PgConnection, object_type: &str, merchant: Uuid, id: Uuid) -> Result<Option<Value>> {
     let found = match object_type {
-        "subscription" => crate::subscriptions::repo::get(conn, merchant, id)
-            .await
-            .and_then(|s| to_json(&crate::subscriptions::SubscriptionView::from(&s))),
         "plan" => {
             crate::plans::repo::get(conn, merchant, id).await.and_then(|p| to_json(&crate::plans::PlanView::from(&p)))
         }
