@@ -6,7 +6,12 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use std::collections::HashMap;
+
 use crate::error::Result;
+use crate::webhooks::send::{Outgoing, Target, Written};
+use crate::webhooks::snapshot::Object;
+use serde_json::value::RawValue;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[sqlx(type_name = "event_actor", rename_all = "lowercase")]
@@ -54,10 +59,14 @@ pub async fn record(conn: &mut PgConnection, events: &[NewEvent]) -> Result<()> 
     record_leased(conn, events, None).await.map(drop)
 }
 
-/// `record`, for a caller that sends the deliveries' jobs itself once it commits: the
+/// `record`, for a caller that sends the deliveries itself once it commits: the
 /// deliveries are born leased for `lease_secs` (so the scheduler leaves them alone
-/// unless that caller dies before pushing) and their ids are returned.
-pub async fn record_leased(conn: &mut PgConnection, events: &[NewEvent], lease_secs: Option<i64>) -> Result<Vec<Uuid>> {
+/// unless that caller dies before sending) and returned ready to send.
+pub async fn record_leased(
+    conn: &mut PgConnection,
+    events: &[NewEvent],
+    lease_secs: Option<i64>,
+) -> Result<Vec<Outgoing>> {
     if events.is_empty() {
         return Ok(vec![]);
     }
@@ -65,8 +74,9 @@ pub async fn record_leased(conn: &mut PgConnection, events: &[NewEvent], lease_s
     merchants.sort_unstable();
     merchants.dedup();
     let endpoints = sqlx::query!(
-        "SELECT id, merchant_id, event_types FROM webhook_endpoints
-         WHERE merchant_id = ANY($1) AND status = 'enabled' ORDER BY id FOR KEY SHARE",
+        "SELECT id, merchant_id, event_types, url, secret, failing_since,
+             CASE WHEN previous_secret_expires_at > now() THEN previous_secret END AS previous_secret
+         FROM webhook_endpoints WHERE merchant_id = ANY($1) AND status = 'enabled' ORDER BY id FOR KEY SHARE",
         &merchants,
     )
     .fetch_all(&mut *conn)
@@ -99,27 +109,35 @@ pub async fn record_leased(conn: &mut PgConnection, events: &[NewEvent], lease_s
         keep.push(subscribed);
     }
     let mut snapshots = crate::webhooks::snapshot::take(conn, &wanted).await?.into_iter();
-    let objects: Vec<Option<Value>> = keep.iter().map(|&k| if k { snapshots.next() } else { None }).collect();
+    let objects: Vec<Option<Object>> = keep.iter().map(|&k| if k { snapshots.next() } else { None }).collect();
+    let object_texts: Vec<Option<&str>> = objects.iter().map(|o| o.as_deref().map(RawValue::get)).collect();
     let merchant_ids: Vec<Uuid> = events.iter().map(|e| e.merchant_id).collect();
     let types: Vec<&str> = events.iter().map(|e| e.object_type).collect();
     let objects_ids: Vec<Uuid> = events.iter().map(|e| e.object_id).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
     let data: Vec<Value> = events.iter().map(|e| e.data.clone()).collect();
     let actors: Vec<Actor> = events.iter().map(|e| e.actor).collect();
+    // Time-ordered ids: the primary key grows at one end instead of at random pages.
+    let delivery_ids: Vec<Uuid> = to_event.iter().map(|_| Uuid::now_v7()).collect();
     let lease = lease_secs.map(|s| s.max(crate::lease::WEBHOOK_MIN_SECONDS) as f64);
-    let deliveries = sqlx::query_scalar!(
+    let written = sqlx::query!(
         "WITH ev AS (
             INSERT INTO events (id, merchant_id, object_type, object_id, type, webhook_type, data, actor, object)
-            SELECT id, m, ot, oi, ty, wt, d, a, o
+            SELECT id, m, ot, oi, ty, wt, d, a, o::json
             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::jsonb[],
-                $8::event_actor[], $9::jsonb[])
+                $8::event_actor[], $9::text[])
               WITH ORDINALITY AS t(id, m, ot, oi, ty, wt, d, a, o, ord) ORDER BY ord
-            RETURNING id, merchant_id, webhook_type, created_at)
-         INSERT INTO webhook_deliveries (endpoint_id, event_id, merchant_id, type, event_at, enqueued_until)
-         SELECT u.endpoint_id, ev.id, ev.merchant_id, ev.webhook_type, ev.created_at,
-             now() + make_interval(secs => $12::float8)
-         FROM unnest($10::uuid[], $11::uuid[]) AS u(endpoint_id, event_id) JOIN ev ON ev.id = u.event_id
-         RETURNING id",
+            RETURNING id, merchant_id, webhook_type, created_at, seq),
+         d AS (
+            INSERT INTO webhook_deliveries (id, endpoint_id, event_id, merchant_id, type, event_at, enqueued_until)
+            SELECT u.id, u.endpoint_id, ev.id, ev.merchant_id, ev.webhook_type, ev.created_at,
+                now() + make_interval(secs => $12::float8)
+            FROM unnest($13::uuid[], $10::uuid[], $11::uuid[]) AS u(id, endpoint_id, event_id)
+            JOIN ev ON ev.id = u.event_id
+            RETURNING id, endpoint_id, event_id)
+         SELECT d.id AS \"id!\", d.endpoint_id AS \"endpoint_id!\", d.event_id AS \"event_id!\",
+             ev.seq AS \"seq!\", ev.created_at AS \"created_at!\"
+         FROM d JOIN ev ON ev.id = d.event_id",
         &ids,
         &merchant_ids,
         &types as &[&str],
@@ -128,14 +146,43 @@ pub async fn record_leased(conn: &mut PgConnection, events: &[NewEvent], lease_s
         &public,
         &data,
         &actors as &[Actor],
-        &objects as &[Option<Value>],
+        &object_texts as &[Option<&str>],
         &to_endpoint,
         &to_event,
         lease,
+        &delivery_ids,
     )
     .fetch_all(&mut *conn)
     .await?;
-    Ok(deliveries)
+    if lease_secs.is_none() {
+        return Ok(vec![]);
+    }
+    let index: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    Ok(written
+        .into_iter()
+        .filter_map(|d| {
+            let w = endpoints.iter().find(|w| w.id == d.endpoint_id)?;
+            let i = index[&d.event_id];
+            let target = Target {
+                id: w.id,
+                url: &w.url,
+                secret: &w.secret,
+                previous_secret: w.previous_secret.as_deref(),
+                failing_since: w.failing_since,
+            };
+            Some(Outgoing::born(
+                &target,
+                Written {
+                    id: d.id,
+                    event_id: d.event_id,
+                    webhook_type: &public[i],
+                    sequence: d.seq,
+                    event_at: d.created_at,
+                    object: objects[i].as_deref(),
+                },
+            ))
+        })
+        .collect())
 }
 
 pub async fn record_one(conn: &mut PgConnection, event: NewEvent) -> Result<()> {

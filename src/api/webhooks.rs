@@ -14,6 +14,7 @@ use super::idempotency::{self, IdempotencyKey, Outcome};
 use super::problem::{Problem, Result};
 use crate::app::App;
 use crate::error::{Error, FieldError};
+use crate::events::Actor;
 use crate::webhooks::deliveries::{self, DeliveryFilter};
 use crate::webhooks::endpoints::{self, CreateEndpoint, RotateSecret, UpdateEndpoint};
 use crate::webhooks::{DeliveryStatus, DeliveryView, EndpointView};
@@ -182,7 +183,7 @@ pub async fn replay(
         return Err(Error::Validation(vec![FieldError::new("since", "must be before until")]).into());
     }
     idempotency::run(&app, m.id, key, &format!("POST /v1/webhook-endpoints/{id}/replay"), &body, async |tx| {
-        let n = deliveries::replay(tx, m.id, id, req.since, until).await?;
+        let n = deliveries::replay(tx, m.id, id, req.since, until, Actor::Merchant).await?;
         Ok(Outcome::new(StatusCode::ACCEPTED, Replayed { replayed: n }))
     })
     .await

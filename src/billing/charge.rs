@@ -92,8 +92,11 @@ pub type Recorded = bool;
 
 /// Record many outcomes in one transaction, set-based, taking the rows' locks in the
 /// lock order (subscriptions, cycles, transactions: `super::locks`). Also returns the
-/// webhook deliveries the outcomes' events made, leased for the caller to enqueue.
-pub async fn record_batch(pool: &PgPool, items: Vec<Settlement>) -> anyhow::Result<(Vec<Recorded>, Vec<Uuid>)> {
+/// webhook deliveries the outcomes' events made, leased for the caller to send.
+pub async fn record_batch(
+    pool: &PgPool,
+    items: Vec<Settlement>,
+) -> anyhow::Result<(Vec<Recorded>, Vec<crate::webhooks::send::Outgoing>)> {
     // Two deliveries of one transaction can share a batch (duplicate jobs in flight at
     // once are group-committed together). Only the first copy is recorded: later
     // copies answer "not recorded", exactly like a duplicate in a later batch.

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use uuid::Uuid;
 
+use crate::events::Actor;
 use crate::runtime::Runtime;
 use crate::webhooks::deliveries::{self, DeliveryFilter};
 use crate::webhooks::{DeliveryStatus, endpoints};
@@ -128,7 +129,7 @@ pub async fn run(rt: &Runtime, cmd: WebhooksCommand) -> anyhow::Result<()> {
             anyhow::ensure!(since < until, "--since must be before --until");
             let merchant = endpoints::merchant_of(&mut conn, endpoint).await?;
             let mut tx = rt.pool.begin().await?;
-            let n = deliveries::replay(&mut tx, merchant, endpoint, since, until).await?;
+            let n = deliveries::replay(&mut tx, merchant, endpoint, since, until, Actor::Operator).await?;
             tx.commit().await?;
             println!("{n} events queued to be sent again to {endpoint}");
         }

@@ -4,12 +4,20 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::endpoints::{self, EndpointStatus};
 use super::snapshot;
 use crate::error::{Error, Result};
+use crate::events::{self, Actor, NewEvent};
+
+/// The event a delivery sent again makes (`webhook_endpoint.delivery_retried`).
+fn retried(merchant_id: Uuid, endpoint_id: Uuid, id: Uuid, event_id: Uuid, actor: Actor) -> NewEvent {
+    let data = json!({"deliveryId": id, "eventId": event_id});
+    NewEvent::new(merchant_id, "webhook_endpoint", endpoint_id, "delivery_retried", data, actor)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
 #[sqlx(type_name = "webhook_delivery_status", rename_all = "lowercase")]
@@ -98,7 +106,7 @@ macro_rules! query_deliveries {
     };
 }
 
-/// An endpoint's deliveries, oldest first.
+/// An endpoint's deliveries in event order (oldest event first).
 pub async fn list(
     conn: &mut PgConnection,
     merchant_id: Uuid,
@@ -110,8 +118,8 @@ pub async fn list(
         "SELECT ",
         " FROM webhook_deliveries WHERE endpoint_id = $1
            AND ($2::webhook_delivery_status IS NULL OR status = $2) AND ($3::text IS NULL OR type = $3)
-           AND ($4::uuid IS NULL OR (created_at, id) > (SELECT created_at, id FROM webhook_deliveries WHERE id = $4))
-         ORDER BY created_at, id LIMIT $5",
+           AND ($4::uuid IS NULL OR event_id > (SELECT event_id FROM webhook_deliveries WHERE id = $4))
+         ORDER BY event_id LIMIT $5",
         endpoint_id,
         f.status as Option<DeliveryStatus>,
         f.kind,
@@ -136,10 +144,14 @@ pub async fn retry_now(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid, lea
     if endpoint.status == EndpointStatus::Disabled {
         return Err(Error::conflict("the endpoint is disabled: enable it first"));
     }
-    sqlx::query!("UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now() WHERE id = $1", id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now() WHERE id = $1",
+        id
+    )
+    .execute(&mut *conn)
+    .await?;
     crate::lease::stamp_delivery(conn, id, lease_secs).await?;
+    events::record_one(conn, retried(merchant_id, d.endpoint_id, id, d.event_id, Actor::Merchant)).await?;
     get(conn, merchant_id, id).await
 }
 
@@ -147,14 +159,16 @@ pub async fn retry_now(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid, lea
 /// caller (the lease is stamped here).
 pub async fn reopen(conn: &mut PgConnection, id: Uuid, lease_secs: i64) -> Result<bool> {
     let moved = sqlx::query!(
-        "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now() WHERE id = $1 AND status = 'failed'",
+        "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now()
+         WHERE id = $1 AND status = 'failed' RETURNING merchant_id, endpoint_id, event_id",
         id
     )
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    .fetch_optional(&mut *conn)
+    .await?;
     crate::lease::stamp_delivery(conn, id, lease_secs).await?;
-    Ok(moved == 1)
+    let Some(d) = moved else { return Ok(false) };
+    events::record_one(conn, retried(d.merchant_id, d.endpoint_id, id, d.event_id, Actor::Operator)).await?;
+    Ok(true)
 }
 
 /// Send again every event of `[since, until)` the endpoint subscribes to (whether or
@@ -166,6 +180,7 @@ pub async fn replay(
     endpoint_id: Uuid,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
+    actor: Actor,
 ) -> Result<i64> {
     let endpoint = endpoints::get(conn, merchant_id, endpoint_id).await?;
     if endpoint.status == EndpointStatus::Disabled {
@@ -178,7 +193,7 @@ pub async fn replay(
          INSERT INTO webhook_deliveries (endpoint_id, event_id, merchant_id, type, event_at)
          SELECT $2, id, $1, webhook_type, created_at FROM ev
          ON CONFLICT ON CONSTRAINT webhook_deliveries_endpoint_event_key
-           DO UPDATE SET status = 'pending', next_attempt_at = now(), enqueued_until = NULL
+           DO UPDATE SET status = 'pending', next_attempt_at = now(), enqueued_until = NULL, updated_at = now()
          RETURNING event_id",
         merchant_id,
         endpoint_id,
@@ -208,6 +223,9 @@ pub async fn replay(
             .collect();
         snapshot::store(conn, &event_ids, &wanted).await?;
     }
+    let data = json!({"since": since, "until": until, "replayed": ids.len()});
+    events::record_one(conn, NewEvent::new(merchant_id, "webhook_endpoint", endpoint_id, "replayed", data, actor))
+        .await?;
     Ok(ids.len() as i64)
 }
 

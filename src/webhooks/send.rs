@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -19,16 +19,23 @@ use super::client::{Answer, Client};
 use super::endpoints::{self, EndpointStatus};
 use super::schedule::Schedule;
 use super::signing;
+use super::snapshot::Object;
+use jobs::{DeliverWebhook, Job};
+use tokio::sync::Semaphore;
+
 use crate::batch::Batcher;
+use crate::dlq::{self, DeadLetter};
 use crate::error::Result;
+use crate::queue::Enqueuer;
 
 /// Give up on an endpoint that has not taken a message for this long.
 pub const DISABLE_AFTER: chrono::TimeDelta = chrono::TimeDelta::days(5);
 /// The longest `Retry-After` honoured.
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
 
-/// Everything one attempt needs, read in one query.
-struct Outgoing {
+/// Everything one attempt needs: read in one query for a job, or handed over by the
+/// transaction that wrote the delivery (`Outgoing::born`).
+pub struct Outgoing {
     id: Uuid,
     status: super::DeliveryStatus,
     attempts: i32,
@@ -44,7 +51,66 @@ struct Outgoing {
     webhook_type: String,
     sequence: i64,
     event_at: DateTime<Utc>,
-    object: Option<Value>,
+    object: Option<Object>,
+}
+
+/// An enabled endpoint as the transaction writing an event read it.
+pub struct Target<'a> {
+    pub id: Uuid,
+    pub url: &'a str,
+    pub secret: &'a str,
+    pub previous_secret: Option<&'a str>,
+    pub failing_since: Option<DateTime<Utc>>,
+}
+
+/// A delivery row as it was written, with its event.
+pub struct Written<'a> {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub webhook_type: &'a str,
+    pub sequence: i64,
+    pub event_at: DateTime<Utc>,
+    pub object: Option<&'a RawValue>,
+}
+
+/// Without the endpoint's secrets or URL (they do not belong in logs).
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("id", &self.id)
+            .field("endpoint_id", &self.endpoint_id)
+            .field("event_id", &self.event_id)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outgoing {
+    /// A delivery just written, before its first attempt.
+    pub fn born(endpoint: &Target, d: Written) -> Outgoing {
+        Outgoing {
+            id: d.id,
+            status: super::DeliveryStatus::Pending,
+            attempts: 0,
+            next_attempt_at: d.event_at,
+            delivered_at: None,
+            endpoint_id: endpoint.id,
+            url: endpoint.url.to_owned(),
+            endpoint_status: EndpointStatus::Enabled,
+            secret: endpoint.secret.to_owned(),
+            previous_secret: endpoint.previous_secret.map(str::to_owned),
+            failing_since: endpoint.failing_since,
+            event_id: d.event_id,
+            webhook_type: d.webhook_type.to_owned(),
+            sequence: d.sequence,
+            event_at: d.event_at,
+            object: d.object.map(RawValue::to_owned),
+        }
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
 }
 
 /// The message body (docs/webhooks.md#payload).
@@ -60,7 +126,7 @@ struct Message<'a> {
 
 #[derive(Serialize)]
 struct Data<'a> {
-    object: &'a Value,
+    object: &'a RawValue,
 }
 
 /// What an attempt came to.
@@ -97,15 +163,24 @@ struct Success {
 /// their success records (group commit, like charges), so a surge of messages costs
 /// Postgres a few statements per batch rather than a transaction each. Failures stay
 /// one transaction each: they are rare and touch the endpoint's state.
+///
+/// First attempts of the deliveries a worker's own transaction wrote go out from that
+/// worker at once (`send_born`), without a job: they are leased at birth, so if the
+/// worker dies before recording them the lease runs out and the scheduler sends them
+/// through the queue (docs/webhooks.md#never-lost). Every other attempt is a job.
 pub struct Deliverer {
     sender: Sender,
     pool: PgPool,
+    queue: Enqueuer,
     loads: Batcher<Uuid, Option<Arc<Outgoing>>>,
     successes: Batcher<Success, bool>,
+    /// First attempts in flight outside the queue; beyond it, born deliveries are jobs.
+    inline: Arc<Semaphore>,
+    room: u32,
 }
 
 impl Deliverer {
-    pub fn spawn(pool: PgPool, sender: Sender) -> Deliverer {
+    pub fn spawn(pool: PgPool, queue: Enqueuer, sender: Sender, inline: usize) -> Arc<Deliverer> {
         let p = pool.clone();
         let loads = Batcher::spawn("webhook_load", 500, 2, move |ids: Vec<Uuid>| {
             let p = p.clone();
@@ -116,31 +191,93 @@ impl Deliverer {
             let p = p.clone();
             async move { record_successes(&p, items).await }
         });
-        Deliverer { sender, pool, loads, successes }
+        let room = inline.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize) as u32;
+        Arc::new(Deliverer {
+            sender,
+            pool,
+            queue,
+            loads,
+            successes,
+            inline: Arc::new(Semaphore::new(room as usize)),
+            room,
+        })
     }
 
+    /// Wait until no first attempt is in flight (a worker stopping). One cut short
+    /// keeps its lease, and the scheduler sends it again when that runs out.
+    pub async fn drain(&self) {
+        let _all = self.inline.acquire_many(self.room).await;
+    }
+
+    /// The `deliver-webhook` job: one attempt of a delivery as Postgres has it now.
     pub async fn deliver(&self, delivery_id: Uuid) -> Result<Sent> {
         let loaded = self.loads.submit(delivery_id).await.map_err(crate::Error::Internal)?;
         let Some(d) = loaded else { return Ok(Sent::Skipped) };
+        self.attempt(&d).await
+    }
+
+    /// Send the first attempts of deliveries this process's transaction just committed:
+    /// as many as there is room for right away, the rest as jobs.
+    pub async fn send_born(self: &Arc<Self>, born: Vec<Outgoing>) {
+        let mut queued = Vec::new();
+        for d in born {
+            let Ok(permit) = self.inline.clone().try_acquire_owned() else {
+                queued.push(Job::DeliverWebhook(DeliverWebhook { delivery_id: d.id, attempt: 0 }));
+                continue;
+            };
+            let this = self.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let sent = this.attempt(&d).await;
+                if let Err(e) = this.settle(d.id, sent).await {
+                    // Its lease runs out and the scheduler sends it again.
+                    tracing::warn!(error = %e, delivery = %d.id, "webhook attempt not recorded; the scheduler will retry it");
+                }
+            });
+        }
+        // Committed already: if Redis refuses them now, their lease runs out and the
+        // scheduler sends them.
+        if !queued.is_empty()
+            && let Err(e) = self.queue.push(&queued).await
+        {
+            tracing::warn!(error = %e, count = queued.len(), "webhook jobs not enqueued; the scheduler will");
+        }
+    }
+
+    /// After an attempt: a delivery that gave up waits in the dead-letter queue, where
+    /// an operator can replay it with the other queues' tools.
+    pub async fn settle(&self, delivery_id: Uuid, sent: Result<Sent>) -> Result<()> {
+        if let Sent::GaveUp { attempts, error } = sent? {
+            let dead = DeadLetter::new(
+                Job::DeliverWebhook(DeliverWebhook { delivery_id, attempt: 0 }),
+                attempts.max(0) as u32,
+                &error,
+            );
+            dlq::put(&self.queue, &dead).await.map_err(|e| crate::Error::Internal(e.into()))?;
+        }
+        Ok(())
+    }
+
+    async fn attempt(&self, d: &Outgoing) -> Result<Sent> {
         let now = Utc::now();
         // A copy of a job whose attempt was already recorded and rescheduled.
         let early = d.next_attempt_at > now + chrono::TimeDelta::seconds(1);
         if d.status != super::DeliveryStatus::Pending || d.endpoint_status != EndpointStatus::Enabled || early {
             return Ok(Sent::Skipped);
         }
-        let null = Value::Null;
+        let null = RawValue::NULL;
         let body = serde_json::to_vec(&Message {
             id: d.event_id,
             kind: &d.webhook_type,
             timestamp: d.event_at,
             sequence: d.sequence,
-            data: Data { object: d.object.as_ref().unwrap_or(&null) },
+            data: Data { object: d.object.as_deref().unwrap_or(null) },
         })
         .map_err(|e| crate::Error::Internal(e.into()))?;
-        let answer = self.sender.client.post(&d.url, headers(&d, &body), body).await;
+        let answer = self.sender.client.post(&d.url, headers(d, &body), body).await;
         metrics::histogram!("recur_webhook_delivery_duration_seconds").record(answer.took.as_secs_f64());
         if !answer.ok() {
-            return self.record_failure(&d, &answer).await;
+            return self.record_failure(d, &answer).await;
         }
         let success = Success {
             id: d.id,
@@ -178,7 +315,7 @@ impl Deliverer {
         let next = delay.filter(|_| !gone).map(|d| Utc::now() + chrono::TimeDelta::from_std(d).unwrap_or_default());
         let moved = sqlx::query!(
             "UPDATE webhook_deliveries SET attempts = attempts + 1, last_status_code = $3, last_error = $4,
-                last_response = $5, enqueued_until = NULL,
+                last_response = $5, enqueued_until = NULL, updated_at = now(),
                 status = CASE WHEN $6::timestamptz IS NULL THEN 'failed' ELSE 'pending' END::webhook_delivery_status,
                 next_attempt_at = COALESCE($6, next_attempt_at)
              WHERE id = $1 AND status = 'pending' AND attempts = $2",
@@ -241,12 +378,12 @@ fn headers(d: &Outgoing, body: &[u8]) -> HeaderMap {
 
 /// Read a batch of deliveries with their endpoint and event; one answer per id, in order.
 async fn load_batch(pool: &PgPool, ids: Vec<Uuid>) -> anyhow::Result<Vec<Option<Arc<Outgoing>>>> {
-    let rows = sqlx::query_as!(
-        Outgoing,
+    let rows = sqlx::query!(
         r#"SELECT d.id, d.status AS "status: super::DeliveryStatus", d.attempts, d.next_attempt_at, d.delivered_at,
             w.id AS endpoint_id, w.url, w.status AS "endpoint_status: EndpointStatus", w.secret,
             CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END AS previous_secret,
-            w.failing_since, e.id AS event_id, e.webhook_type, e.seq AS sequence, e.created_at AS event_at, e.object
+            w.failing_since, e.id AS event_id, e.webhook_type, e.seq AS sequence, e.created_at AS event_at,
+            e.object::text AS object
          FROM webhook_deliveries d
          JOIN webhook_endpoints w ON w.id = d.endpoint_id
          JOIN events e ON e.id = d.event_id
@@ -255,7 +392,29 @@ async fn load_batch(pool: &PgPool, ids: Vec<Uuid>) -> anyhow::Result<Vec<Option<
     )
     .fetch_all(pool)
     .await?;
-    let by_id: HashMap<Uuid, Arc<Outgoing>> = rows.into_iter().map(|r| (r.id, Arc::new(r))).collect();
+    let mut by_id: HashMap<Uuid, Arc<Outgoing>> = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let object = r.object.map(RawValue::from_string).transpose()?;
+        let d = Outgoing {
+            id: r.id,
+            status: r.status,
+            attempts: r.attempts,
+            next_attempt_at: r.next_attempt_at,
+            delivered_at: r.delivered_at,
+            endpoint_id: r.endpoint_id,
+            url: r.url,
+            endpoint_status: r.endpoint_status,
+            secret: r.secret,
+            previous_secret: r.previous_secret,
+            failing_since: r.failing_since,
+            event_id: r.event_id,
+            webhook_type: r.webhook_type,
+            sequence: r.sequence,
+            event_at: r.event_at,
+            object,
+        };
+        by_id.insert(d.id, Arc::new(d));
+    }
     Ok(ids.iter().map(|id| by_id.get(id).cloned()).collect())
 }
 
@@ -280,7 +439,8 @@ async fn record_successes(pool: &PgPool, items: Vec<Success>) -> anyhow::Result<
     let mut tx = pool.begin().await?;
     let moved: HashSet<Uuid> = sqlx::query_scalar!(
         r#"UPDATE webhook_deliveries d SET status = 'succeeded', attempts = d.attempts + 1, last_status_code = u.code,
-            last_error = NULL, last_response = u.body, delivered_at = COALESCE(d.delivered_at, now()), enqueued_until = NULL
+            last_error = NULL, last_response = u.body, delivered_at = COALESCE(d.delivered_at, now()), enqueued_until = NULL,
+            updated_at = now()
          FROM unnest($1::uuid[], $2::int4[], $3::int4[], $4::text[]) AS u(id, attempts, code, body)
          WHERE d.id = u.id AND d.status = 'pending' AND d.attempts = u.attempts
          RETURNING d.id"#,
@@ -310,7 +470,7 @@ async fn record_successes(pool: &PgPool, items: Vec<Success>) -> anyhow::Result<
 /// The error itself stays in the dead letter (operators), not on the row (merchants).
 pub async fn mark_dead(pool: &PgPool, id: Uuid) -> Result<()> {
     sqlx::query!(
-        "UPDATE webhook_deliveries SET status = 'failed', enqueued_until = NULL,
+        "UPDATE webhook_deliveries SET status = 'failed', enqueued_until = NULL, updated_at = now(),
             last_error = 'recur could not finish this delivery; it waits in the dead-letter queue'
          WHERE id = $1 AND status = 'pending'",
         id,

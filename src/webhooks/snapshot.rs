@@ -1,10 +1,13 @@
 //! The object of a webhook message: what its GET returned when the event committed
 //! (docs/webhooks.md#payload). Taken inside the event's transaction, by the same
-//! views the API serves, and kept on the event row.
+//! views the API serves, and kept on the event row. Objects stay serialized JSON from
+//! the view to the message body (no `serde_json::Value` tree in between: a surge
+//! snapshots thousands of them).
 
 use std::collections::HashMap;
 
-use serde_json::{Value, json};
+use serde_json::json;
+use serde_json::value::RawValue;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -19,30 +22,37 @@ pub struct Wanted {
     pub object_id: Uuid,
 }
 
+/// A serialized object.
+pub type Object = Box<RawValue>;
+
 /// The current object of each event, in order (`{"id", "deleted": true}` when gone).
-pub async fn take(conn: &mut PgConnection, wanted: &[Wanted]) -> Result<Vec<Value>> {
+pub async fn take(conn: &mut PgConnection, wanted: &[Wanted]) -> Result<Vec<Object>> {
     let mut by_type: HashMap<&str, Vec<(Uuid, Uuid)>> = HashMap::new();
     for w in wanted {
         by_type.entry(w.object_type.as_str()).or_default().push((w.merchant_id, w.object_id));
     }
-    let mut objects: HashMap<Uuid, Value> = HashMap::new();
+    let mut objects: HashMap<Uuid, Object> = HashMap::new();
     for (object_type, ids) in by_type {
         objects.extend(load(conn, object_type, &ids).await?);
     }
-    Ok(wanted
+    wanted
         .iter()
-        .map(|w| objects.get(&w.object_id).cloned().unwrap_or_else(|| json!({"id": w.object_id, "deleted": true})))
-        .collect())
+        .map(|w| match objects.get(&w.object_id) {
+            Some(o) => Ok(o.clone()),
+            None => to_json(&json!({"id": w.object_id, "deleted": true})),
+        })
+        .collect()
 }
 
 /// Keep the current object on events recorded without one (replayed to an endpoint
 /// that did not exist when they happened).
 pub async fn store(conn: &mut PgConnection, event_ids: &[Uuid], wanted: &[Wanted]) -> Result<()> {
     let values = take(conn, wanted).await?;
+    let texts: Vec<&str> = values.iter().map(|v| v.get()).collect();
     sqlx::query!(
-        "UPDATE events e SET object = u.o FROM unnest($1::uuid[], $2::jsonb[]) AS u(id, o) WHERE e.id = u.id",
+        "UPDATE events e SET object = u.o::json FROM unnest($1::uuid[], $2::text[]) AS u(id, o) WHERE e.id = u.id",
         event_ids,
-        &values,
+        &texts as &[&str],
     )
     .execute(conn)
     .await?;
@@ -50,7 +60,7 @@ pub async fn store(conn: &mut PgConnection, event_ids: &[Uuid], wanted: &[Wanted
 }
 
 /// Objects of one type by id, as the API shows them; absent ones (deleted) are left out.
-pub async fn load(conn: &mut PgConnection, object_type: &str, ids: &[(Uuid, Uuid)]) -> Result<HashMap<Uuid, Value>> {
+pub async fn load(conn: &mut PgConnection, object_type: &str, ids: &[(Uuid, Uuid)]) -> Result<HashMap<Uuid, Object>> {
     let only: Vec<Uuid> = ids.iter().map(|(_, id)| *id).collect();
     let mut out = HashMap::new();
     match object_type {
@@ -81,7 +91,7 @@ pub async fn load(conn: &mut PgConnection, object_type: &str, ids: &[(Uuid, Uuid
     Ok(out)
 }
 
-async fn one(conn: &mut PgConnection, object_type: &str, merchant: Uuid, id: Uuid) -> Result<Option<Value>> {
+async fn one(conn: &mut PgConnection, object_type: &str, merchant: Uuid, id: Uuid) -> Result<Option<Object>> {
     let found = match object_type {
         "plan" => {
             crate::plans::repo::get(conn, merchant, id).await.and_then(|p| to_json(&crate::plans::PlanView::from(&p)))
@@ -91,7 +101,7 @@ async fn one(conn: &mut PgConnection, object_type: &str, merchant: Uuid, id: Uui
         }
         "customer" => crate::customers::by_id(conn, merchant, id).await.and_then(|c| to_json(&c)),
         "webhook_endpoint" => super::endpoints::get(conn, merchant, id).await.and_then(|e| to_json(&e.view())),
-        _ => return Ok(Some(json!({"id": id}))),
+        _ => return to_json(&json!({"id": id})).map(Some),
     };
     match found {
         Ok(v) => Ok(Some(v)),
@@ -100,6 +110,6 @@ async fn one(conn: &mut PgConnection, object_type: &str, merchant: Uuid, id: Uui
     }
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Result<Value> {
-    serde_json::to_value(v).map_err(|e| Error::Internal(e.into()))
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Object> {
+    serde_json::value::to_raw_value(v).map_err(|e| Error::Internal(e.into()))
 }

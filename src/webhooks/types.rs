@@ -48,6 +48,8 @@ pub const ALL: &[&str] = &[
     "webhook_endpoint.enabled",
     "webhook_endpoint.disabled",
     "webhook_endpoint.deleted",
+    "webhook_endpoint.delivery_retried",
+    "webhook_endpoint.replayed",
 ];
 
 /// The object types of `ALL` (what `prefix.*` may name).

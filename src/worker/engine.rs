@@ -30,7 +30,6 @@ use crate::events::{self, Actor, NewEvent};
 use crate::gateway::{ChargeOutcome, ChargeRequest, Gateway};
 use crate::lease;
 use crate::queue::Enqueuer;
-use crate::webhooks::Sent;
 
 pub struct Engine {
     pub pool: PgPool,
@@ -39,7 +38,7 @@ pub struct Engine {
     pub queue: Enqueuer,
     pub overrides: PolicyOverrides,
     pub lease_secs: i64,
-    pub webhooks: crate::webhooks::Deliverer,
+    pub webhooks: Arc<crate::webhooks::Deliverer>,
     generate: Batcher<(Uuid, i32), Option<Job>>,
     loader: Batcher<Uuid, Option<ChargeContext>>,
     recorder: Batcher<Settlement, Recorded>,
@@ -66,20 +65,14 @@ impl Engine {
             let p = p.clone();
             async move { charge::load_batch(&p, ids).await }
         });
-        let (p, q) = (pool.clone(), queue.clone());
+        let inline = Queue::DeliverWebhook.policy().with(&overrides).concurrency;
+        let webhooks = crate::webhooks::Deliverer::spawn(pool.clone(), queue.clone(), webhooks, inline);
+        let (p, w) = (pool.clone(), webhooks.clone());
         let recorder = Batcher::spawn("record", 1000, 3, move |items: Vec<Settlement>| {
-            let (p, q) = (p.clone(), q.clone());
+            let (p, w) = (p.clone(), w.clone());
             async move {
-                let (recorded, deliveries) = charge::record_batch(&p, items).await?;
-                let jobs: Vec<Job> = deliveries
-                    .into_iter()
-                    .map(|id| Job::DeliverWebhook(jobs::DeliverWebhook { delivery_id: id, attempt: 0 }))
-                    .collect();
-                // Committed already: if Redis refuses them now, their lease runs out
-                // and the scheduler sends them (docs/webhooks.md#never-lost).
-                if let Err(e) = q.push(&jobs).await {
-                    tracing::warn!(error = %e, count = jobs.len(), "webhook jobs not enqueued; the scheduler will");
-                }
+                let (recorded, born) = charge::record_batch(&p, items).await?;
+                w.send_born(born).await;
                 Ok(recorded)
             }
         });
@@ -92,7 +85,6 @@ impl Engine {
                 Ok(vec![(); n])
             }
         });
-        let webhooks = crate::webhooks::Deliverer::spawn(pool.clone(), webhooks);
         Arc::new(Engine {
             pool,
             clock,
@@ -164,12 +156,7 @@ impl Engine {
             }
             Job::Resume(j) => generate::resume(&self.pool, &self.clock, j.subscription_id).await?,
             Job::DeliverWebhook(j) => {
-                if let Sent::GaveUp { attempts, error } = self.webhooks.deliver(j.delivery_id).await? {
-                    // The delivery is `failed` in Postgres; its dead letter lets an
-                    // operator replay it with the other queues' tools.
-                    let dead = DeadLetter::new(Job::DeliverWebhook(j), attempts.max(0) as u32, &error);
-                    dlq::put(&self.queue, &dead).await.context("put the dead letter")?;
-                }
+                self.webhooks.settle(j.delivery_id, self.webhooks.deliver(j.delivery_id).await).await?;
                 vec![]
             }
         };

@@ -84,8 +84,13 @@ pub async fn run(engine: Arc<Engine>, opts: WorkerOptions, shutdown: watch::Rece
     tasks.spawn(janitor::run(engine.queue.clone(), opts.queues.clone(), shutdown.clone()));
     let mut sd = shutdown.clone();
     let _ = sd.wait_for(|s| *s).await;
-    // Workers stop fetching at once; in-flight jobs get the drain timeout.
-    if tokio::time::timeout(opts.drain_timeout, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+    // Workers stop fetching at once; in-flight jobs, then the first attempts of the
+    // webhooks their charges made, get the drain timeout.
+    let drained = async {
+        while tasks.join_next().await.is_some() {}
+        engine.webhooks.drain().await;
+    };
+    if tokio::time::timeout(opts.drain_timeout, drained).await.is_err() {
         tracing::warn!(timeout = ?opts.drain_timeout, "drain timeout: unfinished jobs return to the queue via orphan recovery");
         tasks.abort_all();
     }

@@ -398,6 +398,9 @@ async fn deliveries_are_listed_retried_and_replayed() {
     eventually("the retried message", Duration::from_secs(20), async || r.count() == 2).await;
     let got = r.received();
     assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    let (_, evs) = app.get(&format!("/v1/events?objectId={id}&type=delivery_retried")).await;
+    assert_eq!(evs["data"][0]["data"]["deliveryId"], delivery.as_str(), "{evs}");
+    assert_eq!(evs["data"][0]["actor"], "merchant");
 
     let since = (chrono::Utc::now() - chrono::TimeDelta::hours(1)).to_rfc3339();
     let (s, b) = app.post(&format!("/v1/webhook-endpoints/{id}/replay"), json!({"since": since})).await;
@@ -417,6 +420,11 @@ async fn deliveries_are_listed_retried_and_replayed() {
     .await;
     settled(&app, &id, 1).await;
     assert_eq!(about_plan()[0]["data"]["object"]["amount"], "3.00");
+    let (_, evs) = app.get(&format!("/v1/events?objectId={id}&type=replayed")).await;
+    assert_eq!(
+        (evs["data"][0]["data"]["replayed"].as_i64(), evs["data"][0]["actor"].as_str()),
+        (Some(2), Some("merchant"))
+    );
 
     // Operators see the same through `recur webhooks`, with the receiver's answers.
     let out = app.run_cli(&["webhooks", "endpoints", "--json"]).await;
@@ -431,6 +439,8 @@ async fn deliveries_are_listed_retried_and_replayed() {
     assert!(out.status.success() && out.stdout.starts_with("2 events queued"), "{out:?}");
     eventually("the operator's replay", Duration::from_secs(20), async || r.count() == before + 2).await;
     engine.stop().await;
+    let (_, evs) = app.get(&format!("/v1/events?objectId={id}&type=replayed")).await;
+    assert_eq!(evs["data"][1]["actor"], "operator", "{evs}");
 }
 
 #[tokio::test]
@@ -506,7 +516,7 @@ async fn copies_of_one_delivery_job_record_one_attempt() {
         client: recur::webhooks::client::Client::new(true).unwrap(),
         schedule: Default::default(),
     };
-    let deliverer = Arc::new(recur::webhooks::Deliverer::spawn(app.pool().clone(), sender));
+    let deliverer = recur::webhooks::Deliverer::spawn(app.pool().clone(), app.rt.queue.clone(), sender, 8);
     // Eight copies at once: they share load and record batches, and race each other.
     let copies: Vec<_> = (0..8)
         .map(|_| {
@@ -560,4 +570,66 @@ async fn an_endpoint_deleted_while_an_event_is_recorded_does_not_fail_the_change
     change.await.unwrap().expect("the change commits");
     assert_eq!(app.count("SELECT count(*) FROM events WHERE object_type = 'plan' AND type = 'created'").await, 1);
     assert_eq!(app.count("SELECT count(*) FROM webhook_deliveries").await, 0, "no delivery to a deleted endpoint");
+}
+
+/// Deliveries a transaction wrote leased are sent at once by the process that wrote
+/// them, up to its room; the rest go as jobs, and a failed first attempt is retried
+/// through the queue like any other.
+#[tokio::test]
+async fn born_deliveries_go_at_once_up_to_the_room_and_the_rest_through_the_queue() {
+    let app = spawn_app().await;
+    // The first two calls fail: whichever deliveries they were, they are retried.
+    let r = Receiver::start(Arc::new(|n| Answer::Status(if n < 2 { 500 } else { 204 }))).await;
+    let (endpoint_id, secret) = endpoint(&app, &r.url, json!(["plan.updated"])).await;
+    let plan = app.active_plan("4.00").await;
+    let plan_id: uuid::Uuid = plan.parse().unwrap();
+    let events: Vec<_> = (0..6)
+        .map(|i| {
+            recur::events::NewEvent::new(
+                app.merchant.id,
+                "plan",
+                plan_id,
+                "updated",
+                json!({ "n": i }),
+                recur::events::Actor::Merchant,
+            )
+        })
+        .collect();
+    let mut tx = app.pool().begin().await.unwrap();
+    let born = recur::events::record_leased(&mut tx, &events, Some(1)).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(born.len(), 6);
+    let leased =
+        app.count("SELECT count(*) FROM webhook_deliveries WHERE enqueued_until > now() + interval '20 seconds'").await;
+    assert_eq!(leased, 6, "born leased for at least the webhook minimum, whatever the caller asked");
+
+    let sender = recur::webhooks::Sender {
+        client: recur::webhooks::client::Client::new(true).unwrap(),
+        schedule: recur::webhooks::schedule::Schedule::parse("0.2,0.2").unwrap(),
+    };
+    // Room for two at once: four become deliver-webhook jobs.
+    let deliverer = recur::webhooks::Deliverer::spawn(app.pool().clone(), app.rt.queue.clone(), sender, 2);
+    deliverer.send_born(born).await;
+    eventually("the two sent at once to be recorded", Duration::from_secs(10), async || {
+        let n = app.count("SELECT count(*) FROM webhook_deliveries WHERE attempts = 1").await;
+        if n == 2 { Ok(()) } else { Err(format!("{n} recorded")) }
+    })
+    .await;
+    assert_eq!(r.count(), 2, "nothing else went out before a worker ran");
+    let queued = app.count("SELECT count(*) FROM webhook_deliveries WHERE attempts = 0").await;
+    assert_eq!(queued, 4);
+
+    // A worker takes the four jobs; the scheduler retries the two that failed.
+    let engine = app.start_engine(opts("0.2,0.2"));
+    settled(&app, &endpoint_id, 6).await;
+    engine.stop().await;
+    let rows = deliveries(&app, &endpoint_id).await;
+    assert!(rows.iter().all(|d| d.1 == "succeeded"), "{rows:?}");
+    assert_eq!(rows.iter().map(|d| d.2).sum::<i32>(), 8, "six first attempts and two retries: {rows:?}");
+    let got = r.received();
+    assert_eq!(got.len(), 8);
+    assert!(got.iter().all(|m| m.verifies(&secret)));
+    let ids: HashSet<&str> = got.iter().map(|m| m.header("webhook-id")).collect();
+    let events: HashSet<String> = rows.iter().map(|d| d.0.clone()).collect();
+    assert_eq!(ids, events.iter().map(String::as_str).collect(), "every event's message, under its event id");
 }
