@@ -10,6 +10,7 @@ pub mod cycle_state;
 pub mod cycles;
 pub mod dunning;
 pub mod generate;
+pub mod governor;
 pub mod locks;
 pub mod retry;
 pub mod transaction_state;
