@@ -55,6 +55,8 @@ pub enum Command {
     /// Merchant administration.
     #[command(subcommand)]
     Merchant(MerchantCommand),
+    /// An acquirer simulator with its own ledger (docs/gateway-protocol.md).
+    Acquirer(crate::acquirer::AcquirerArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -81,7 +83,10 @@ pub enum MerchantCommand {
 /// `signals` must be installed before this is called (see `main.rs`).
 pub async fn main(signals: Signals) -> ExitCode {
     let matches = Cli::command().get_matches();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Command::Acquirer(args) = &mut cli.command {
+        args.ignore_recur_database_url(&matches);
+    }
     // `recur --redis-url URL bench …`: the benchmark must get that URL too.
     let redis_flag = matches.value_source("redis_url") == Some(ValueSource::CommandLine);
     crate::telemetry::init_tracing();
@@ -118,6 +123,7 @@ async fn run(cli: Cli, redis_flag: bool, signals: &Signals) -> anyhow::Result<Ex
         Command::Webhooks(cmd) => {
             one_shot(signals, async { crate::ops::webhooks::run(&Runtime::start(&s).await?, cmd).await }).await
         }
+        Command::Acquirer(args) => crate::acquirer::run(args, signals).await.map(|()| ExitCode::SUCCESS),
         Command::Queues { json } => {
             one_shot(signals, async { crate::ops::queues(&Runtime::start(&s).await?, json).await }).await
         }

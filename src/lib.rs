@@ -5,6 +5,7 @@
 //! workers (`worker`) run the jobs of the `jobs` crate against Postgres and the
 //! gateway (`gateway`), applying the billing rules of `billing`.
 
+pub mod acquirer;
 pub mod api;
 pub mod app;
 pub mod batch;
