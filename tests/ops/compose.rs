@@ -81,6 +81,13 @@ fn compose_runs_the_whole_stack_wired_by_service_name() {
         }
     }
 
+    // The acquirer simulator: its own database on the same Postgres, reached by name.
+    let acquirer = svc("acquirer");
+    assert_eq!(strings(&acquirer["command"]), ["acquirer", "--listen", "0.0.0.0:7070"]);
+    let adb = url::Url::parse(&env(acquirer)["RECUR_ACQUIRER_DATABASE_URL"]).unwrap();
+    assert_eq!((adb.host_str(), adb.path()), (Some("postgres"), "/recur_acquirer"), "its own database");
+    assert!(env(acquirer)["RECUR_ACQUIRER_SECRET"].contains("whsec_"), "a signing secret of the webhook format");
+
     // The API listens on 8080 and publishes it.
     let api = svc("api");
     assert_eq!(env(api).get("RECUR_LISTEN").map(String::as_str), Some("0.0.0.0:8080"));
