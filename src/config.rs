@@ -26,7 +26,8 @@ pub struct Settings {
     #[arg(long, env = "RECUR_CLOCK", default_value = "system", global = true)]
     pub clock: ClockMode,
 
-    /// Payment gateway: only `sandbox` ships with recur.
+    /// Payment gateway: `sandbox` (in-process, its own ledger) or `http` (an acquirer
+    /// speaking docs/gateway-protocol.md; set RECUR_GATEWAY_URL and RECUR_GATEWAY_SECRET).
     #[arg(long, env = "RECUR_GATEWAY", default_value = "sandbox", global = true)]
     pub gateway: String,
 
@@ -46,6 +47,85 @@ pub struct Settings {
     /// Skip applying migrations on start.
     #[arg(long, env = "RECUR_NO_MIGRATE", global = true)]
     pub no_migrate: bool,
+
+    /// The `http` gateway's settings (used when `--gateway http`).
+    #[command(flatten)]
+    pub http_gateway: HttpGatewaySettings,
+}
+
+/// The `http` gateway's settings (docs/gateway-protocol.md#recurs-http-gateway).
+#[derive(Debug, Clone, Args)]
+pub struct HttpGatewaySettings {
+    /// Base URL of the acquirer (`http://host:port`); `/v1/charges` is appended.
+    #[arg(long, env = "RECUR_GATEWAY_URL", hide_env_values = true, global = true)]
+    pub gateway_url: Option<String>,
+
+    /// Shared signing secret, `whsec_<base64>`.
+    #[arg(long, env = "RECUR_GATEWAY_SECRET", hide_env_values = true, global = true)]
+    pub gateway_secret: Option<Secret>,
+
+    /// Per-call timeout, waiting for a free slot included, in milliseconds.
+    #[arg(long, env = "RECUR_GATEWAY_TIMEOUT_MS", default_value_t = 10_000, global = true)]
+    pub gateway_timeout_ms: u64,
+
+    /// Calls in flight to the acquirer at most, per process.
+    #[arg(long, env = "RECUR_GATEWAY_MAX_IN_FLIGHT", default_value_t = 256, global = true)]
+    pub gateway_max_in_flight: usize,
+
+    /// Consecutive technical failures (timeouts, connection errors, 5xx) that open the circuit.
+    #[arg(long, env = "RECUR_GATEWAY_BREAKER_FAILURES", default_value_t = 5, global = true)]
+    pub gateway_breaker_failures: u32,
+
+    /// How long an open circuit fails calls fast before one trial call, in milliseconds.
+    #[arg(long, env = "RECUR_GATEWAY_BREAKER_COOLDOWN_MS", default_value_t = 5_000, global = true)]
+    pub gateway_breaker_cooldown_ms: u64,
+}
+
+impl Default for HttpGatewaySettings {
+    /// No acquirer, the flags' defaults.
+    fn default() -> HttpGatewaySettings {
+        HttpGatewaySettings {
+            gateway_url: None,
+            gateway_secret: None,
+            gateway_timeout_ms: 10_000,
+            gateway_max_in_flight: 256,
+            gateway_breaker_failures: 5,
+            gateway_breaker_cooldown_ms: 5_000,
+        }
+    }
+}
+
+impl HttpGatewaySettings {
+    pub fn options(&self) -> crate::gateway::http::HttpGatewayOptions {
+        crate::gateway::http::HttpGatewayOptions {
+            timeout: millis(self.gateway_timeout_ms.max(1)),
+            max_in_flight: self.gateway_max_in_flight.max(1),
+            breaker_failures: self.gateway_breaker_failures.max(1),
+            breaker_cooldown: millis(self.gateway_breaker_cooldown_ms),
+        }
+    }
+}
+
+/// A secret that `Debug` never prints.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Secret {
+        Secret(s)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

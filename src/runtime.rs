@@ -15,8 +15,8 @@ pub use signals::{Signal, Signals};
 
 use crate::app::App;
 use crate::clock::Clock;
-use crate::config::Settings;
-use crate::gateway::{Gateway, sandbox::Sandbox};
+use crate::config::{HttpGatewaySettings, Settings};
+use crate::gateway::{Gateway, http::HttpGateway, sandbox::Sandbox};
 use crate::queue::Enqueuer;
 
 /// What every role needs: Postgres (migrated), Redis, the clock and the gateway.
@@ -36,14 +36,13 @@ impl Runtime {
         }
         let queue = Enqueuer::connect(&settings.redis_url, &settings.redis_namespace).await?;
         let clock = Clock::new(settings.clock, &pool).await?;
-        if settings.gateway != "sandbox" {
-            anyhow::bail!(
-                "RECUR_GATEWAY={:?} is not available: this build ships the sandbox gateway",
-                settings.gateway
-            );
-        }
-        let gateway: Arc<dyn Gateway> =
-            Arc::new(Sandbox::new(pool.clone(), std::time::Duration::from_millis(settings.sandbox_latency_ms)));
+        let gateway: Arc<dyn Gateway> = match settings.gateway.as_str() {
+            "sandbox" => {
+                Arc::new(Sandbox::new(pool.clone(), std::time::Duration::from_millis(settings.sandbox_latency_ms)))
+            }
+            "http" => Arc::new(http_gateway(&settings.http_gateway)?),
+            other => anyhow::bail!("RECUR_GATEWAY={other:?} is not available: use sandbox or http"),
+        };
         Ok(Runtime { settings: settings.clone(), pool, clock, gateway, queue })
     }
 
@@ -84,6 +83,14 @@ impl Runtime {
             lease_secs: self.settings.lease_seconds,
         }
     }
+}
+
+/// The `http` gateway from its settings; errors name the setting, never its value.
+fn http_gateway(s: &HttpGatewaySettings) -> anyhow::Result<HttpGateway> {
+    use anyhow::Context;
+    let url = s.gateway_url.as_deref().context("RECUR_GATEWAY=http needs RECUR_GATEWAY_URL")?;
+    let secret = s.gateway_secret.as_ref().context("RECUR_GATEWAY=http needs RECUR_GATEWAY_SECRET")?;
+    HttpGateway::new(url, secret.expose(), s.options()).context("RECUR_GATEWAY_URL or RECUR_GATEWAY_SECRET is invalid")
 }
 
 /// An application error as an operator sees it. The problem text of internal errors

@@ -1,7 +1,8 @@
 //! Payment gateways. recur talks to a gateway only through `Gateway`; the sandbox is
-//! a real implementation of it with its own ledger, and a card-network connector
-//! would implement the same trait.
+//! a real implementation of it with its own ledger; `http` calls an acquirer over the
+//! network (docs/gateway-protocol.md).
 
+pub mod http;
 pub mod sandbox;
 
 use futures::future::BoxFuture;

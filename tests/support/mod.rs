@@ -49,6 +49,7 @@ pub fn fresh_settings() -> Settings {
         admin_token: Some(ADMIN_TOKEN.into()),
         no_migrate: false,
         lease_seconds: 5,
+        http_gateway: Default::default(),
     }
 }
 

@@ -1,0 +1,329 @@
+//! The `http` gateway: recur as a client of an acquirer speaking
+//! docs/gateway-protocol.md (`recur acquirer` is one). One pooled client, a cap on the
+//! calls in flight, a circuit breaker, signed requests; technical failures are
+//! errors (outcome unknown), never declines
+//! (docs/gateway-protocol.md#recurs-http-gateway).
+
+mod answer;
+mod breaker;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use futures::future::BoxFuture;
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use url::Url;
+
+pub use answer::decline_code;
+pub use breaker::Breaker;
+
+use super::{ChargeOutcome, ChargeRequest, Gateway, GatewayError};
+use crate::webhooks::signing;
+
+const NAME: &str = "http";
+/// The only text of a fail-fast call while the breaker is open.
+pub const CIRCUIT_OPEN: &str = "circuit open";
+
+#[derive(Debug, Clone)]
+pub struct HttpGatewayOptions {
+    /// Per call: waiting for a permit, then the request and its answer.
+    pub timeout: Duration,
+    pub max_in_flight: usize,
+    /// Consecutive technical failures that open the circuit.
+    pub breaker_failures: u32,
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for HttpGatewayOptions {
+    fn default() -> Self {
+        HttpGatewayOptions {
+            timeout: Duration::from_secs(10),
+            max_in_flight: 256,
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why the gateway cannot be built. The texts never quote the URL or the secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the gateway URL must be an absolute http or https URL")]
+    Url,
+    #[error("the gateway secret must be whsec_ followed by non-empty base64")]
+    Secret,
+    #[error("the gateway's HTTP client cannot be built")]
+    Client,
+}
+
+pub struct HttpGateway {
+    base: Url,
+    secret: String,
+    client: reqwest::Client,
+    permits: Semaphore,
+    breaker: Mutex<Breaker>,
+    timeout: Duration,
+}
+
+/// Why a call got no usable HTTP answer.
+enum Failure {
+    CircuitOpen,
+    Timeout,
+    Unavailable(&'static str),
+}
+
+impl From<Failure> for GatewayError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::CircuitOpen => GatewayError::Unavailable(CIRCUIT_OPEN.into()),
+            Failure::Timeout => GatewayError::Timeout,
+            Failure::Unavailable(why) => GatewayError::Unavailable(why.into()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ChargeBody<'a> {
+    idempotency_key: &'a str,
+    amount: String,
+    currency: &'a str,
+    payment_method: &'a str,
+    customer_account_id: &'a str,
+    initiator: &'static str,
+    // `recurring.sequence` is left out: `ChargeRequest` carries no cycle number, and
+    // the protocol makes `recurring` optional.
+}
+
+impl HttpGateway {
+    pub fn new(base_url: &str, secret: &str, opts: HttpGatewayOptions) -> Result<HttpGateway, ConfigError> {
+        let mut base = Url::parse(base_url).map_err(|_| ConfigError::Url)?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() || base.host().is_none() {
+            return Err(ConfigError::Url);
+        }
+        // Credentials are no part of the protocol (requests are signed): dropped, so
+        // that no request, log or error can carry them.
+        let _ = base.set_username("");
+        let _ = base.set_password(None);
+        base.set_query(None);
+        base.set_fragment(None);
+        let key = secret.strip_prefix(signing::PREFIX).ok_or(ConfigError::Secret)?;
+        if base64::engine::general_purpose::STANDARD.decode(key).map_or(true, |k| k.is_empty()) {
+            return Err(ConfigError::Secret);
+        }
+        let max_in_flight = opts.max_in_flight.max(1);
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("recur/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(opts.timeout)
+            .connect_timeout(opts.timeout)
+            .pool_max_idle_per_host(max_in_flight)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_keepalive(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .no_proxy()
+            .build()
+            .map_err(|_| ConfigError::Client)?;
+        metrics::gauge!("recur_gateway_circuit_open", "gateway" => NAME).set(0.0);
+        Ok(HttpGateway {
+            base,
+            secret: secret.to_owned(),
+            client,
+            permits: Semaphore::new(max_in_flight),
+            breaker: Mutex::new(Breaker::new(opts.breaker_failures, opts.breaker_cooldown)),
+            timeout: opts.timeout,
+        })
+    }
+
+    fn charges_url(&self, key: Option<&str>) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            // `push` percent-encodes what the key may hold beyond `-._~` and alphanumerics.
+            path.pop_if_empty().extend(["v1", "charges"]);
+            if let Some(key) = key {
+                path.push(key);
+            }
+        }
+        url
+    }
+
+    fn breaker<T>(&self, f: impl FnOnce(&mut Breaker) -> T) -> T {
+        let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        let out = f(&mut b);
+        metrics::gauge!("recur_gateway_circuit_open", "gateway" => NAME).set(if b.is_open() { 1.0 } else { 0.0 });
+        out
+    }
+
+    /// One signed request through the breaker and the concurrency cap: the status
+    /// and body of an answer, or why there was none.
+    async fn call(&self, method: Method, url: Url, id: &str, body: Vec<u8>) -> Result<(StatusCode, Vec<u8>), Failure> {
+        if !self.breaker(|b| b.admit(Instant::now())) {
+            return Err(Failure::CircuitOpen);
+        }
+        let Ok(Ok(_permit)) = tokio::time::timeout(self.timeout, self.permits.acquire()).await else {
+            self.breaker(|b| b.abandon(Instant::now()));
+            return Err(Failure::Timeout);
+        };
+        let started = Instant::now();
+        let result = self.send(method, url, id, body).await;
+        metrics::histogram!("recur_gateway_request_duration_seconds", "gateway" => NAME)
+            .record(started.elapsed().as_secs_f64());
+        match &result {
+            Ok((status, _)) if !status.is_server_error() => self.breaker(Breaker::success),
+            _ => self.breaker(|b| b.failure(Instant::now())),
+        }
+        result
+    }
+
+    async fn send(&self, method: Method, url: Url, id: &str, body: Vec<u8>) -> Result<(StatusCode, Vec<u8>), Failure> {
+        // The acquirer checks the timestamp against its wall clock (never the test clock).
+        let ts = chrono::Utc::now().timestamp();
+        let signature = signing::header([self.secret.as_str()], id, ts, &body);
+        let mut rb = self
+            .client
+            .request(method, url)
+            .header("webhook-id", id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", signature);
+        if !body.is_empty() {
+            rb = rb.header("content-type", "application/json").body(body);
+        }
+        // reqwest's errors are never formatted: they quote the URL.
+        let resp = rb.send().await.map_err(|e| {
+            if e.is_timeout() {
+                Failure::Timeout
+            } else if e.is_connect() {
+                Failure::Unavailable("cannot connect to the acquirer")
+            } else {
+                Failure::Unavailable("the connection ended before an answer")
+            }
+        })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| {
+            if e.is_timeout() { Failure::Timeout } else { Failure::Unavailable("the answer was cut short") }
+        })?;
+        Ok((status, bytes.to_vec()))
+    }
+
+    /// A 200's answer; anything else as an error whose text holds at most the status.
+    fn read(status: StatusCode, body: &[u8]) -> Result<ChargeOutcome, GatewayError> {
+        match status.as_u16() {
+            200 => serde_json::from_slice::<answer::Answer>(body)
+                .ok()
+                .and_then(answer::Answer::outcome)
+                .ok_or_else(|| GatewayError::Unavailable("the acquirer's answer cannot be read".into())),
+            409 => Err(GatewayError::Unavailable(
+                "the acquirer refused the idempotency key: it was used for another request (409)".into(),
+            )),
+            code @ 400..=499 => Err(GatewayError::Unavailable(format!("the acquirer refused the request ({code})"))),
+            code @ 500..=599 => Err(GatewayError::Unavailable(format!("the acquirer failed ({code})"))),
+            code => Err(GatewayError::Unavailable(format!("unexpected status from the acquirer ({code})"))),
+        }
+    }
+}
+
+fn count(op: &'static str, outcome: &'static str) {
+    metrics::counter!("recur_gateway_requests_total", "gateway" => NAME, "op" => op, "outcome" => outcome).increment(1);
+}
+
+fn outcome_label(r: &Result<Option<ChargeOutcome>, GatewayError>) -> &'static str {
+    match r {
+        Ok(Some(ChargeOutcome::Approved { .. })) => "approved",
+        Ok(Some(ChargeOutcome::Declined { .. })) => "declined",
+        Ok(None) => "not_found",
+        Err(GatewayError::Timeout) => "timeout",
+        Err(GatewayError::Unavailable(why)) if why == CIRCUIT_OPEN => "circuit_open",
+        Err(GatewayError::Unavailable(_)) => "error",
+    }
+}
+
+impl Gateway for HttpGateway {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn accepts_payment_method(&self, token: &str) -> bool {
+        !token.is_empty() && token.chars().count() <= 255
+    }
+
+    fn charge(&self, req: ChargeRequest) -> BoxFuture<'_, Result<ChargeOutcome, GatewayError>> {
+        Box::pin(async move {
+            let body = ChargeBody {
+                idempotency_key: &req.idempotency_key,
+                amount: crate::money::format_amount(req.amount, &req.currency),
+                currency: &req.currency,
+                payment_method: &req.payment_method,
+                customer_account_id: &req.customer_account_id,
+                initiator: "merchant",
+            };
+            let bytes = serde_json::to_vec(&body)
+                .map_err(|_| GatewayError::Unavailable("the charge cannot be encoded".into()))?;
+            let url = self.charges_url(None);
+            let result = match self.call(Method::POST, url, &req.idempotency_key, bytes).await {
+                Ok((status, body)) => Self::read(status, &body).map(Some),
+                Err(f) => Err(f.into()),
+            };
+            count("charge", outcome_label(&result));
+            result.map(|o| o.expect("a charge always has an outcome"))
+        })
+    }
+
+    fn lookup(&self, idempotency_key: &str) -> BoxFuture<'_, Result<Option<ChargeOutcome>, GatewayError>> {
+        let key = idempotency_key.to_owned();
+        Box::pin(async move {
+            let url = self.charges_url(Some(&key));
+            let result = match self.call(Method::GET, url, &key, Vec::new()).await {
+                Ok((StatusCode::NOT_FOUND, _)) => Ok(None),
+                Ok((status, body)) => Self::read(status, &body).map(Some),
+                Err(f) => Err(f.into()),
+            };
+            count("lookup", outcome_label(&result));
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_drop_credentials_and_encode_keys() {
+        let secret = signing::new_secret();
+        let g =
+            HttpGateway::new("http://user:pw@127.0.0.1:7070/base/", &secret, HttpGatewayOptions::default()).unwrap();
+        assert_eq!(g.charges_url(None).as_str(), "http://127.0.0.1:7070/base/v1/charges");
+        assert_eq!(g.charges_url(Some("a b/c")).as_str(), "http://127.0.0.1:7070/base/v1/charges/a%20b%2Fc");
+        for bad in ["ftp://x", "not a url", "mailto:a@b"] {
+            assert!(matches!(HttpGateway::new(bad, &secret, HttpGatewayOptions::default()), Err(ConfigError::Url)));
+        }
+        for bad in ["", "whsec_", "nope", "whsec_%%%"] {
+            assert!(matches!(
+                HttpGateway::new("http://x", bad, HttpGatewayOptions::default()),
+                Err(ConfigError::Secret)
+            ));
+        }
+    }
+
+    #[test]
+    fn statuses_never_become_declines_or_quote_the_body() {
+        let secret_body = br#"{"detail":"whsec_leak"}"#;
+        for status in [400u16, 401, 409, 422, 500, 503, 504, 302] {
+            let e = HttpGateway::read(StatusCode::from_u16(status).unwrap(), secret_body).unwrap_err();
+            assert!(!format!("{e} {e:?}").contains("leak"), "{e}");
+        }
+        assert!(HttpGateway::read(StatusCode::OK, b"not json").is_err());
+    }
+
+    #[test]
+    fn payment_methods_are_any_short_token() {
+        let g = HttpGateway::new("http://x", &signing::new_secret(), HttpGatewayOptions::default()).unwrap();
+        assert!(g.accepts_payment_method("pm_ok"));
+        assert!(!g.accepts_payment_method(""));
+        assert!(g.accepts_payment_method(&"a".repeat(255)));
+        assert!(!g.accepts_payment_method(&"a".repeat(256)));
+    }
+}
