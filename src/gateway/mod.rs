@@ -66,6 +66,10 @@ pub enum GatewayError {
     Timeout,
     #[error("gateway unavailable: {0}")]
     Unavailable(String),
+    /// The gateway is down for now (its circuit breaker is open): the charge waits this
+    /// long and goes again with the same idempotency key, without using up an attempt.
+    #[error("gateway unavailable: circuit open")]
+    CircuitOpen(std::time::Duration),
 }
 
 pub trait Gateway: Send + Sync + 'static {

@@ -27,7 +27,7 @@ use crate::billing::{CycleStatus, TransactionKind, TransactionStatus, transactio
 use crate::clock::Clock;
 use crate::dlq::{self, DeadLetter};
 use crate::events::{self, Actor, NewEvent};
-use crate::gateway::{ChargeOutcome, ChargeRequest, Gateway};
+use crate::gateway::{ChargeOutcome, ChargeRequest, Gateway, GatewayError};
 use crate::lease;
 use crate::queue::Enqueuer;
 
@@ -121,6 +121,17 @@ impl Engine {
             metrics::counter!("recur_jobs_total", "queue" => queue.name(), "outcome" => "ok").increment(1);
             return Ok(());
         };
+        if let JobError::Deferred(wait) = failure {
+            // Spread the wake-ups so a closing circuit is not met by every charge at once.
+            let wait = wait + wait.mul_f64(rand::rng().random::<f64>());
+            if let Job::ChargeTransaction(c) = &job {
+                let hold = wait.as_secs_f64() + self.lease_secs as f64;
+                lease::extend_charge(&self.pool, c.transaction_id, hold).await.map_err(anyhow::Error::from)?;
+            }
+            self.queue.push_after(&[job], wait).await.map_err(anyhow::Error::from)?;
+            metrics::counter!("recur_jobs_total", "queue" => queue.name(), "outcome" => "deferred").increment(1);
+            return Ok(());
+        }
         let failures = job.attempt() + 1;
         let error = format!("{failure:#}");
         if failure.is_permanent() || policy.exhausted(failures) {
@@ -202,6 +213,7 @@ impl Engine {
             match result {
                 Ok(ChargeOutcome::Approved { reference }) => Settled::Approved { reference },
                 Ok(ChargeOutcome::Declined { code }) => Settled::declined(code),
+                Err(GatewayError::CircuitOpen(wait)) => return Err(JobError::Deferred(wait)),
                 Err(e) => {
                     metrics::counter!("recur_gateway_errors_total", "kind" => ctx.kind.as_str()).increment(1);
                     return Err(JobError::Transient(anyhow::Error::new(e).context("gateway")));
@@ -295,6 +307,10 @@ pub enum JobError {
     /// It may succeed later: retried with backoff, then dead-lettered.
     #[error(transparent)]
     Transient(#[from] anyhow::Error),
+    /// Nothing was tried (the gateway's circuit is open): back in the queue after this
+    /// long with the same attempt count, so a gateway outage never fails a charge.
+    #[error("deferred for {0:?}: the gateway's circuit is open")]
+    Deferred(Duration),
 }
 
 impl JobError {

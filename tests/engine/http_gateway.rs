@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use recur::acquirer::{AcquirerArgs, Simulator};
-use recur::gateway::http::{CIRCUIT_OPEN, HttpGateway, HttpGatewayOptions};
+use recur::gateway::http::{HttpGateway, HttpGatewayOptions};
 use recur::gateway::{ChargeOutcome, ChargeRequest, Gateway, GatewayError};
 use recur::webhooks::signing;
 use rust_decimal::Decimal;
@@ -133,7 +133,10 @@ impl Drop for HttpEngine {
 }
 
 fn start_http_engine(app: &TestApp, gateway: HttpGateway) -> HttpEngine {
-    let o = EngineOpts::default();
+    start_http_engine_with(app, gateway, EngineOpts::default())
+}
+
+fn start_http_engine_with(app: &TestApp, gateway: HttpGateway, o: EngineOpts) -> HttpEngine {
     let args = app.engine_args(&o);
     let engine = recur::worker::Engine::new(
         app.pool().clone(),
@@ -234,6 +237,52 @@ async fn a_subscription_is_charged_once_through_a_worker() {
     assert_eq!(reference.as_deref(), Some(acquirer_reference.as_str()));
 }
 
+/// An acquirer down for longer than the job's whole retry policy: the charge is
+/// deferred while the circuit is open (no attempt used, no dead letter, no `error`
+/// cycle) and settles once, when the acquirer is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquirer_outage_defers_charges_instead_of_failing_them() {
+    let app = spawn_app().await;
+    let mut acq = acquirer(|_| {}).await;
+    acq.stop().await;
+    let sub = due_subscription(&app, "pm_ok").await;
+    // Two attempts in all: without deferral the charge would be dead-lettered at once.
+    let o = EngineOpts { max_attempts: Some(2), ..EngineOpts::default() };
+    let engine = start_http_engine_with(&app, acq.gateway(opts(1_000, 4, 1, 300)), o);
+    let key: String = eventually("the first attempt to be opened", Duration::from_secs(20), async || {
+        sqlx::query_scalar::<_, String>(
+            "SELECT t.idempotency_key FROM transactions t JOIN billing_cycles c ON c.id = t.billing_cycle_id
+             WHERE c.subscription_id = $1",
+        )
+        .bind(sub)
+        .fetch_optional(app.pool())
+        .await
+        .unwrap()
+        .ok_or("no transaction yet")
+    })
+    .await;
+    // Many cooldowns of outage.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (cycle, txn): (String, String) = sqlx::query_as(
+        "SELECT c.status::text, t.status::text FROM transactions t JOIN billing_cycles c ON c.id = t.billing_cycle_id
+         WHERE t.idempotency_key = $1",
+    )
+    .bind(&key)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!((cycle.as_str(), txn.as_str()), ("pending", "pending"), "the charge waits, it does not fail");
+    let out = app.run_cli(&["dlq", "list", "--json"]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.json().as_array().map(Vec::len), Some(0), "nothing dead-lettered: {}", out.stdout);
+
+    acq.restart().await;
+    let (cycle, txn, _, settled_key) = first_charge(&app, sub).await;
+    assert_eq!((cycle.as_str(), txn.as_str(), settled_key.as_str()), ("succeeded", "succeeded", key.as_str()));
+    assert_eq!(acq.charged(&key).await, 1, "charged once, when the acquirer came back");
+    drop(engine);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visa_51_is_a_soft_decline_and_r1_a_hard_one() {
     let app = spawn_app().await;
@@ -316,7 +365,9 @@ async fn a_stopped_acquirer_opens_the_breaker_which_closes_after_the_cooldown() 
     acq.stop().await;
     for i in 0..3 {
         match g.charge(request("pm_ok")).await {
-            Err(GatewayError::Unavailable(why)) => assert_ne!(why, CIRCUIT_OPEN, "call {i} went to the network"),
+            Err(GatewayError::Unavailable(_)) if i < 2 => {}
+            // The third failure opens the circuit and reports the outage.
+            Err(GatewayError::CircuitOpen(_)) if i == 2 => {}
             other => panic!("call {i} to a stopped acquirer: {other:?}"),
         }
     }
@@ -326,11 +377,11 @@ async fn a_stopped_acquirer_opens_the_breaker_which_closes_after_the_cooldown() 
     let req = request("pm_ok");
     let started = Instant::now();
     match g.charge(req.clone()).await {
-        Err(GatewayError::Unavailable(why)) => assert_eq!(why, CIRCUIT_OPEN),
+        Err(GatewayError::CircuitOpen(_)) => {}
         other => panic!("an open circuit: {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_millis(100), "fail fast took {:?}", started.elapsed());
-    assert!(matches!(g.lookup(&req.idempotency_key).await, Err(GatewayError::Unavailable(w)) if w == CIRCUIT_OPEN));
+    assert!(matches!(g.lookup(&req.idempotency_key).await, Err(GatewayError::CircuitOpen(_))));
     assert_eq!(acq.charged(&req.idempotency_key).await, 0, "the acquirer never saw the call");
     assert_eq!(acq.ledger_size().await, 1);
 

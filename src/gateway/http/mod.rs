@@ -24,8 +24,6 @@ use super::{ChargeOutcome, ChargeRequest, Gateway, GatewayError};
 use crate::webhooks::signing;
 
 const NAME: &str = "http";
-/// The only text of a fail-fast call while the breaker is open.
-pub const CIRCUIT_OPEN: &str = "circuit open";
 
 #[derive(Debug, Clone)]
 pub struct HttpGatewayOptions {
@@ -66,11 +64,12 @@ pub struct HttpGateway {
     permits: Semaphore,
     breaker: Mutex<Breaker>,
     timeout: Duration,
+    cooldown: Duration,
 }
 
 /// Why a call got no usable HTTP answer.
 enum Failure {
-    CircuitOpen,
+    CircuitOpen(Duration),
     Timeout,
     Unavailable(&'static str),
 }
@@ -78,7 +77,7 @@ enum Failure {
 impl From<Failure> for GatewayError {
     fn from(f: Failure) -> Self {
         match f {
-            Failure::CircuitOpen => GatewayError::Unavailable(CIRCUIT_OPEN.into()),
+            Failure::CircuitOpen(wait) => GatewayError::CircuitOpen(wait),
             Failure::Timeout => GatewayError::Timeout,
             Failure::Unavailable(why) => GatewayError::Unavailable(why.into()),
         }
@@ -135,6 +134,7 @@ impl HttpGateway {
             permits: Semaphore::new(max_in_flight),
             breaker: Mutex::new(Breaker::new(opts.breaker_failures, opts.breaker_cooldown)),
             timeout: opts.timeout,
+            cooldown: opts.breaker_cooldown,
         })
     }
 
@@ -161,7 +161,7 @@ impl HttpGateway {
     /// and body of an answer, or why there was none.
     async fn call(&self, method: Method, url: Url, id: &str, body: Vec<u8>) -> Result<(StatusCode, Vec<u8>), Failure> {
         if !self.breaker(|b| b.admit(Instant::now())) {
-            return Err(Failure::CircuitOpen);
+            return Err(Failure::CircuitOpen(self.cooldown));
         }
         let Ok(Ok(_permit)) = tokio::time::timeout(self.timeout, self.permits.acquire()).await else {
             self.breaker(|b| b.abandon(Instant::now()));
@@ -173,7 +173,18 @@ impl HttpGateway {
             .record(started.elapsed().as_secs_f64());
         match &result {
             Ok((status, _)) if !status.is_server_error() => self.breaker(Breaker::success),
-            _ => self.breaker(|b| b.failure(Instant::now())),
+            _ => {
+                // The failure that opens the circuit (or fails its trial) reports the
+                // outage, not itself: its charge waits with the others instead of using
+                // up an attempt (the same key goes again, so an answer lost here is
+                // found then).
+                if self.breaker(|b| {
+                    b.failure(Instant::now());
+                    b.is_open()
+                }) {
+                    return Err(Failure::CircuitOpen(self.cooldown));
+                }
+            }
         }
         result
     }
@@ -235,7 +246,7 @@ fn outcome_label(r: &Result<Option<ChargeOutcome>, GatewayError>) -> &'static st
         Ok(Some(ChargeOutcome::Declined { .. })) => "declined",
         Ok(None) => "not_found",
         Err(GatewayError::Timeout) => "timeout",
-        Err(GatewayError::Unavailable(why)) if why == CIRCUIT_OPEN => "circuit_open",
+        Err(GatewayError::CircuitOpen(_)) => "circuit_open",
         Err(GatewayError::Unavailable(_)) => "error",
     }
 }
