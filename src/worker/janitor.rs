@@ -1,5 +1,12 @@
-//! Deletes finished tasks from Redis in small chunks (apalis-redis keeps every task's
-//! data, metadata and id forever), so memory stays flat under sustained load.
+//! Keeps apalis-redis's keys healthy, in small chunks:
+//!
+//! - deletes finished tasks (apalis-redis keeps every task's data, metadata and id
+//!   forever), so memory stays flat under sustained load;
+//! - moves due tasks from the scheduled set to the active list. apalis-redis puts every
+//!   push in the scheduled set and its fetch moves *all* due ids in one Lua `unpack`,
+//!   which fails past about 8,000: a backlog that built up while no worker ran (an
+//!   outage, a deploy, a burst of API creations) would otherwise make every fetch
+//!   fail for ever (docs/architecture.md#apalis-redis-tuning).
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -25,6 +32,37 @@ return #ids
     )
 });
 
+static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], 0, ARGV[1], 'LIMIT', 0, ARGV[2])
+if #ids > 0 then
+    redis.call('RPUSH', KEYS[2], unpack(ids))
+    redis.call('ZREM', KEYS[1], unpack(ids))
+    redis.call('DEL', KEYS[3])
+    redis.call('LPUSH', KEYS[3], 1)
+end
+return #ids
+"#,
+    )
+});
+
+/// Move up to `CHUNK` due tasks of a queue from its scheduled set to its active list,
+/// as apalis-redis's fetch does, in a bounded chunk; how many moved.
+pub async fn promote(q: &Enqueuer, queue: Queue) -> redis::RedisResult<usize> {
+    let c = q.keys().config(queue);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let mut conn = q.connection();
+    PROMOTE
+        .key(c.scheduled_jobs_set())
+        .key(c.active_jobs_list())
+        .key(c.signal_list())
+        .arg(now)
+        .arg(CHUNK)
+        .invoke_async(&mut conn)
+        .await
+}
+
 /// Remove up to `CHUNK` finished tasks of a queue; how many went.
 pub async fn sweep(q: &Enqueuer, queue: Queue) -> redis::RedisResult<usize> {
     let c = q.keys().config(queue);
@@ -46,6 +84,16 @@ pub async fn run(q: Enqueuer, queues: Vec<Queue>, mut shutdown: watch::Receiver<
             _ = shutdown.wait_for(|s| *s) => return,
         }
         for &queue in &queues {
+            loop {
+                match promote(&q, queue).await {
+                    Ok(n) if n == CHUNK => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(%queue, error = %e, "janitor could not promote due tasks");
+                        break;
+                    }
+                }
+            }
             loop {
                 match sweep(&q, queue).await {
                     Ok(n) if n == CHUNK => continue,
