@@ -38,6 +38,7 @@ pub struct ChargeContext {
     pub attempt: i32,
     pub customer_account_id: String,
     pub cycle_id: Option<Uuid>,
+    pub cycle_sequence: Option<i32>,
     pub cycle_status: Option<CycleStatus>,
     pub due_at: Option<DateTime<Utc>>,
     pub subscription_id: Option<Uuid>,
@@ -60,7 +61,7 @@ pub async fn load_batch(pool: &PgPool, ids: Vec<Uuid>) -> anyhow::Result<Vec<Opt
         r#"SELECT t.id, t.merchant_id, m.merchant_key, t.kind AS "kind: TransactionKind",
                 t.status AS "status: TransactionStatus", t.amount, t.currency, t.payment_method,
                 t.idempotency_key, t.attempt, cu.customer_account_id,
-                c.id AS "cycle_id?", c.status AS "cycle_status?: CycleStatus", c.due_at AS "due_at?",
+                c.id AS "cycle_id?", c.sequence AS "cycle_sequence?", c.status AS "cycle_status?: CycleStatus", c.due_at AS "due_at?",
                 s.id AS "subscription_id?", s.status AS "subscription_status?: SubscriptionStatus",
                 s.retry_schedule_hours AS "retry_schedule_hours?", s.authorized_limit,
                 t.payment_series_id AS series_id

@@ -22,6 +22,9 @@ pub struct ChargeRequest {
     /// What the charge is for (a billing cycle or a series transaction); the sandbox
     /// counts attempts per scope for `pm_sandbox_recover_after_N`.
     pub scope: Uuid,
+    /// The billing cycle's number, for a subscription's charge (the protocol's
+    /// `recurring.sequence`); `None` for a payment-series charge.
+    pub sequence: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -200,6 +200,7 @@ impl Engine {
                 customer_account_id: ctx.customer_account_id.clone(),
                 payment_method,
                 scope: ctx.scope(),
+                sequence: ctx.cycle_sequence,
             };
             let started = Instant::now();
             let result = self.gateway.charge(req).await;

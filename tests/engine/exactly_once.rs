@@ -536,6 +536,7 @@ async fn duplicate_sandbox_charges_in_opposite_orders_do_not_deadlock() {
                 customer_account_id: format!("c-{i}"),
                 payment_method: "pm_sandbox_ok".into(),
                 scope: Uuid::now_v7(),
+                sequence: None,
             })
             .collect();
         let (a, b) = (

@@ -113,6 +113,7 @@ fn request(payment_method: &str) -> ChargeRequest {
         customer_account_id: "cust_1".into(),
         payment_method: payment_method.into(),
         scope: Uuid::now_v7(),
+        sequence: Some(1),
     }
 }
 
@@ -228,13 +229,14 @@ async fn a_subscription_is_charged_once_through_a_worker() {
     assert_eq!(key, format!("recur_txn_{}", txn_id.simple()));
     assert_eq!(acq.charged(&key).await, 1, "one row in the acquirer's ledger");
     assert_eq!(acq.ledger_size().await, 1);
-    let acquirer_reference: String =
-        sqlx::query_scalar("SELECT reference FROM acquirer_charges WHERE idempotency_key = $1")
+    let (acquirer_reference, sequence): (String, Option<i32>) =
+        sqlx::query_as("SELECT reference, recurring_sequence FROM acquirer_charges WHERE idempotency_key = $1")
             .bind(&key)
             .fetch_one(&acq.pool)
             .await
             .unwrap();
     assert_eq!(reference.as_deref(), Some(acquirer_reference.as_str()));
+    assert_eq!(sequence, Some(1), "the acquirer is told which cycle the charge pays");
 }
 
 /// An acquirer down for longer than the job's whole retry policy: the charge is

@@ -93,8 +93,14 @@ struct ChargeBody<'a> {
     payment_method: &'a str,
     customer_account_id: &'a str,
     initiator: &'static str,
-    // `recurring.sequence` is left out: `ChargeRequest` carries no cycle number, and
-    // the protocol makes `recurring` optional.
+    /// A subscription's charge: which cycle it pays (the acquirer counts attempts per cycle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recurring: Option<Recurring>,
+}
+
+#[derive(Serialize)]
+struct Recurring {
+    sequence: i32,
 }
 
 impl HttpGateway {
@@ -269,6 +275,7 @@ impl Gateway for HttpGateway {
                 payment_method: &req.payment_method,
                 customer_account_id: &req.customer_account_id,
                 initiator: "merchant",
+                recurring: req.sequence.map(|sequence| Recurring { sequence }),
             };
             let bytes = serde_json::to_vec(&body)
                 .map_err(|_| GatewayError::Unavailable("the charge cannot be encoded".into()))?;
