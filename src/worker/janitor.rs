@@ -84,26 +84,18 @@ pub async fn run(q: Enqueuer, queues: Vec<Queue>, mut shutdown: watch::Receiver<
             _ = shutdown.wait_for(|s| *s) => return,
         }
         for &queue in &queues {
-            loop {
-                match promote(&q, queue).await {
-                    Ok(n) if n == CHUNK => continue,
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(%queue, error = %e, "janitor could not promote due tasks");
-                        break;
-                    }
-                }
+            if let Err(e) = chunks(|| promote(&q, queue)).await {
+                tracing::warn!(%queue, error = %e, "janitor could not promote due tasks");
             }
-            loop {
-                match sweep(&q, queue).await {
-                    Ok(n) if n == CHUNK => continue,
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::debug!(%queue, error = %e, "janitor sweep failed");
-                        break;
-                    }
-                }
+            if let Err(e) = chunks(|| sweep(&q, queue)).await {
+                tracing::debug!(%queue, error = %e, "janitor sweep failed");
             }
         }
     }
+}
+
+/// Run a chunked step until a chunk comes back short (nothing more to do now).
+async fn chunks<F: Future<Output = redis::RedisResult<usize>>>(mut step: impl FnMut() -> F) -> redis::RedisResult<()> {
+    while step().await? == CHUNK {}
+    Ok(())
 }
