@@ -77,19 +77,9 @@ fn is_response_code(code: &str) -> bool {
     code.len() == 2 && code.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()) && code != "00"
 }
 
-/// Visa's decline categories, from Visa's decline reason code categories of the "Visa
-/// Integrity Risk Program": 1 the issuer will never approve, 2 cannot approve at this
-/// time, 3 data quality (fix the data, then retry); every other code is 4 (generic).
-const VISA_CATEGORIES: &[(u8, &[&str])] = &[
-    (1, &["04", "07", "12", "14", "15", "41", "43", "46", "57", "R0", "R1", "R3"]),
-    (2, &["03", "19", "51", "59", "61", "62", "65", "75", "78", "86", "91", "93", "96", "N3", "N4", "Z5"]),
-    (3, &["54", "55", "6P", "82", "N7"]),
-];
-
-/// The Visa decline category (1–4) of a response code.
-pub fn visa_category(code: &str) -> u8 {
-    VISA_CATEGORIES.iter().find(|(_, codes)| codes.contains(&code)).map_or(4, |(category, _)| *category)
-}
+/// The Visa decline category (1–4) of a response code: the simulator answers with the
+/// same table recur's retry governor reads (docs/governor.md#visa-categories).
+pub use crate::billing::governor::visa_category;
 
 /// Readable names of the common response codes (both networks use them alike).
 const DECLINE_NAMES: &[(&str, &str)] = &[
