@@ -9,9 +9,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-fn pg_base() -> String {
-    std::env::var("RECUR_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
+#[path = "../support/mod.rs"]
+mod support;
+
+use support::{DatabaseGuard, pg_base};
 
 /// One simulator over its own database, dropped with the harness.
 struct Acquirer {
@@ -21,7 +22,7 @@ struct Acquirer {
     secret: String,
     client: reqwest::Client,
     pool: sqlx::PgPool,
-    _cleanup: Cleanup,
+    _cleanup: DatabaseGuard,
 }
 
 #[derive(Debug)]
@@ -58,7 +59,7 @@ async fn start() -> Acquirer {
 async fn start_with(tweak: impl FnOnce(&mut AcquirerArgs)) -> Acquirer {
     let name = format!("recur_acquirer_test_{}", Uuid::now_v7().simple());
     let url = format!("{}/{name}", pg_base());
-    let cleanup = Cleanup { database: name };
+    let cleanup = DatabaseGuard { name };
     let mut args = AcquirerArgs::new(&url);
     args.listen = "127.0.0.1:0".parse().unwrap();
     args.secret = Some(signing::new_secret());
@@ -161,28 +162,6 @@ async fn reply(res: reqwest::Response) -> Reply {
     let text = res.text().await.unwrap_or_default();
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
     Reply { status, content_type, text, body }
-}
-
-struct Cleanup {
-    database: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let db = self.database.clone();
-        // Drop runs inside the test's runtime: clean up from a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                use sqlx::Connection;
-                if let Ok(mut c) = sqlx::PgConnection::connect(&format!("{}/postgres", pg_base())).await {
-                    let drop = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut c).await;
-                }
-            });
-        })
-        .join();
-    }
 }
 
 #[tokio::test]

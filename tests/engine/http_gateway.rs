@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::support::{EngineOpts, TestApp, eventually, pg_base, spawn_app};
+use crate::support::{DatabaseGuard, EngineOpts, TestApp, eventually, pg_base, spawn_app};
 
 /// One simulator over its own database, dropped with the test.
 struct Acquirer {
@@ -24,13 +24,13 @@ struct Acquirer {
     addr: SocketAddr,
     secret: String,
     pool: sqlx::PgPool,
-    _cleanup: Cleanup,
+    _cleanup: DatabaseGuard,
 }
 
 async fn acquirer(tweak: impl FnOnce(&mut AcquirerArgs)) -> Acquirer {
     let name = format!("recur_acquirer_test_{}", Uuid::now_v7().simple());
     let url = format!("{}/{name}", pg_base());
-    let cleanup = Cleanup { database: name };
+    let cleanup = DatabaseGuard { name };
     let mut args = AcquirerArgs::new(&url);
     args.listen = "127.0.0.1:0".parse().unwrap();
     args.secret = Some(signing::new_secret());
@@ -70,28 +70,6 @@ impl Acquirer {
 
     async fn ledger_size(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM acquirer_charges").fetch_one(&self.pool).await.unwrap()
-    }
-}
-
-struct Cleanup {
-    database: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let db = self.database.clone();
-        // Drop runs inside the test's runtime: clean up from a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                use sqlx::Connection;
-                if let Ok(mut c) = sqlx::PgConnection::connect(&format!("{}/postgres", pg_base())).await {
-                    let drop = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut c).await;
-                }
-            });
-        })
-        .join();
     }
 }
 

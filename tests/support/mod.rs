@@ -334,18 +334,44 @@ impl Drop for Cleanup {
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                use sqlx::Connection;
-                if let Ok(mut c) = sqlx::PgConnection::connect(&format!("{}/postgres", pg_base())).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")))
-                        .execute(&mut c)
-                        .await;
-                }
+                drop_database(&db).await;
                 if let Ok(client) = redis::Client::open(redis_url())
                     && let Ok(mut conn) = client.get_multiplexed_async_connection().await
                 {
                     delete_namespace(&mut conn, &ns).await;
                 }
             });
+        })
+        .join();
+    }
+}
+
+/// Drop a database of a test's, if it exists.
+pub async fn drop_database(db: &str) {
+    use sqlx::Connection;
+    if let Ok(mut c) = sqlx::PgConnection::connect(&format!("{}/postgres", pg_base())).await {
+        let drop = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut c).await;
+    }
+}
+
+/// A database a test made for something other than recur (e.g. the acquirer
+/// simulator's), dropped with the guard unless `RECUR_TEST_KEEP` is set.
+pub struct DatabaseGuard {
+    pub name: String,
+}
+
+impl Drop for DatabaseGuard {
+    fn drop(&mut self) {
+        if std::env::var("RECUR_TEST_KEEP").is_ok() {
+            eprintln!("kept test database {}", self.name);
+            return;
+        }
+        let db = self.name.clone();
+        // Drop runs inside the test's runtime: clean up from a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(drop_database(&db));
         })
         .join();
     }
