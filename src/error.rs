@@ -34,6 +34,9 @@ pub enum Error {
     NotFound(&'static str),
     #[error("conflict: {detail}")]
     Conflict { detail: String, existing: Option<Uuid> },
+    /// The card networks' rules forbid this attempt (docs/governor.md#refusals).
+    #[error(transparent)]
+    RetryRefused(crate::billing::governor::Refusal),
     #[error("idempotency key reused with a different request")]
     IdempotencyMismatch,
     #[error("unavailable: {0}")]

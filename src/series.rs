@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::billing::transactions::{self, Transaction, TransactionView};
+use crate::billing::transactions::{self, Transaction, TransactionKind, TransactionView};
+use crate::billing::{card_history, governor};
 use crate::customers::{self, CustomerInput};
 use crate::error::{Error, FieldError, Result};
 use crate::events::{self, Actor, NewEvent};
@@ -205,6 +206,7 @@ pub async fn create_transaction(
     series_id: Uuid,
     req: CreateSeriesTransaction,
     lease_secs: i64,
+    now: DateTime<Utc>,
 ) -> Result<Transaction> {
     let s = get(conn, merchant_id, series_id).await?;
     let mut e = Errors::new();
@@ -219,6 +221,12 @@ pub async fn create_transaction(
     validate::finish(e)?;
     if s.status != SeriesStatus::Active {
         return Err(Error::conflict("the payment series is not active"));
+    }
+    // The card networks' limits count series charges too (docs/governor.md#refusals).
+    let card = card_history::load(conn, &[(merchant_id, s.payment_method.clone())]).await?.pop().unwrap_or_default();
+    if let Err(refusal) = card.check(TransactionKind::PaymentSeries, now) {
+        metrics::counter!(governor::METRIC, "rule" => refusal.rule()).increment(1);
+        return Err(Error::RetryRefused(refusal));
     }
     if let Some(r) = &req.partner_reference
         && let Some(existing) = transactions::by_partner_reference(conn, merchant_id, r).await?

@@ -64,6 +64,7 @@ fn problem(status: StatusCode, slug: &str, title: &str, detail: &str, errors: Ve
         detail: detail.to_owned(),
         errors,
         existing_id: None,
+        rule: None,
     }
     .into_response_with(status)
 }

@@ -69,6 +69,7 @@ pub async fn retry_cycle(
     Body(body): Body,
 ) -> Result<Response> {
     extract::parse::<extract::NoFields>(&body, true)?;
+    let now = app.clock.now().await?;
     // An errored attempt's outcome is unknown (e.g. a timeout after the charge went
     // through): ask the gateway before charging again, so a retry cannot charge twice.
     let errored = retry::errored_attempt(&mut *app.pool.acquire().await?, m.id, id).await?;
@@ -93,7 +94,7 @@ pub async fn retry_cycle(
             let view = views.pop().ok_or(Error::NotFound("billing cycle"))?;
             return Ok(Outcome::new(StatusCode::OK, view));
         }
-        let (cycle, job) = retry::manual(tx, m.id, id, app.lease_secs).await?;
+        let (cycle, job) = retry::manual(tx, m.id, id, app.lease_secs, now).await?;
         let mut views = cycles::with_transactions(tx, std::slice::from_ref(&cycle)).await?;
         let view = views.pop().ok_or(Error::NotFound("billing cycle"))?;
         Ok(Outcome::new(StatusCode::ACCEPTED, view).with_jobs(vec![job]))

@@ -101,6 +101,7 @@ async fn method_not_allowed() -> Response {
         detail: "this route does not support that method".into(),
         errors: vec![],
         existing_id: None,
+        rule: None,
     }
     .into_response_with(StatusCode::METHOD_NOT_ALLOWED)
 }

@@ -70,7 +70,7 @@ fn status_of(e: &Error) -> StatusCode {
         Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
         Error::Validation(_) | Error::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
-        Error::Conflict { .. } => StatusCode::CONFLICT,
+        Error::Conflict { .. } | Error::RetryRefused(_) => StatusCode::CONFLICT,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Database(_) | Error::Redis(_) | Error::Queue(_) | Error::Internal(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
@@ -93,6 +93,10 @@ fn problem_of(e: &Error) -> Problem {
         Error::Conflict { detail, existing } => {
             Problem { existing_id: *existing, ..Problem::new(status, "conflict", "Conflict", detail) }
         }
+        Error::RetryRefused(refusal) => Problem {
+            rule: Some(refusal.rule().to_owned()),
+            ..Problem::new(status, "retry-refused", "Retry refused", &refusal.to_string())
+        },
         Error::IdempotencyMismatch => Problem::new(
             status,
             "idempotency-key-reused",
@@ -120,6 +124,9 @@ pub struct Problem {
     /// On a 409 for a duplicate partnerReference: the object that already has it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub existing_id: Option<Uuid>,
+    /// On a 409 for an attempt the retry governor refuses: the rule (docs/governor.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 impl Problem {
@@ -131,6 +138,7 @@ impl Problem {
             detail: detail.to_owned(),
             errors: vec![],
             existing_id: None,
+            rule: None,
         }
     }
 

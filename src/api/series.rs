@@ -91,8 +91,9 @@ pub async fn create_transaction(
     Body(body): Body,
 ) -> Result<Response> {
     let req = extract::parse::<CreateSeriesTransaction>(&body, false)?;
+    let now = app.clock.now().await?;
     idempotency::run(&app, m.id, key, &format!("POST /v1/payment-series/{id}/transactions"), &body, async |tx| {
-        let t = series::create_transaction(tx, m.id, id, req, app.lease_secs).await?;
+        let t = series::create_transaction(tx, m.id, id, req, app.lease_secs, now).await?;
         let job = Job::ChargeTransaction(ChargeTransaction { transaction_id: t.id, attempt: 0 });
         Ok(Outcome::new(StatusCode::ACCEPTED, TransactionView::from(&t)).with_jobs(vec![job]))
     })

@@ -15,13 +15,15 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::card_history::{self, CardHistory};
 use super::cycles::CycleStatus;
 use super::dunning::{self, CycleChange, Settled};
+use super::governor;
 use super::locks::{self, LockedCycle, LockedSubscription};
 use super::transactions::{TransactionKind, TransactionStatus};
 use super::{cycle_state, transaction_state};
 use crate::events::{self, Actor, NewEvent};
-use crate::subscriptions::SubscriptionStatus;
+use crate::subscriptions::{SubscriptionStatus, lifecycle, repo};
 
 /// Everything needed to charge one transaction, read in one batched query.
 #[derive(Debug, Clone)]
@@ -80,6 +82,27 @@ pub async fn load_batch(pool: &PgPool, ids: Vec<Uuid>) -> anyhow::Result<Vec<Opt
     Ok(ids.iter().map(|id| by_id.get(id).cloned()).collect())
 }
 
+/// `load_batch`, with the history of each charge's card the retry governor reads
+/// (docs/governor.md): what a worker needs before calling the gateway.
+pub async fn load_for_charge(
+    pool: &PgPool,
+    ids: Vec<Uuid>,
+) -> anyhow::Result<Vec<Option<(ChargeContext, CardHistory)>>> {
+    let contexts = load_batch(pool, ids).await?;
+    let cards: Vec<(Uuid, String)> =
+        contexts.iter().flatten().filter_map(|c| Some((c.merchant_id, c.payment_method.clone()?))).collect();
+    let mut histories = card_history::load(&mut *pool.acquire().await?, &cards).await?.into_iter();
+    Ok(contexts
+        .into_iter()
+        .map(|c| {
+            let c = c?;
+            let card =
+                if c.payment_method.is_some() { histories.next().unwrap_or_default() } else { CardHistory::default() };
+            Some((c, card))
+        })
+        .collect())
+}
+
 /// One outcome to record.
 #[derive(Debug, Clone)]
 pub struct Settlement {
@@ -132,6 +155,7 @@ pub async fn record_batch(
     // approval is recorded whatever happened: the money moved).
     let mut rounds: Vec<Vec<cycle_state::Move>> = Vec::new();
     let mut sub_targets: HashMap<Uuid, SubscriptionStatus> = HashMap::new();
+    let mut revoked: HashSet<Uuid> = HashSet::new();
     for i in unique.iter().filter(|i| changed.contains(&i.ctx.id)) {
         let ctx = &i.ctx;
         let Some(cycle) = ctx.cycle_id.and_then(|id| cycles.get_mut(&id)) else { continue };
@@ -139,10 +163,23 @@ pub async fn record_batch(
         let change: CycleChange = dunning::after(ctx.kind, ctx.attempt, &schedule, &i.outcome, i.at);
         let cause = match i.outcome {
             Settled::Approved { .. } => cycle_state::Cause::Approved,
-            Settled::Declined { .. } => cycle_state::Cause::Declined,
+            Settled::Declined { .. } | Settled::Refused { .. } => cycle_state::Cause::Declined,
         };
+        if let Settled::Refused { rule } = i.outcome {
+            evs.push(NewEvent::new(
+                ctx.merchant_id,
+                "billing_cycle",
+                cycle.id,
+                "retry_blocked",
+                json!({"rule": rule, "transactionId": ctx.id, "attempt": ctx.attempt}),
+                Actor::System,
+            ));
+        }
         if cycle_state::permits(cause, cycle.status, change.status) {
             let mut m = cycle_state::Move::new(cycle, cause, change.status, Actor::System);
+            if let Some(rule) = change.rule {
+                m = m.extra(json!({"rule": rule}));
+            }
             m.next_retry_at = change.next_retry_at;
             m.failure_code = Some(change.failure_code.clone());
             m.settled_at = Some(i.at);
@@ -155,6 +192,9 @@ pub async fn record_batch(
             }
         }
         if let Some(sid) = ctx.subscription_id {
+            if change.cancel_subscription {
+                revoked.insert(sid);
+            }
             sub_targets.insert(sid, change.subscription);
         }
     }
@@ -164,7 +204,7 @@ pub async fn record_batch(
 
     // Only live subscriptions follow their cycles (active ⇄ past_due).
     let mut moved_subs: Vec<(Uuid, SubscriptionStatus)> = Vec::new();
-    for (sid, target) in sub_targets {
+    for (sid, target) in sub_targets.into_iter().filter(|(sid, _)| !revoked.contains(sid)) {
         let Some(s) = subs.get_mut(&sid) else { continue };
         if matches!(s.status, SubscriptionStatus::Active | SubscriptionStatus::PastDue) && s.status != target {
             evs.push(NewEvent::new(
@@ -191,6 +231,16 @@ pub async fn record_batch(
         .await?;
     }
     let deliveries = events::record_leased(&mut tx, &evs, Some(crate::lease::WEBHOOK_MIN_SECONDS)).await?;
+    // After the events above, so each object's events stay in order. The subscription's
+    // lock, held since the start, guards the cycles `cancel_locked` takes next.
+    let mut revoked: Vec<Uuid> = revoked.into_iter().collect();
+    revoked.sort_unstable();
+    for sid in revoked {
+        let at = unique.iter().find(|i| i.ctx.subscription_id == Some(sid)).map_or_else(Utc::now, |i| i.at);
+        if let Some(s) = repo::lock_any(&mut tx, sid).await?.filter(|s| !s.status.is_final()) {
+            lifecycle::cancel_locked(&mut tx, s, governor::CANCEL_REASON, at, Actor::System).await?;
+        }
+    }
     tx.commit().await?;
     Ok((items.iter().zip(&first).map(|(i, f)| *f && changed.contains(&i.ctx.id)).collect(), deliveries))
 }
@@ -200,7 +250,20 @@ fn outcome_json(o: &Settled, ctx: &ChargeContext) -> serde_json::Value {
         Settled::Approved { reference } => {
             json!({"gatewayReference": reference, "attempt": ctx.attempt, "amount": ctx.amount.normalize().to_string(), "currency": ctx.currency})
         }
-        Settled::Declined { code, soft } => json!({"declineCode": code, "soft": soft, "attempt": ctx.attempt}),
+        Settled::Declined { code, soft, network } => {
+            let mut data = json!({"declineCode": code, "soft": soft, "attempt": ctx.attempt});
+            if let Some(n) = network {
+                data["network"] = json!({"scheme": n.scheme.as_str(), "responseCode": n.response_code,
+                    "category": n.visa_category(), "adviceCode": n.advice_code});
+                if let Some(rule) = governor::after_decline(n).rule {
+                    data["rule"] = json!(rule);
+                }
+            }
+            data
+        }
+        Settled::Refused { rule } => {
+            json!({"declineCode": governor::FAILURE_CODE, "soft": false, "attempt": ctx.attempt, "rule": rule})
+        }
     }
 }
 

@@ -286,6 +286,14 @@ pub enum Refusal {
     Limit(&'static Limit),
 }
 
+/// Every rule a [`Refusal`] can name, once each: the `rule` labels of [`METRIC`].
+pub fn refusal_rules() -> Vec<&'static str> {
+    let mut rules: Vec<&'static str> = STOPS.iter().map(|s| s.rule).chain(LIMITS.iter().map(|l| l.rule)).collect();
+    rules.sort_unstable();
+    rules.dedup();
+    rules
+}
+
 impl Refusal {
     pub fn rule(&self) -> &'static str {
         match self {

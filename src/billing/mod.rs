@@ -5,6 +5,7 @@
 //! (`cycle_state`, `transaction_state`) under the lock order (`locks`).
 
 pub mod calendar;
+pub mod card_history;
 pub mod charge;
 pub mod cycle_state;
 pub mod cycles;

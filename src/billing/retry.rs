@@ -1,12 +1,15 @@
 //! Manual retry of a `failed` or `error` cycle (docs/states.md#billing-cycles), and the
 //! reconciliation of an errored attempt that went through after all.
 
+use chrono::{DateTime, Utc};
 use jobs::{ChargeTransaction, Job};
 use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::card_history;
 use super::cycles::{self, BillingCycle, CycleStatus};
+use super::governor;
 use super::transaction_state::{self, NewAttempt};
 use super::transactions::TransactionKind;
 use super::{cycle_state, locks};
@@ -21,6 +24,7 @@ pub async fn manual(
     merchant_id: Uuid,
     cycle_id: Uuid,
     lease_secs: i64,
+    now: DateTime<Utc>,
 ) -> Result<(BillingCycle, Job)> {
     let (sub, cycle) =
         locks::cycle(conn, cycle_id, Some(merchant_id)).await?.ok_or(Error::NotFound("billing cycle"))?;
@@ -34,6 +38,12 @@ pub async fn manual(
     let Some(payment_method) = sub.payment_method.clone() else {
         return Err(Error::conflict("the subscription has no payment method"));
     };
+    // The card networks' rules apply to a merchant's retry as to recur's own.
+    let card = card_history::load(conn, &[(merchant_id, payment_method.clone())]).await?.pop().unwrap_or_default();
+    if let Err(refusal) = card.check(TransactionKind::ManualRetry, now) {
+        metrics::counter!(governor::METRIC, "rule" => refusal.rule()).increment(1);
+        return Err(Error::RetryRefused(refusal));
+    }
     let attempt = NewAttempt {
         id: Uuid::now_v7(),
         merchant_id,

@@ -15,6 +15,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::dunning::Settled;
+use super::governor;
 use super::transactions::{
     TransactionKind,
     TransactionStatus::{self, *},
@@ -132,23 +133,27 @@ pub async fn settle(conn: &mut PgConnection, items: &[Settlement<'_>], evs: &mut
         .iter()
         .map(|i| match i.outcome {
             Settled::Approved { reference } => Some(reference.clone()),
-            Settled::Declined { .. } => None,
+            Settled::Declined { .. } | Settled::Refused { .. } => None,
         })
         .collect();
-    let codes: Vec<Option<String>> = items
-        .iter()
-        .map(|i| match i.outcome {
-            Settled::Declined { code, .. } => Some(code.clone()),
-            Settled::Approved { .. } => None,
-        })
-        .collect();
+    let codes: Vec<Option<String>> = items.iter().map(|i| i.outcome.decline_code().map(str::to_owned)).collect();
+    let network = |f: fn(&governor::Network) -> Option<String>| -> Vec<Option<String>> {
+        items.iter().map(|i| i.outcome.network().and_then(f)).collect()
+    };
+    let schemes = network(|n| Some(n.scheme.as_str().to_owned()));
+    let net_codes = network(|n| Some(n.response_code.clone()));
+    let advices = network(|n| n.advice_code.clone());
+    let categories: Vec<Option<i16>> =
+        items.iter().map(|i| i.outcome.network().and_then(|n| n.visa_category()).map(i16::from)).collect();
     let ats: Vec<DateTime<Utc>> = items.iter().map(|i| i.at).collect();
     let moved = sqlx::query_scalar!(
         "WITH locked AS (SELECT id FROM transactions WHERE id = ANY($1) AND status = ANY($6::transaction_status[])
             ORDER BY id FOR NO KEY UPDATE)
          UPDATE transactions t SET status = u.st, gateway_reference = u.r, decline_code = u.c, settled_at = u.at,
-            enqueued_until = NULL
-         FROM unnest($1::uuid[], $2::transaction_status[], $3::text[], $4::text[], $5::timestamptz[]) AS u(id, st, r, c, at),
+            enqueued_until = NULL, network_scheme = u.ns, network_code = u.nc, network_category = u.ncat,
+            network_advice = u.na
+         FROM unnest($1::uuid[], $2::transaction_status[], $3::text[], $4::text[], $5::timestamptz[],
+                     $7::text[], $8::text[], $9::int2[], $10::text[]) AS u(id, st, r, c, at, ns, nc, ncat, na),
             locked
          WHERE t.id = u.id AND locked.id = t.id AND t.status = ANY($6::transaction_status[])
          RETURNING t.id",
@@ -158,13 +163,17 @@ pub async fn settle(conn: &mut PgConnection, items: &[Settlement<'_>], evs: &mut
         &codes as &[Option<String>],
         &ats,
         &sources(Cause::Settled) as _,
+        &schemes as &[Option<String>],
+        &net_codes as &[Option<String>],
+        &categories as &[Option<i16>],
+        &advices as &[Option<String>],
     )
     .fetch_all(conn)
     .await?;
     for i in items.iter().filter(|i| moved.contains(&i.id)) {
         let kind = match i.outcome {
             Settled::Approved { .. } => "charge_succeeded",
-            Settled::Declined { .. } => "charge_declined",
+            Settled::Declined { .. } | Settled::Refused { .. } => "charge_declined",
         };
         evs.push(NewEvent::new(i.merchant_id, "transaction", i.id, kind, i.data.clone(), Actor::System));
     }

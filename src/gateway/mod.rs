@@ -9,6 +9,8 @@ use futures::future::BoxFuture;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+pub use crate::billing::governor::{Network, Scheme};
+
 /// One charge request. `idempotency_key` is derived from the transaction id: the
 /// gateway must return the first result for a key it has seen and charge nothing new.
 #[derive(Debug, Clone)]
@@ -29,8 +31,22 @@ pub struct ChargeRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChargeOutcome {
-    Approved { reference: String },
-    Declined { code: DeclineCode },
+    Approved {
+        reference: String,
+    },
+    /// `network`: the card network's own answer, when the gateway reports one (the
+    /// retry governor reads it: docs/governor.md).
+    Declined {
+        code: DeclineCode,
+        network: Option<Network>,
+    },
+}
+
+impl ChargeOutcome {
+    /// A decline without network data (the sandbox's).
+    pub fn declined(code: DeclineCode) -> ChargeOutcome {
+        ChargeOutcome::Declined { code, network: None }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

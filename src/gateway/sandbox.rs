@@ -103,7 +103,7 @@ impl Sandbox {
             .await
             .map_err(db)?;
         if seen.is_some() {
-            return Ok(ChargeOutcome::Declined { code: DeclineCode::InsufficientFunds });
+            return Ok(ChargeOutcome::declined(DeclineCode::InsufficientFunds));
         }
         if (declined as u32) < n {
             sqlx::query!("INSERT INTO sandbox_attempts (scope, attempts) VALUES ($1, 1)", attempt_scope)
@@ -111,7 +111,7 @@ impl Sandbox {
                 .await
                 .map_err(db)?;
             tx.commit().await.map_err(db)?;
-            return Ok(ChargeOutcome::Declined { code: DeclineCode::InsufficientFunds });
+            return Ok(ChargeOutcome::declined(DeclineCode::InsufficientFunds));
         }
         tx.commit().await.map_err(db)?;
         self.approve(req).await
@@ -196,7 +196,7 @@ impl Gateway for Sandbox {
             let deadline = tokio::time::Instant::now() + self.latency;
             let result = match behaviour(&req.payment_method) {
                 Some(Behaviour::Approve) => self.approve(req).await,
-                Some(Behaviour::Decline(code)) => Ok(ChargeOutcome::Declined { code }),
+                Some(Behaviour::Decline(code)) => Ok(ChargeOutcome::declined(code)),
                 Some(Behaviour::RecoverAfter(n)) => self.recover_after(req, n).await,
                 Some(Behaviour::Timeout) => Err(GatewayError::Timeout),
                 Some(Behaviour::Flaky(p)) => {
@@ -206,7 +206,7 @@ impl Gateway for Sandbox {
                         self.approve(req).await
                     }
                 }
-                None => Ok(ChargeOutcome::Declined { code: DeclineCode::InvalidAccount }),
+                None => Ok(ChargeOutcome::declined(DeclineCode::InvalidAccount)),
             };
             tokio::time::sleep_until(deadline).await;
             result

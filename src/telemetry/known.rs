@@ -51,6 +51,9 @@ pub fn register_worker_metrics(queues: &[Queue]) {
     for kind in TRANSACTION_KINDS {
         zero("recur_gateway_errors_total", &[("kind", kind.as_str())]);
     }
+    for rule in crate::billing::governor::refusal_rules() {
+        zero(crate::billing::governor::METRIC, &[("rule", rule)]);
+    }
     if queues.contains(&Queue::DeliverWebhook) {
         for outcome in WEBHOOK_OUTCOMES {
             zero("recur_webhook_deliveries_total", &[("outcome", outcome)]);

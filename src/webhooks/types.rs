@@ -21,6 +21,7 @@ pub const ALL: &[&str] = &[
     "billing_cycle.succeeded",
     "billing_cycle.retrying",
     "billing_cycle.retry_scheduled",
+    "billing_cycle.retry_blocked",
     "billing_cycle.failed",
     "billing_cycle.error",
     "billing_cycle.cancelled",

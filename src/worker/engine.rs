@@ -20,6 +20,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::batch::Batcher;
+use crate::billing::card_history::CardHistory;
 use crate::billing::charge::{self, ChargeContext, Recorded, Settlement};
 use crate::billing::dunning::Settled;
 use crate::billing::generate;
@@ -40,7 +41,7 @@ pub struct Engine {
     pub lease_secs: i64,
     pub webhooks: Arc<crate::webhooks::Deliverer>,
     generate: Batcher<(Uuid, i32), Option<Job>>,
-    loader: Batcher<Uuid, Option<ChargeContext>>,
+    loader: Batcher<Uuid, Option<(ChargeContext, CardHistory)>>,
     recorder: Batcher<Settlement, Recorded>,
     pusher: Batcher<Job, ()>,
 }
@@ -63,7 +64,7 @@ impl Engine {
         let p = pool.clone();
         let loader = Batcher::spawn("load", 1000, 2, move |ids: Vec<Uuid>| {
             let p = p.clone();
-            async move { charge::load_batch(&p, ids).await }
+            async move { charge::load_for_charge(&p, ids).await }
         });
         let inline = Queue::DeliverWebhook.policy().with(&overrides).concurrency;
         let webhooks = crate::webhooks::Deliverer::spawn(pool.clone(), queue.clone(), webhooks, inline);
@@ -178,7 +179,7 @@ impl Engine {
     }
 
     async fn charge(&self, transaction_id: Uuid) -> Result<(), JobError> {
-        let Some(ctx) = self.loader.submit(transaction_id).await? else { return Ok(()) };
+        let Some((ctx, card)) = self.loader.submit(transaction_id).await? else { return Ok(()) };
         if ctx.status != TransactionStatus::Pending {
             return Ok(());
         }
@@ -186,8 +187,17 @@ impl Engine {
             return Ok(charge_abandoned(&self.pool, &ctx).await?);
         }
         let over_limit = ctx.authorized_limit.is_some_and(|limit| ctx.amount > limit);
+        // The card networks' retry rules (docs/governor.md), checked only for a card with
+        // network declines: the clock is read only then.
+        let refusal = match card.last {
+            Some(_) => card.check(ctx.kind, self.clock.now().await?).err(),
+            None => None,
+        };
         let outcome = if over_limit {
-            Settled::Declined { code: "over_authorized_limit".into(), soft: false }
+            Settled::Declined { code: "over_authorized_limit".into(), soft: false, network: None }
+        } else if let Some(refusal) = refusal {
+            tracing::info!(transaction = %ctx.id, rule = refusal.rule(), "attempt refused by the retry governor");
+            Settled::Refused { rule: refusal.rule() }
         } else {
             let Some(payment_method) = ctx.payment_method.clone() else {
                 return Err(JobError::Permanent(format!("transaction {} has no payment method", ctx.id)));
@@ -213,7 +223,7 @@ impl Engine {
                 .record(started.elapsed().as_secs_f64());
             match result {
                 Ok(ChargeOutcome::Approved { reference }) => Settled::Approved { reference },
-                Ok(ChargeOutcome::Declined { code }) => Settled::declined(code),
+                Ok(ChargeOutcome::Declined { code, network }) => Settled::network_declined(code, network),
                 Err(GatewayError::CircuitOpen(wait)) => return Err(JobError::Deferred(wait)),
                 Err(e) => {
                     metrics::counter!("recur_gateway_errors_total", "kind" => ctx.kind.as_str()).increment(1);
@@ -225,7 +235,11 @@ impl Engine {
         let label = outcome.outcome_label();
         let decline_code = match &outcome {
             Settled::Declined { code, .. } => Some(code.clone()),
-            Settled::Approved { .. } => None,
+            Settled::Approved { .. } | Settled::Refused { .. } => None,
+        };
+        let blocked = match &outcome {
+            Settled::Refused { rule } => Some(*rule),
+            _ => None,
         };
         let recorded = self.recorder.submit(Settlement { ctx: ctx.clone(), outcome, at: now }).await?;
         if recorded {
@@ -237,6 +251,9 @@ impl Engine {
             metrics::gauge!("recur_charge_amount_total", "outcome" => label, "currency" => currency).increment(amount);
             if let Some(code) = decline_code {
                 metrics::counter!("recur_declines_total", "code" => code).increment(1);
+            }
+            if let Some(rule) = blocked {
+                metrics::counter!(crate::billing::governor::METRIC, "rule" => rule).increment(1);
             }
             if ctx.kind == TransactionKind::Scheduled
                 && let Some(due) = ctx.due_at

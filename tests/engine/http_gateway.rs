@@ -531,3 +531,228 @@ async fn faults_lose_and_double_nothing_reconciled_from_the_acquirers_ledger() {
         assert!(count > 0.0, "no {kind} fault in the run");
     }
 }
+
+/// The state a settled first charge left: (cycle status, failure code, next retry at,
+/// subscription status, cancellation reason, the attempt's settled at).
+type Settled = (
+    String,
+    Option<String>,
+    Option<chrono::DateTime<chrono::Utc>>,
+    String,
+    Option<String>,
+    chrono::DateTime<chrono::Utc>,
+);
+
+async fn settled_state(app: &TestApp, sub: Uuid) -> Settled {
+    first_charge(app, sub).await;
+    sqlx::query_as(
+        "SELECT c.status::text, c.failure_code, c.next_retry_at, s.status::text, s.cancellation_reason, t.settled_at
+         FROM billing_cycles c JOIN subscriptions s ON s.id = c.subscription_id
+         JOIN transactions t ON t.billing_cycle_id = c.id AND t.attempt = 1
+         WHERE c.subscription_id = $1 AND c.sequence = 1",
+    )
+    .bind(sub)
+    .fetch_one(app.pool())
+    .await
+    .unwrap()
+}
+
+async fn retry_hours(app: &TestApp, sub: Uuid) -> Vec<i32> {
+    sqlx::query_scalar("SELECT retry_schedule_hours FROM subscriptions WHERE id = $1")
+        .bind(sub)
+        .fetch_one(app.pool())
+        .await
+        .unwrap()
+}
+
+/// Attempts of a subscription's first cycle that reached the acquirer.
+async fn attempts_at_acquirer(app: &TestApp, acq: &Acquirer, sub: Uuid) -> i64 {
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT t.idempotency_key FROM transactions t JOIN billing_cycles c ON c.id = t.billing_cycle_id
+         WHERE c.subscription_id = $1 AND c.sequence = 1",
+    )
+    .bind(sub)
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    sqlx::query_scalar("SELECT count(*) FROM acquirer_charges WHERE idempotency_key = ANY($1)")
+        .bind(&keys)
+        .fetch_one(&acq.pool)
+        .await
+        .unwrap()
+}
+
+/// Every class of acquirer token, through a worker: the cycle and subscription states of
+/// docs/states.md#dunning and docs/governor.md (categories, advice codes, revocations).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_token_class_settles_as_dunning_and_the_governor_say() {
+    let app = spawn_app().await;
+    let acq = acquirer(|_| {}).await;
+    let ok = due_subscription(&app, "pm_ok").await;
+    let visa_51 = due_subscription(&app, "pm_visa_decline_51").await;
+    let visa_43 = due_subscription(&app, "pm_visa_decline_43").await;
+    let visa_r1 = due_subscription(&app, "pm_visa_decline_R1").await;
+    let mc_21 = due_subscription(&app, "pm_mc_decline_05_mac_21").await;
+    let mc_03 = due_subscription(&app, "pm_mc_decline_51_mac_03").await;
+    let mc_25 = due_subscription(&app, "pm_mc_decline_91_mac_25").await;
+    let recover = due_subscription(&app, "pm_recover_after_1").await;
+    let _engine = start_http_engine(&app, acq.gateway(HttpGatewayOptions::default()));
+
+    let s = settled_state(&app, ok).await;
+    assert_eq!((s.0.as_str(), s.3.as_str()), ("succeeded", "active"));
+
+    // Visa 51, category 2: the merchant's schedule.
+    let s = settled_state(&app, visa_51).await;
+    let first_step = chrono::Duration::hours(i64::from(retry_hours(&app, visa_51).await[0]));
+    assert_eq!((s.0.as_str(), s.1.as_deref(), s.3.as_str()), ("retrying", Some("insufficient_funds"), "past_due"));
+    assert_eq!(s.2, Some(s.5 + first_step));
+
+    // Visa 43 (lost card), category 1: never retried.
+    let s = settled_state(&app, visa_43).await;
+    assert_eq!((s.0.as_str(), s.2), ("failed", None));
+    let cycle_events = app.events_of(&cycle_id(&app, visa_43).await.to_string()).await;
+    let failed =
+        cycle_events.iter().find(|(t, d)| t == "status_changed" && d["to"] == "failed").expect("a failed event");
+    assert_eq!(failed.1["rule"], "visa_category_1", "{failed:?}");
+
+    // Revocations: Visa R1 and Mastercard advice 21 cancel the subscription.
+    for sub in [visa_r1, mc_21] {
+        let s = settled_state(&app, sub).await;
+        assert_eq!((s.0.as_str(), s.2), ("failed", None));
+        assert_eq!((s.3.as_str(), s.4.as_deref()), ("cancelled", Some("authorization_revoked")));
+    }
+
+    // Mastercard advice 03: do not try again.
+    // Not a revocation: the subscription is left to its grace period.
+    let s = settled_state(&app, mc_03).await;
+    assert_eq!((s.0.as_str(), s.2), ("failed", None));
+    assert_ne!(s.4.as_deref(), Some("authorization_revoked"));
+
+    // Mastercard advice 25: the retry waits 24 hours, whatever the schedule says.
+    let s = settled_state(&app, mc_25).await;
+    assert_eq!(s.0, "retrying");
+    assert_eq!(s.2, Some(s.5 + chrono::Duration::hours(24)));
+
+    // pm_recover_after_1: a soft decline, then the scheduled retry is approved.
+    let s = settled_state(&app, recover).await;
+    assert_eq!(s.0, "retrying");
+    let until_retry = (s.2.unwrap() - app.clock_now().await).num_seconds();
+    assert!(until_retry > 3_600, "{until_retry}");
+    // An hour short of the MAC 25 delay nothing is retried...
+    let mac_25_due = settled_state(&app, mc_25).await.2.unwrap();
+    app.advance((mac_25_due - app.clock_now().await).num_seconds() - 3_600).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(attempts_at_acquirer(&app, &acq, mc_25).await, 1, "retried before the advice code's delay");
+    // ...and once both are due, both are retried.
+    let latest = s.2.unwrap().max(mac_25_due);
+    app.advance((latest - app.clock_now().await).num_seconds() + 1).await;
+    eventually("the due retries to reach the acquirer", Duration::from_secs(30), async || {
+        let (r, m) = (attempts_at_acquirer(&app, &acq, recover).await, attempts_at_acquirer(&app, &acq, mc_25).await);
+        if r == 2 && m == 2 { Ok(()) } else { Err(format!("recover {r}, mac 25 {m}")) }
+    })
+    .await;
+    eventually("the recovering card's cycle to succeed", Duration::from_secs(30), async || {
+        let st: String = sqlx::query_scalar("SELECT status::text FROM billing_cycles WHERE subscription_id = $1")
+            .bind(recover)
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+        if st == "succeeded" { Ok(()) } else { Err(st) }
+    })
+    .await;
+}
+
+async fn cycle_id(app: &TestApp, sub: Uuid) -> Uuid {
+    sqlx::query_scalar("SELECT id FROM billing_cycles WHERE subscription_id = $1 AND sequence = 1")
+        .bind(sub)
+        .fetch_one(app.pool())
+        .await
+        .unwrap()
+}
+
+/// `n` subscriptions on one card created while a worker runs: due a minute from now, the
+/// acquirer token written, then the clock moved to their due time. Returns once each
+/// first charge has settled.
+async fn settled_on_card(app: &TestApp, token: &str, n: usize) -> Vec<Uuid> {
+    let start = app.clock_now().await + chrono::Duration::seconds(60);
+    let mut subs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = app
+            .subscription(json!({"customer": {"customerAccountId": format!("c-{}", Uuid::now_v7())},
+                "amount": "10.00", "currency": "EUR", "interval": {"unit": "month", "count": 1},
+                "startAt": start.to_rfc3339(), "paymentMethod": "pm_sandbox_ok"}))
+            .await;
+        subs.push(s["id"].as_str().unwrap().parse::<Uuid>().unwrap());
+    }
+    sqlx::query("UPDATE subscriptions SET payment_method = $2 WHERE id = ANY($1)")
+        .bind(&subs)
+        .bind(token)
+        .execute(app.pool())
+        .await
+        .unwrap();
+    app.advance(61).await;
+    for sub in &subs {
+        first_charge(app, *sub).await;
+    }
+    subs
+}
+
+/// The card networks' counts, over the acquirer and the test clock: the 16th Visa decline
+/// in 30 days and the 11th Mastercard decline in 24 hours are never sent; a manual retry
+/// of a card the rules forbid answers 409 naming the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_governor_refuses_the_16th_visa_and_the_11th_mastercard_decline() {
+    let app = spawn_app().await;
+    let acq = acquirer(|_| {}).await;
+    // Seeded before the worker runs: all fifteen are charged, none refused.
+    let visa = "pm_visa_decline_05";
+    let seeded: Vec<Uuid> = futures::future::join_all((0..15).map(|_| due_subscription(&app, visa))).await;
+    let _engine = start_http_engine(&app, acq.gateway(HttpGatewayOptions::default()));
+    for sub in &seeded {
+        let s = settled_state(&app, *sub).await;
+        assert_eq!(s.0, "retrying", "Visa 05 is retried on the schedule");
+    }
+    let sixteenth = settled_on_card(&app, visa, 1).await[0];
+    let (cycle, txn, code, key) = first_charge(&app, sixteenth).await;
+    assert_eq!((cycle.as_str(), txn.as_str(), code.as_deref()), ("failed", "declined", Some("retry_limit_reached")));
+    assert_eq!(acq.charged(&key).await, 0, "a refused attempt never reaches the acquirer");
+    let events = app.events_of(&cycle_id(&app, sixteenth).await.to_string()).await;
+    let blocked = events.iter().find(|(t, _)| t == "retry_blocked").expect("a retry_blocked event");
+    assert_eq!(blocked.1["rule"], "visa_15_in_30_days");
+    let visa_charged: i64 = sqlx::query_scalar("SELECT count(*) FROM acquirer_charges WHERE payment_method = $1")
+        .bind(visa)
+        .fetch_one(&acq.pool)
+        .await
+        .unwrap();
+    assert_eq!(visa_charged, 15);
+
+    // A manual retry of that cycle is refused too, naming the rule, and opens nothing.
+    let before = app.count("SELECT count(*) FROM transactions").await;
+    let (status, body) =
+        app.post(&format!("/v1/billing-cycles/{}/retry", cycle_id(&app, sixteenth).await), json!({})).await;
+    assert_eq!(status, reqwest::StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["rule"], "visa_15_in_30_days", "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("visa_15_in_30_days"), "{body}");
+    assert_eq!(app.count("SELECT count(*) FROM transactions").await, before);
+
+    // Mastercard: ten declines in 24 hours (advice 03, so no retries follow), the 11th refused...
+    let mc = "pm_mc_decline_05_mac_03";
+    let first_ten = settled_on_card(&app, mc, 10).await;
+    let refused = settled_on_card(&app, mc, 1).await[0];
+    let (_, _, code, key) = first_charge(&app, refused).await;
+    assert_eq!(code.as_deref(), Some("retry_limit_reached"));
+    assert_eq!(acq.charged(&key).await, 0);
+    let events = app.events_of(&cycle_id(&app, refused).await.to_string()).await;
+    assert!(events.iter().any(|(t, d)| t == "retry_blocked" && d["rule"] == "mastercard_10_in_24_hours"), "{events:?}");
+    // ...and a manual retry after an advice 03 decline is refused by that rule.
+    let (status, body) =
+        app.post(&format!("/v1/billing-cycles/{}/retry", cycle_id(&app, first_ten[0]).await), json!({})).await;
+    assert_eq!(status, reqwest::StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["rule"], "mastercard_mac_03", "{body}");
+    // A day later the 24-hour count is back to zero (10 of 35 in 30 days): charged again.
+    app.advance(24 * 3_600 + 60).await;
+    let next_day = settled_on_card(&app, mc, 1).await[0];
+    let (_, txn, code, key) = first_charge(&app, next_day).await;
+    assert_eq!((txn.as_str(), code.as_deref()), ("declined", Some("invalid_account")));
+    assert_eq!(acq.charged(&key).await, 1);
+}

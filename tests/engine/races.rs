@@ -131,7 +131,7 @@ async fn manual_retry_racing_a_recorded_decline_never_deadlocks() {
     for n in 0..2 * ROUNDS {
         let (sub, cycle, txn) = pending_charge(&app, n).await;
         let retry = call(app.request(Method::POST, &format!("/v1/billing-cycles/{cycle}/retry")), json!({}));
-        let hard = Settled::Declined { code: "expired_card".into(), soft: false };
+        let hard = Settled::Declined { code: "expired_card".into(), soft: false, network: None };
         let rec = record(&app, txn, hard);
         let (a, b) = if n % 2 == 0 { race(&app, sub, retry, rec).await } else { race(&app, sub, rec, retry).await };
         let (retried, recorded) = if n % 2 == 0 { (a, b) } else { (b, a) };

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use crate::billing::governor;
 use crate::gateway::{ChargeOutcome, DeclineCode};
 
 #[derive(Debug, Deserialize)]
@@ -21,6 +22,10 @@ pub struct Answer {
 #[serde(rename_all = "camelCase")]
 pub struct Network {
     #[serde(default)]
+    pub scheme: Option<String>,
+    #[serde(default)]
+    pub response_code: Option<String>,
+    #[serde(default)]
     pub category: Option<u8>,
     #[serde(default)]
     pub advice_code: Option<String>,
@@ -34,11 +39,26 @@ impl Answer {
             "approved" => {
                 self.reference.filter(|r| !r.is_empty()).map(|reference| ChargeOutcome::Approved { reference })
             }
-            "declined" => {
-                Some(ChargeOutcome::Declined { code: decline_code(self.decline_code.as_deref(), &self.network) })
-            }
+            "declined" => Some(ChargeOutcome::Declined {
+                code: decline_code(self.decline_code.as_deref(), &self.network),
+                network: self.network.governed(),
+            }),
             _ => None,
         }
+    }
+}
+
+impl Network {
+    /// The network data the retry governor reads, when the answer names a scheme and a code.
+    fn governed(&self) -> Option<governor::Network> {
+        let scheme = governor::Scheme::parse(self.scheme.as_deref()?);
+        let response_code = self.response_code.clone().filter(|c| !c.trim().is_empty())?;
+        Some(governor::Network {
+            scheme,
+            response_code,
+            category: self.category,
+            advice_code: self.advice_code.clone(),
+        })
     }
 }
 
@@ -66,7 +86,7 @@ mod tests {
     use super::*;
 
     fn net(category: Option<u8>, advice: Option<&str>) -> Network {
-        Network { category, advice_code: advice.map(str::to_owned) }
+        Network { category, advice_code: advice.map(str::to_owned), ..Network::default() }
     }
 
     #[test]
@@ -108,7 +128,16 @@ mod tests {
                 "network":{"scheme":"visa","responseCode":"51","category":2},"networkTransactionId":"3"}"#,
         )
         .unwrap();
-        assert_eq!(a.outcome(), Some(ChargeOutcome::Declined { code: DeclineCode::InsufficientFunds }));
+        let visa_51 = governor::Network {
+            scheme: governor::Scheme::Visa,
+            response_code: "51".into(),
+            category: Some(2),
+            advice_code: None,
+        };
+        assert_eq!(
+            a.outcome(),
+            Some(ChargeOutcome::Declined { code: DeclineCode::InsufficientFunds, network: Some(visa_51) })
+        );
         let a: Answer = serde_json::from_str(r#"{"status":"approved","reference":"ch_2","declineCode":null}"#).unwrap();
         assert_eq!(a.outcome(), Some(ChargeOutcome::Approved { reference: "ch_2".into() }));
         let a: Answer = serde_json::from_str(r#"{"status":"approved","reference":""}"#).unwrap();
