@@ -143,6 +143,14 @@ impl Acquirer {
             .unwrap()
     }
 
+    /// `acquirer_connections_accepted_total`, scraped over the harness's pooled client.
+    async fn connections_accepted(&self) -> u64 {
+        let m = self.unsigned_get("/metrics").await;
+        let line = m.text.lines().find(|l| l.starts_with("acquirer_connections_accepted_total "));
+        line.and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or_else(|| panic!("no counter in:\n{}", m.text))
+    }
+
     async fn all_rows(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM acquirer_charges").fetch_one(&self.pool).await.unwrap()
     }
@@ -583,4 +591,21 @@ async fn bad_fault_settings_are_refused() {
     let e = Simulator::start(&args).await.err().expect("refused").to_string();
     assert!(!e.contains("not-a-secret"), "{e}");
     assert!(recur::acquirer::parse_rate("0.5").is_ok() && recur::acquirer::parse_rate("2").is_err());
+}
+
+#[tokio::test]
+async fn accepted_connections_are_counted() {
+    let a = start().await;
+    // One pooling client: its sequential requests, scrapes included, share one connection.
+    for _ in 0..5 {
+        assert_eq!(a.charge(&charge_body(&key(), "pm_ok")).await.status, StatusCode::OK);
+    }
+    assert_eq!(a.connections_accepted().await, 1);
+    // Three more clients: three more connections.
+    for _ in 0..3 {
+        let other = reqwest::Client::new();
+        let r = other.get(format!("{}/healthz", a.base)).send().await.expect("an answer");
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    assert_eq!(a.connections_accepted().await, 4);
 }
