@@ -9,6 +9,7 @@ mod charges;
 mod faults;
 mod ledger;
 mod metrics;
+mod openapi;
 mod payment_methods;
 mod server;
 mod signature;
