@@ -4,8 +4,11 @@
 //! It creates its own database and Redis namespace, starts the scheduler and W
 //! workers as separate `recur` processes, and reports medians over several runs,
 //! each as a ratio to baselines measured in the same run on the same Postgres:
-//! pgbench TPC-B and a raw SQL loop doing one charge's writes with no queue.
+//! pgbench TPC-B and a raw SQL loop doing one charge's writes with no queue; the
+//! `http` gateway's runs, against `recur acquirer` over loopback, as ratios to the
+//! in-process sandbox's.
 
+mod acquirer;
 mod baseline;
 mod procs;
 mod receiver;
@@ -97,8 +100,14 @@ pub struct BenchArgs {
     /// Connections for the baselines (recur's processes use the same pool size).
     #[arg(long, default_value_t = 16)]
     pub clients: u32,
+    /// Calls in flight in the http scenarios: the http gateway's cap per worker process,
+    /// and the charge concurrency of http-latency's one worker.
+    #[arg(long, default_value_t = 1000)]
+    pub http_in_flight: usize,
     /// Only these scenarios (surge, baseline, latency, scale, webhooks: the surge with
-    /// one webhook endpoint on billing_cycle.succeeded and .failed, one worker).
+    /// one webhook endpoint on billing_cycle.succeeded and .failed, one worker;
+    /// http-surge: the surge over the http gateway against `recur acquirer`;
+    /// http-latency: that with --latency-ms added by the acquirer, one worker).
     #[arg(long, value_delimiter = ',', default_value = "surge,baseline,latency,scale")]
     pub only: Vec<String>,
     /// Write the report here as Markdown (table + JSON).
@@ -127,6 +136,30 @@ async fn run(args: BenchArgs, redis_url: String) -> anyhow::Result<()> {
                 report.surge(w, &r);
             }
         }
+        if want("http-surge") {
+            for &w in &args.workers {
+                let shape = Shape { http_in_flight: Some(args.http_in_flight), ..Shape::default() };
+                let r = scenario::surge(&recur, &args, &redis_url, args.surge, w, shape).await?;
+                let c = r.http.clone().unwrap_or_default().connections;
+                eprintln!("http surge W={w}: {:.0} charges/s, {c} connections", r.charges_per_s);
+                report.http_surge(w, args.surge, &r);
+            }
+        }
+        if want("http-latency") {
+            let shape = Shape {
+                latency_ms: args.latency_ms,
+                concurrency: Some(args.http_in_flight),
+                hook: None,
+                http_in_flight: Some(args.http_in_flight),
+            };
+            let r = scenario::surge(&recur, &args, &redis_url, args.latency_charges, 1, shape).await?;
+            let c = r.http.clone().unwrap_or_default().connections;
+            eprintln!(
+                "http latency: {:.0} charges/s (in flight ÷ latency {:.0}), {c} connections",
+                r.charges_per_s, r.bound
+            );
+            report.http_latency(args.latency_charges, &r);
+        }
         if want("webhooks") {
             let receiver = receiver::Receiver::start().await?;
             let r = scenario::surge(
@@ -153,7 +186,7 @@ async fn run(args: BenchArgs, redis_url: String) -> anyhow::Result<()> {
                     &redis_url,
                     args.latency_charges,
                     1,
-                    Shape { latency_ms: args.latency_ms, concurrency: Some(c), hook: None },
+                    Shape { latency_ms: args.latency_ms, concurrency: Some(c), ..Shape::default() },
                 )
                 .await?;
                 eprintln!("latency c={c}: {:.0} charges/s (bound {:.0})", r.charges_per_s, r.bound);

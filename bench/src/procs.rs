@@ -6,33 +6,44 @@ use std::time::Duration;
 pub struct Proc {
     pub role: String,
     pub child: Child,
+    /// Where its /metrics and its readiness path are served.
     pub metrics_port: u16,
+    ready_path: &'static str,
 }
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(19464)
 }
 
+/// A worker or the scheduler, its metrics on a port of its own.
 pub fn spawn(recur: &std::path::Path, role: &str, env: &[(String, String)]) -> anyhow::Result<Proc> {
     let port = free_port();
+    let mut env = env.to_vec();
+    env.push(("RECUR_METRICS_LISTEN".into(), format!("127.0.0.1:{port}")));
+    env.push(("RECUR_NO_MIGRATE".into(), "true".into()));
+    spawn_on(recur, role, &env, port, "/readyz")
+}
+
+/// A `recur` role serving /metrics and `ready_path` on `port` (its settings in `env`).
+pub fn spawn_on(
+    recur: &std::path::Path,
+    role: &str,
+    env: &[(String, String)],
+    port: u16,
+    ready_path: &'static str,
+) -> anyhow::Result<Proc> {
     let mut cmd = Command::new(recur);
-    cmd.arg(role)
-        .envs(env.iter().cloned())
-        .env("RECUR_METRICS_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RECUR_NO_MIGRATE", "true")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    Ok(Proc { role: role.to_owned(), child: cmd.spawn()?, metrics_port: port })
+    cmd.arg(role).envs(env.iter().cloned()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
+    Ok(Proc { role: role.to_owned(), child: cmd.spawn()?, metrics_port: port, ready_path })
 }
 
 impl Proc {
-    /// Wait until the process answers /readyz on its metrics port.
+    /// Wait until the process answers its readiness path with 200.
     pub async fn ready(&self) -> anyhow::Result<()> {
         for _ in 0..200 {
             if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).await {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let _ = s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").await;
+                let _ = s.write_all(format!("GET {} HTTP/1.0\r\n\r\n", self.ready_path).as_bytes()).await;
                 let mut buf = vec![0u8; 64];
                 if let Ok(n) = s.read(&mut buf).await
                     && String::from_utf8_lossy(&buf[..n]).contains(" 200 ")

@@ -89,6 +89,37 @@ impl Report {
         self.procs(&g, r);
     }
 
+    /// The surge over the http gateway; `n` charges.
+    pub fn http_surge(&mut self, w: usize, n: i64, r: &SurgeResult) {
+        let g = format!("http_surge_w{w}");
+        self.add(&g, "charges_per_s", r.charges_per_s);
+        self.add(&g, "elapsed_s", r.elapsed_s);
+        self.add(&g, "due_lag_p99_s", r.lag_p99);
+        self.http(&g, n, r);
+        self.procs(&g, r);
+    }
+
+    /// The http gateway with acquirer latency: `n` charges, one worker.
+    pub fn http_latency(&mut self, n: i64, r: &SurgeResult) {
+        let g = "http_latency";
+        self.add(g, "charges_per_s", r.charges_per_s);
+        self.add(g, "in_flight_over_latency_per_s", r.bound);
+        self.http(g, n, r);
+        if let Some(h) = &r.http {
+            // Little's law: the calls the acquirer held at once, on average.
+            self.add(g, "mean_in_flight_at_acquirer", r.charges_per_s * h.answer_mean_s);
+        }
+        self.procs(g, r);
+    }
+
+    fn http(&mut self, g: &str, n: i64, r: &SurgeResult) {
+        if let Some(h) = &r.http {
+            self.add(g, "connections_opened", h.connections as f64);
+            self.add(g, "connections_per_1000_charges", 1000.0 * h.connections as f64 / n.max(1) as f64);
+            self.add(g, "acquirer_answer_mean_ms", 1000.0 * h.answer_mean_s);
+        }
+    }
+
     pub fn scale(&mut self, r: &ScaleResult) {
         self.add("scale", "sweep_ms_per_tick_while_due", r.sweep_ms);
         self.add("scale", "sweep_ms_per_tick_idle", r.idle_sweep_ms);
@@ -108,6 +139,21 @@ impl Report {
                     self.add(&g, "ratio_to_sql_loop", recur / sql);
                 }
             }
+        }
+        for w in [1usize, 2, 3, 4] {
+            let (http, sandbox) = (format!("http_surge_w{w}"), format!("surge_w{w}"));
+            if let (Some(h), Some(s)) = (self.median(&http, "charges_per_s"), self.median(&sandbox, "charges_per_s")) {
+                self.add(&http, "ratio_to_sandbox_surge", h / s);
+            }
+        }
+        // The latency run's bound: in flight ÷ latency, unless the 0 ms http surge (one
+        // worker, same run) is lower: latency cannot make charges faster than that.
+        if let Some(by_latency) = self.median("http_latency", "in_flight_over_latency_per_s") {
+            let ceiling = self.median("http_surge_w1", "charges_per_s").unwrap_or(f64::INFINITY);
+            let bound = by_latency.min(ceiling);
+            let rate = self.median("http_latency", "charges_per_s").unwrap_or(0.0);
+            self.add("http_latency", "bound_per_s", bound);
+            self.add("http_latency", "share_of_bound_pct", 100.0 * rate / bound.max(1.0));
         }
         if let (Some(with), Some(without)) =
             (self.median("webhooks_w1", "charges_per_s"), self.median("surge_w1", "charges_per_s"))

@@ -1,5 +1,6 @@
-//! The measured scenarios: a surge of due charges (also with gateway latency), and a
-//! large store with a small due set (scale).
+//! The measured scenarios: a surge of due charges (also with gateway latency, and
+//! over the `http` gateway against `recur acquirer`), and a large store with a small
+//! due set (scale).
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,7 @@ use sqlx::{Connection, PgPool};
 use uuid::Uuid;
 
 use crate::BenchArgs;
+use crate::acquirer::Acquirer;
 use crate::procs::{self, Proc};
 
 /// A database of its own for one measurement, dropped afterwards.
@@ -95,6 +97,16 @@ pub struct SurgeResult {
     pub bound: f64,
     /// With a webhook endpoint: what its receiver got.
     pub webhooks: Option<WebhookFigures>,
+    /// Over the `http` gateway: what the acquirer saw.
+    pub http: Option<HttpFigures>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HttpFigures {
+    /// TCP connections the acquirer accepted from recur's processes.
+    pub connections: u64,
+    /// Mean time the acquirer took to answer a charge (s).
+    pub answer_mean_s: f64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -158,12 +170,15 @@ async fn clear_namespace(redis_url: &str, ns: &str) {
 }
 
 /// How a surge runs besides its size: gateway latency, charge concurrency per worker,
-/// and a webhook endpoint (with its receiver) on the cycles' outcomes.
+/// a webhook endpoint (with its receiver) on the cycles' outcomes, and the gateway:
+/// the in-process sandbox, or `http` against a `recur acquirer` process with this cap
+/// on the calls in flight per process.
 #[derive(Default, Clone, Copy)]
 pub struct Shape<'a> {
     pub latency_ms: u64,
     pub concurrency: Option<usize>,
     pub hook: Option<&'a crate::receiver::Receiver>,
+    pub http_in_flight: Option<usize>,
 }
 
 /// `n` subscriptions all due at one instant; W worker processes and a scheduler.
@@ -175,10 +190,16 @@ pub async fn surge(
     workers: usize,
     shape: Shape<'_>,
 ) -> anyhow::Result<SurgeResult> {
-    let Shape { latency_ms, concurrency, hook } = shape;
+    let Shape { latency_ms, concurrency, hook, http_in_flight } = shape;
+    let acquirer = match http_in_flight {
+        Some(_) => Some(Acquirer::start(recur, &args.pg, latency_ms).await?),
+        None => None,
+    };
     let db = BenchDb::create(&args.pg, "surge").await?;
     let far: DateTime<Utc> = "2100-01-01T00:00:00Z".parse()?;
-    let (merchant, _) = db.seed(n, far, "pm_sandbox_ok").await?;
+    // Tokens the gateway approves (docs/gateway-protocol.md#tokens for the acquirer's).
+    let token = if acquirer.is_some() { "pm_ok" } else { "pm_sandbox_ok" };
+    let (merchant, _) = db.seed(n, far, token).await?;
     if let Some(r) = hook {
         let req = recur::webhooks::endpoints::CreateEndpoint {
             url: r.url.clone(),
@@ -194,9 +215,13 @@ pub async fn surge(
         let _ = r.counts.secret.set(e.secret.clone());
     }
     let ns = format!("bench-{}", Uuid::now_v7().simple());
-    let mut env = env(&db, redis_url, &ns, latency_ms, args.clients);
+    let sandbox_latency_ms = if acquirer.is_some() { 0 } else { latency_ms };
+    let mut env = env(&db, redis_url, &ns, sandbox_latency_ms, args.clients);
     if let Some(c) = concurrency {
         env.push(("RECUR_CONCURRENCY".into(), c.to_string()));
+    }
+    if let (Some(a), Some(cap)) = (&acquirer, http_in_flight) {
+        env.extend(a.gateway_env(cap));
     }
     let mut procs: Vec<Proc> = Vec::new();
     for _ in 0..workers {
@@ -206,6 +231,10 @@ pub async fn surge(
     for p in &procs {
         p.ready().await?;
     }
+    let before = match &acquirer {
+        Some(a) => a.scrape().await.0,
+        None => 0,
+    };
     // Everything becomes due at one instant, a moment from now.
     let due = recur::clock::truncate(Utc::now() + chrono::Duration::milliseconds(1500));
     sqlx::query("UPDATE subscriptions SET next_charge_at = $1").bind(due).execute(&db.pool).await?;
@@ -219,13 +248,24 @@ pub async fn surge(
         Some(r) => Some(webhook_figures(&db.pool, n, r).await?),
         None => None,
     };
-    let usage = procs.iter().map(|p| {
+    let http = match &acquirer {
+        Some(a) => {
+            // Both scrapes' own connections are counted: the second one's is taken off.
+            let (after, answer_mean_s) = a.scrape().await;
+            Some(HttpFigures { connections: after.saturating_sub(before + 1), answer_mean_s })
+        }
+        None => None,
+    };
+    let usage = procs.iter().chain(acquirer.as_ref().map(|a| &a.proc)).map(|p| {
         let (rss, cpu) = p.usage();
         (p.role.clone(), rss, cpu)
     });
     let usage: Vec<_> = usage.collect();
     for p in &mut procs {
         p.stop();
+    }
+    if let Some(a) = acquirer {
+        a.stop().await;
     }
     let per_worker = concurrency.unwrap_or(jobs::Queue::ChargeTransaction.policy().concurrency);
     let in_flight = workers as f64 * per_worker as f64;
@@ -241,6 +281,7 @@ pub async fn surge(
         procs: usage,
         bound,
         webhooks,
+        http,
     })
 }
 

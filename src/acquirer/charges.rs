@@ -23,26 +23,56 @@ pub struct ChargeRequest {
     pub network_transaction_id: Option<String>,
 }
 
-/// The answer to a charge, as stored and as sent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+// The simulator's OpenAPI document (openapi.rs) takes its schema from this type.
+/// The answer to a charge, as stored and as sent (docs/gateway-protocol.md#the-answer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Answer {
+    /// A decline is an answer (200), not an error.
+    #[schema(schema_with = status_schema)]
     pub status: &'static str,
+    /// The acquirer's id of the charge, approved or declined.
     pub reference: String,
+    /// Null when approved; else a readable name (`insufficient_funds`, `declined_<responseCode>`, …).
+    #[schema(required = true)]
     pub decline_code: Option<String>,
     pub network: Network,
+    /// The network's id of this transaction: Visa 15 digits; Mastercard the Banknet
+    /// reference and the settlement date (MMDD).
     pub network_transaction_id: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Network {
+    #[schema(schema_with = scheme_schema)]
     pub scheme: &'static str,
+    /// `00` approved, else the decline's two characters (`51`, `R1`, `N7`, …).
     pub response_code: String,
+    /// Visa declines only: Visa's decline category.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1, maximum = 4)]
     pub category: Option<i16>,
+    /// Mastercard declines only, when the issuer gave one: the Merchant Advice Code.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, pattern = "^[0-9]{2}$")]
     pub advice_code: Option<String>,
+}
+
+/// The `&'static str` fields take only these values.
+fn status_schema() -> utoipa::openapi::Object {
+    string_of(["approved", "declined"])
+}
+
+pub(super) fn scheme_schema() -> utoipa::openapi::Object {
+    string_of([Scheme::Visa, Scheme::Mastercard].map(Scheme::as_str))
+}
+
+fn string_of(values: [&str; 2]) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(values))
+        .build()
 }
 
 /// An outcome before it has a reference and a network transaction id.

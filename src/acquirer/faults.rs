@@ -15,6 +15,8 @@ use rand::Rng;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::metrics::Counted;
+
 /// The fault settings of a running simulator.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Faults {
@@ -167,8 +169,9 @@ impl Listener for CuttableListener {
     }
 }
 
-impl Connected<IncomingStream<'_, CuttableListener>> for Cutter {
-    fn connect_info(stream: IncomingStream<'_, CuttableListener>) -> Self {
+// The simulator serves this listener with its connections counted.
+impl Connected<IncomingStream<'_, Counted<CuttableListener>>> for Cutter {
+    fn connect_info(stream: IncomingStream<'_, Counted<CuttableListener>>) -> Self {
         stream.io().cutter.clone()
     }
 }

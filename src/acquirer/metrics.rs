@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::Listener;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
 use super::faults::Fault;
@@ -29,6 +30,7 @@ impl Metrics {
             for fault in Fault::KINDS {
                 metrics::counter!("acquirer_faults_total", "kind" => fault.kind()).increment(0);
             }
+            metrics::counter!("acquirer_connections_accepted_total").increment(0);
         });
         Ok(m)
     }
@@ -46,6 +48,11 @@ impl Metrics {
         self.with(|| metrics::counter!("acquirer_faults_total", "kind" => fault.kind()).increment(1));
     }
 
+    /// A TCP connection accepted: with a pooling client, far fewer than requests.
+    pub fn connection(&self) {
+        self.with(|| metrics::counter!("acquirer_connections_accepted_total").increment(1));
+    }
+
     pub fn request(&self, route: String, status: u16, elapsed: Duration) {
         self.with(|| {
             metrics::histogram!("acquirer_request_duration_seconds", "route" => route, "status" => status.to_string())
@@ -55,5 +62,27 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         self.recorder.handle().render()
+    }
+}
+
+/// A listener whose accepted connections are counted
+/// (`acquirer_connections_accepted_total`).
+pub struct Counted<L> {
+    pub inner: L,
+    pub metrics: Metrics,
+}
+
+impl<L: Listener> Listener for Counted<L> {
+    type Io = L::Io;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let accepted = self.inner.accept().await;
+        self.metrics.connection();
+        accepted
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
     }
 }

@@ -9,6 +9,7 @@ mod charges;
 mod faults;
 mod ledger;
 mod metrics;
+mod openapi;
 mod payment_methods;
 mod server;
 mod signature;
@@ -143,17 +144,14 @@ impl Simulator {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
         let (stop, stopping) = watch::channel(false);
-        let shared = server::Shared {
-            pool: pool.clone(),
-            secret: secret.clone(),
-            faults,
-            metrics: metrics::Metrics::new()?,
-            stopping: stopping.clone(),
-        };
+        let metrics = metrics::Metrics::new()?;
+        let listener = metrics::Counted { inner: faults::CuttableListener(listener), metrics: metrics.clone() };
+        let shared =
+            server::Shared { pool: pool.clone(), secret: secret.clone(), faults, metrics, stopping: stopping.clone() };
         let app = server::router(Arc::new(shared)).into_make_service_with_connect_info::<faults::Cutter>();
         let mut until = stopping;
         let task = tokio::spawn(async move {
-            axum::serve(faults::CuttableListener(listener), app)
+            axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = until.wait_for(|s| *s).await;
                 })

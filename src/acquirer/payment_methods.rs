@@ -4,6 +4,7 @@
 //! (error messages name the field, never its value).
 
 use chrono::Datelike;
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::cards::Scheme;
@@ -19,6 +20,31 @@ pub struct Card {
     pub customer_account_id: Option<String>,
     /// The behaviour token the number maps to (docs/gateway-protocol.md#test-card-numbers).
     pub behaviour: &'static str,
+}
+
+/// The answer to a tokenization: the token, and what may be kept of the card.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Minted {
+    /// `<behaviour token>__<random>`: charge with it as `paymentMethod`.
+    pub token: String,
+    #[schema(schema_with = super::charges::scheme_schema)]
+    pub scheme: &'static str,
+    pub last4: String,
+    pub exp_month: i16,
+    pub exp_year: i16,
+}
+
+impl Minted {
+    pub fn new(token: String, card: &Card) -> Minted {
+        Minted {
+            token,
+            scheme: card.scheme.as_str(),
+            last4: card.last4.clone(),
+            exp_month: card.exp_month,
+            exp_year: card.exp_year,
+        }
+    }
 }
 
 /// Test card numbers and the token behaviour each one gets. Any other valid number

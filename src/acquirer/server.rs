@@ -16,8 +16,11 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 use super::cards::{self, Behaviour};
+use super::charges::Answer;
 use super::faults::{Cutter, Fault, Faults};
 use super::metrics::Metrics;
+use super::openapi::{self, CardRequest, ChargeRequest, Health, Signed};
+use super::payment_methods::Minted;
 use super::signature::{self, Refused};
 use super::{charges, ledger, payment_methods};
 use crate::api::problem::Problem;
@@ -34,6 +37,9 @@ pub struct Shared {
 
 type AppState = Arc<Shared>;
 
+/// Refusals' media type (RFC 9457), as `Problem::into_response_with` sends them.
+const PROBLEM: &str = "application/problem+json";
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/charges", post(create_charge))
@@ -41,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/payment-methods", post(create_payment_method))
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
+        .route("/openapi.json", get(openapi::serve))
         .route_layer(middleware::from_fn_with_state(state.clone(), timed))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "not-found", "Not found", "no such route", vec![]) })
         .method_not_allowed_fallback(|| async {
@@ -121,7 +128,21 @@ async fn timed(State(s): State<AppState>, path: Option<MatchedPath>, req: Reques
     res
 }
 
-async fn create_charge(
+#[utoipa::path(post, path = "/v1/charges", tag = "charges", params(Signed),
+    request_body = ChargeRequest,
+    description = "Charges a payment method once per idempotency key; a repeated key gets the first answer. \
+        With the lost-response fault the charge is recorded, then the connection is closed without an answer.",
+    responses(
+        (status = 200, description = "Approved or declined: a decline is an answer, not an error", body = Answer),
+        (status = 400, description = "Not a JSON object, or webhook-id is not the idempotency key", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "Signature missing, wrong or stale", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "The key was used with another amount, currency or payment method", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "Invalid fields, each named in errors", body = Problem, content_type = PROBLEM),
+        (status = 500, description = "The acquirer's ledger failed", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "Injected fault: nothing was charged", body = Problem, content_type = PROBLEM),
+        (status = 504, description = "Injected fault, after a hold: nothing was charged", body = Problem, content_type = PROBLEM),
+    ))]
+pub(super) async fn create_charge(
     State(s): State<AppState>,
     ConnectInfo(cutter): ConnectInfo<Cutter>,
     headers: HeaderMap,
@@ -218,7 +239,16 @@ async fn charge(pool: &PgPool, req: &charges::ChargeRequest) -> Result<(ledger::
     ledger::charge(pool, req, &behaviour).await
 }
 
-async fn get_charge(State(s): State<AppState>, Path(key): Path<String>, headers: HeaderMap) -> Response {
+#[utoipa::path(get, path = "/v1/charges/{idempotencyKey}", tag = "charges",
+    params(("idempotencyKey" = String, Path, description = "Also the request's webhook-id"), Signed),
+    responses(
+        (status = 200, description = "The answer recorded for the key", body = Answer),
+        (status = 400, description = "webhook-id is not the key looked up", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "Signature missing, wrong or stale", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "The key was never charged", body = Problem, content_type = PROBLEM),
+        (status = 500, description = "The acquirer's ledger failed", body = Problem, content_type = PROBLEM),
+    ))]
+pub(super) async fn get_charge(State(s): State<AppState>, Path(key): Path<String>, headers: HeaderMap) -> Response {
     let id = match signature::verify(&s.secret, &headers, b"", now()) {
         Ok(id) => id,
         Err(why) => return unauthorized(why),
@@ -241,7 +271,16 @@ async fn get_charge(State(s): State<AppState>, Path(key): Path<String>, headers:
     }
 }
 
-async fn create_payment_method(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+#[utoipa::path(post, path = "/v1/payment-methods", tag = "payment-methods", params(Signed),
+    request_body = CardRequest,
+    responses(
+        (status = 201, description = "A token behaving as the card's test behaviour", body = Minted),
+        (status = 400, description = "Not a JSON object", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "Signature missing, wrong or stale", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "Invalid fields, each named in errors (never their values)", body = Problem, content_type = PROBLEM),
+        (status = 500, description = "The acquirer's ledger failed", body = Problem, content_type = PROBLEM),
+    ))]
+pub(super) async fn create_payment_method(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(why) = signature::verify(&s.secret, &headers, &body, now()) {
         return unauthorized(why);
     }
@@ -253,22 +292,17 @@ async fn create_payment_method(State(s): State<AppState>, headers: HeaderMap, bo
         Err(errors) => return invalid(errors),
     };
     match ledger::mint_token(&s.pool, &card).await {
-        Ok(token) => (
-            StatusCode::CREATED,
-            axum::Json(json!({
-                "token": token,
-                "scheme": card.scheme.as_str(),
-                "last4": card.last4,
-                "expMonth": card.exp_month,
-                "expYear": card.exp_year,
-            })),
-        )
-            .into_response(),
+        Ok(token) => (StatusCode::CREATED, axum::Json(payment_methods::Minted::new(token, &card))).into_response(),
         Err(e) => internal(e),
     }
 }
 
-async fn healthz(State(s): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/healthz", tag = "operations", description = "Liveness, after a database ping",
+    responses(
+        (status = 200, description = "The ledger answers", body = Health),
+        (status = 503, description = "Postgres is not reachable", body = Problem, content_type = PROBLEM),
+    ))]
+pub(super) async fn healthz(State(s): State<AppState>) -> Response {
     match tokio::time::timeout(Duration::from_secs(5), ledger::ping(&s.pool)).await {
         Ok(Ok(())) => axum::Json(json!({"status": "ok"})).into_response(),
         _ => problem(
@@ -281,6 +315,8 @@ async fn healthz(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn render_metrics(State(s): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
+pub(super) async fn render_metrics(State(s): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
 }

@@ -9,6 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+mod schema;
 #[path = "../support/mod.rs"]
 mod support;
 
@@ -141,6 +142,14 @@ impl Acquirer {
             .fetch_one(&self.pool)
             .await
             .unwrap()
+    }
+
+    /// `acquirer_connections_accepted_total`, scraped over the harness's pooled client.
+    async fn connections_accepted(&self) -> u64 {
+        let m = self.unsigned_get("/metrics").await;
+        let line = m.text.lines().find(|l| l.starts_with("acquirer_connections_accepted_total "));
+        line.and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or_else(|| panic!("no counter in:\n{}", m.text))
     }
 
     async fn all_rows(&self) -> i64 {
@@ -583,4 +592,95 @@ async fn bad_fault_settings_are_refused() {
     let e = Simulator::start(&args).await.err().expect("refused").to_string();
     assert!(!e.contains("not-a-secret"), "{e}");
     assert!(recur::acquirer::parse_rate("0.5").is_ok() && recur::acquirer::parse_rate("2").is_err());
+}
+
+#[tokio::test]
+async fn accepted_connections_are_counted() {
+    let a = start().await;
+    // One pooling client: its sequential requests, scrapes included, share one connection.
+    for _ in 0..5 {
+        assert_eq!(a.charge(&charge_body(&key(), "pm_ok")).await.status, StatusCode::OK);
+    }
+    assert_eq!(a.connections_accepted().await, 1);
+    // Three more clients: three more connections.
+    for _ in 0..3 {
+        let other = reqwest::Client::new();
+        let r = other.get(format!("{}/healthz", a.base)).send().await.expect("an answer");
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    assert_eq!(a.connections_accepted().await, 4);
+}
+
+/// The request schema `name` requires exactly what the parser refuses `{}` for.
+async fn required_as_parsed(a: &Acquirer, doc: &Value, name: &str, path: &str) {
+    let mut required: Vec<String> = doc["components"]["schemas"][name]["required"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{name} has no required list"))
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    let refused = a.post(path, &key(), &json!({})).await;
+    refused.assert_problem(422);
+    let mut fields = refused.fields();
+    required.sort();
+    fields.sort();
+    assert_eq!(required, fields, "{name} vs what {path} requires");
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_protocol_as_served() {
+    let a = start().await;
+    let r = a.unsigned_get("/openapi.json").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let doc = r.body;
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{}", doc["openapi"]);
+    let signed = [("/v1/charges", "post"), ("/v1/charges/{idempotencyKey}", "get"), ("/v1/payment-methods", "post")];
+    for (path, method) in signed {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is not described");
+        let headers: Vec<&str> = op["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["in"] == "header" && p["required"] == true)
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        for h in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+            assert!(headers.contains(&h), "{method} {path} lacks the {h} header: {headers:?}");
+        }
+    }
+    for path in ["/healthz", "/metrics", "/openapi.json"] {
+        assert!(doc["paths"][path]["get"].is_object(), "GET {path} is not described");
+    }
+    // Real answers against the documented ones.
+    let answer = &doc["paths"]["/v1/charges"]["post"]["responses"]["200"]["content"]["application/json"]["schema"];
+    let lookup = &doc["paths"]["/v1/charges/{idempotencyKey}"]["get"]["responses"]["200"]["content"]["application/json"]
+        ["schema"];
+    for pm in ["pm_ok", "pm_visa_decline_51", "pm_mc_decline_51_mac_24", "pm_mc_ok"] {
+        let k = key();
+        let real = a.charge(&charge_body(&k, pm)).await;
+        assert_eq!(real.status, StatusCode::OK, "{}", real.text);
+        schema::check(&doc, answer, &real.body, pm).unwrap_or_else(|e| panic!("{e}\n{}", real.text));
+        schema::check(&doc, lookup, &a.lookup(&k).await.body, pm).unwrap();
+    }
+    let decline = schema::resolve(&doc, answer);
+    for field in ["status", "reference", "declineCode", "network", "networkTransactionId"] {
+        assert!(decline["properties"][field].is_object(), "the answer's schema lacks {field}");
+    }
+    let network = schema::resolve(&doc, &decline["properties"]["network"]);
+    for field in ["scheme", "responseCode", "category", "adviceCode"] {
+        assert!(network["properties"][field].is_object(), "network's schema lacks {field}");
+    }
+    let minted =
+        a.tokenize(&json!({"cardNumber": "4242424242424242", "expMonth": 12, "expYear": 2099, "cvc": "123"})).await;
+    let created =
+        &doc["paths"]["/v1/payment-methods"]["post"]["responses"]["201"]["content"]["application/json"]["schema"];
+    schema::check(&doc, created, &minted.body, "minted").unwrap_or_else(|e| panic!("{e}\n{}", minted.text));
+    let refused = a.unsigned_get("/v1/charges/any").await;
+    let problem = &doc["paths"]["/v1/charges/{idempotencyKey}"]["get"]["responses"]["401"]["content"]["application/problem+json"]
+        ["schema"];
+    schema::check(&doc, problem, &refused.body, "problem").unwrap_or_else(|e| panic!("{e}\n{}", refused.text));
+    // The documented request bodies require what the parsers require.
+    required_as_parsed(&a, &doc, "ChargeRequest", "/v1/charges").await;
+    required_as_parsed(&a, &doc, "CardRequest", "/v1/payment-methods").await;
 }
