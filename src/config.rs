@@ -28,6 +28,7 @@ pub struct Settings {
 
     /// Payment gateway: `sandbox` (in-process, its own ledger) or `http` (an acquirer
     /// speaking docs/gateway-protocol.md; set RECUR_GATEWAY_URL and RECUR_GATEWAY_SECRET).
+    /// The default of merchants that have not chosen their own.
     #[arg(long, env = "RECUR_GATEWAY", default_value = "sandbox", global = true)]
     pub gateway: String,
 
@@ -43,6 +44,12 @@ pub struct Settings {
     /// Redis lost the job and enqueues it again (wall clock, not the test clock).
     #[arg(long, env = "RECUR_LEASE_SECONDS", default_value_t = crate::lease::DEFAULT_SECONDS, global = true)]
     pub lease_seconds: i64,
+
+    /// The key that encrypts merchants' gateway secrets at rest: 64 hex characters
+    /// (32 bytes, `openssl rand -hex 32`). Without it no merchant can be given an http
+    /// gateway (docs/gateway-protocol.md#per-merchant-gateways).
+    #[arg(long, env = "RECUR_SECRET_KEY", hide_env_values = true, global = true)]
+    pub secret_key: Option<Secret>,
 
     /// Skip applying migrations on start.
     #[arg(long, env = "RECUR_NO_MIGRATE", global = true)]

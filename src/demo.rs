@@ -18,8 +18,8 @@ pub async fn announce(rt: &Runtime, addr: SocketAddr) -> anyhow::Result<()> {
         "amount": "9.99", "currency": "EUR", "interval": {"unit": "month", "count": 1},
         "paymentMethod": "pm_sandbox_ok", "description": "recur demo subscription"
     }))?;
-    let accepts = |t: &str| rt.gateway.accepts_payment_method(t);
-    let valid = req.validate(None, &accepts).map_err(operator_error)?;
+    let pm_accepted = rt.app().accepts(creds.merchant_key, Some("pm_sandbox_ok")).await.map_err(operator_error)?;
+    let valid = req.validate(None, pm_accepted).map_err(operator_error)?;
     let changed = crate::subscriptions::lifecycle::create(&mut tx, creds.merchant_id, valid, now)
         .await
         .map_err(operator_error)?;

@@ -28,6 +28,7 @@ pub mod plans;
 pub mod queue;
 pub mod runtime;
 pub mod scheduler;
+pub mod secrets;
 pub mod series;
 pub mod subscriptions;
 pub mod telemetry;

@@ -1,4 +1,6 @@
-//! Merchants and their API credentials.
+//! Merchants, their API credentials and their choice of gateway (`gateway`).
+
+pub mod gateway;
 
 use chrono::{DateTime, Utc};
 use rand::RngCore;
@@ -28,6 +30,32 @@ pub struct Credentials {
     pub merchant_key: Uuid,
     pub secret: String,
     pub sandbox: bool,
+}
+
+/// A merchant as the operator sees it (`GET /admin/merchants/{merchantKey}`): never
+/// its API secret, nor its gateway's.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MerchantView {
+    pub merchant_id: Uuid,
+    pub name: String,
+    pub merchant_key: Uuid,
+    pub sandbox: bool,
+    pub created_at: DateTime<Utc>,
+    /// The merchant's own gateway; `null`: the process default (`RECUR_GATEWAY`).
+    pub gateway: Option<GatewayView>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayView {
+    /// `sandbox` or `http`.
+    pub kind: String,
+    /// The acquirer's base URL (`http` only).
+    pub base_url: Option<String>,
+    /// Whether a signing secret is stored (encrypted; it is never returned).
+    pub secret_set: bool,
+    pub updated_at: DateTime<Utc>,
 }
 
 fn hash(secret: &str) -> Vec<u8> {
@@ -74,4 +102,32 @@ pub async fn authenticate(pool: &PgPool, merchant_key: Uuid, secret: &str) -> Re
         sandbox: r.sandbox,
         created_at: r.created_at,
     }))
+}
+
+/// The operator's view of a merchant. The sealed secret stays in Postgres: only
+/// whether there is one is read.
+pub async fn view(pool: &PgPool, merchant_key: Uuid) -> Result<MerchantView> {
+    let r = sqlx::query!(
+        r#"SELECT id, name, merchant_key, sandbox, created_at, gateway_kind, gateway_base_url,
+               gateway_secret_enc IS NOT NULL AS "secret_set!", gateway_updated_at
+           FROM merchants WHERE merchant_key = $1"#,
+        merchant_key,
+    )
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound("merchant"))?;
+    let gateway = match (r.gateway_kind, r.gateway_updated_at) {
+        (Some(kind), Some(updated_at)) => {
+            Some(GatewayView { kind, base_url: r.gateway_base_url, secret_set: r.secret_set, updated_at })
+        }
+        _ => None,
+    };
+    Ok(MerchantView {
+        merchant_id: r.id,
+        name: r.name,
+        merchant_key: r.merchant_key,
+        sandbox: r.sandbox,
+        created_at: r.created_at,
+        gateway,
+    })
 }

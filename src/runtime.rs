@@ -16,15 +16,18 @@ pub use signals::{Signal, Signals};
 use crate::app::App;
 use crate::clock::Clock;
 use crate::config::{HttpGatewaySettings, Settings};
-use crate::gateway::{Gateway, http::HttpGateway, sandbox::Sandbox};
+use crate::gateway::{Gateway, http::HttpGateway, registry::Gateways, sandbox::Sandbox};
 use crate::queue::Enqueuer;
+use crate::secrets::SecretKey;
 
-/// What every role needs: Postgres (migrated), Redis, the clock and the gateway.
+/// What every role needs: Postgres (migrated), Redis, the clock and the gateways.
 pub struct Runtime {
     pub settings: Settings,
     pub pool: sqlx::PgPool,
     pub clock: Clock,
-    pub gateway: Arc<dyn Gateway>,
+    /// Each merchant's gateway, the process default for those that chose none.
+    pub gateway: Arc<Gateways>,
+    pub secret_key: Option<Arc<SecretKey>>,
     pub queue: Enqueuer,
 }
 
@@ -36,14 +39,20 @@ impl Runtime {
         }
         let queue = Enqueuer::connect(&settings.redis_url, &settings.redis_namespace).await?;
         let clock = Clock::new(settings.clock, &pool).await?;
-        let gateway: Arc<dyn Gateway> = match settings.gateway.as_str() {
-            "sandbox" => {
-                Arc::new(Sandbox::new(pool.clone(), std::time::Duration::from_millis(settings.sandbox_latency_ms)))
-            }
+        let secret_key = match &settings.secret_key {
+            Some(k) => Some(Arc::new(SecretKey::parse(k.expose())?)),
+            None => None,
+        };
+        let sandbox: Arc<dyn Gateway> =
+            Arc::new(Sandbox::new(pool.clone(), std::time::Duration::from_millis(settings.sandbox_latency_ms)));
+        let default: Arc<dyn Gateway> = match settings.gateway.as_str() {
+            "sandbox" => sandbox.clone(),
             "http" => Arc::new(http_gateway(&settings.http_gateway)?),
             other => anyhow::bail!("RECUR_GATEWAY={other:?} is not available: use sandbox or http"),
         };
-        Ok(Runtime { settings: settings.clone(), pool, clock, gateway, queue })
+        let http = settings.http_gateway.options();
+        let gateway = Arc::new(Gateways::new(pool.clone(), default, sandbox, http, secret_key.clone()));
+        Ok(Runtime { settings: settings.clone(), pool, clock, gateway, secret_key, queue })
     }
 
     pub fn engine(&self, args: &EngineArgs) -> anyhow::Result<Arc<crate::worker::Engine>> {
@@ -78,6 +87,7 @@ impl Runtime {
             pool: self.pool.clone(),
             clock: self.clock.clone(),
             gateway: self.gateway.clone(),
+            secret_key: self.secret_key.clone(),
             queue: self.queue.clone(),
             admin_token: self.settings.admin_token.as_deref().map(Arc::from),
             lease_secs: self.settings.lease_seconds,

@@ -133,7 +133,7 @@ pub async fn create(
     conn: &mut PgConnection,
     merchant_id: Uuid,
     req: CreateSeries,
-    accepts: &(dyn Fn(&str) -> bool + Sync),
+    pm_accepted: bool,
 ) -> Result<Series> {
     let mut e = Errors::new();
     req.customer.check("customer", &mut e);
@@ -146,7 +146,7 @@ pub async fn create(
     }
     let metadata = req.metadata.clone().unwrap_or_else(|| json!({}));
     validate::metadata(&mut e, "metadata", &metadata);
-    crate::subscriptions::check_payment_method(&mut e, Some(&req.payment_method), accepts);
+    crate::subscriptions::check_payment_method(&mut e, Some(&req.payment_method), pm_accepted);
     crate::subscriptions::finish_with_payment_method(e)?;
 
     let customer_id = customers::upsert(conn, merchant_id, &req.customer).await?;

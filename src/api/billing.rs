@@ -14,7 +14,7 @@ use crate::app::App;
 use crate::billing::{CycleView, TransactionView, cycles, retry, transactions};
 use crate::db;
 use crate::error::{Error, FieldError};
-use crate::gateway::ChargeOutcome;
+use crate::gateway::{ChargeOutcome, Gateway};
 use crate::subscriptions::repo as subscriptions;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -74,7 +74,7 @@ pub async fn retry_cycle(
     // through): ask the gateway before charging again, so a retry cannot charge twice.
     let errored = retry::errored_attempt(&mut *app.pool.acquire().await?, m.id, id).await?;
     let reconciled = match errored {
-        Some((txn, gateway_key)) => match app.gateway.lookup(&gateway_key).await {
+        Some((txn, gateway_key)) => match app.gateway.lookup(m.merchant_key, &gateway_key).await {
             Ok(Some(ChargeOutcome::Approved { reference })) => Some((txn, reference)),
             Ok(_) => None,
             Err(_) => {

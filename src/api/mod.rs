@@ -8,6 +8,7 @@ pub mod customers;
 pub mod extract;
 pub mod health;
 pub mod idempotency;
+pub mod merchants;
 pub mod openapi;
 pub mod ops;
 pub mod plans;
@@ -64,6 +65,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/webhook-endpoints/{id}/replay", post(webhooks::replay))
         .route("/v1/webhook-deliveries/{id}/retry", post(webhooks::retry))
         .route("/admin/merchants", post(admin::create_merchant))
+        .route("/admin/merchants/{merchantKey}", get(merchants::get).patch(merchants::update))
         .route("/admin/clock", get(admin::get_clock).post(admin::move_clock))
         .route("/admin/sandbox/charges", get(admin::sandbox_charges))
         .route("/admin/queues", get(ops::queues))

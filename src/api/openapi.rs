@@ -17,6 +17,7 @@ use super::*;
         series::create, series::list, series::get, series::cancel, series::create_transaction,
         customers::get, customers::events,
         admin::create_merchant, admin::get_clock, admin::move_clock, admin::sandbox_charges,
+        merchants::get, merchants::update,
         ops::queues, ops::list, ops::replay, ops::drain,
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete, webhooks::rotate_secret,
         webhooks::deliveries, webhooks::retry, webhooks::replay,

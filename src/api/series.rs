@@ -32,9 +32,9 @@ pub async fn create(
     Body(body): Body,
 ) -> Result<Response> {
     let req = extract::parse::<CreateSeries>(&body, false)?;
-    let accepts = app.accepts();
+    let pm_accepted = app.accepts(m.merchant_key, Some(&req.payment_method)).await?;
     idempotency::run(&app, m.id, key, "POST /v1/payment-series", &body, async |tx| {
-        let s = series::create(tx, m.id, req, &accepts).await?;
+        let s = series::create(tx, m.id, req, pm_accepted).await?;
         Ok(Outcome::new(StatusCode::CREATED, SeriesView::from(&s)))
     })
     .await

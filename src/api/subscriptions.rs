@@ -54,7 +54,7 @@ pub async fn create(
     Body(body): Body,
 ) -> Result<Response> {
     let req = extract::parse::<CreateSubscription>(&body, false)?;
-    let accepts = app.accepts();
+    let pm_accepted = app.accepts(m.merchant_key, req.payment_method.as_deref()).await?;
     let now = app.clock.now().await?;
     idempotency::run(&app, m.id, key, "POST /v1/subscriptions", &body, async |tx| {
         // The plan is checked after the key is claimed: a replay returns the stored
@@ -67,7 +67,7 @@ pub async fn create(
             },
             None => None,
         };
-        let valid = req.validate(plan.as_ref(), &accepts)?;
+        let valid = req.validate(plan.as_ref(), pm_accepted)?;
         let c = lifecycle::create(tx, m.id, valid, now).await?;
         if !c.jobs.is_empty() {
             crate::lease::stamp_subscription(tx, c.subscription.id, app.lease_secs).await?;
@@ -114,8 +114,9 @@ pub async fn update(
     Id(id): Id,
     Body(body): Body,
 ) -> Result<Json<SubscriptionView>> {
-    let accepts = app.accepts();
-    let changes = extract::parse::<UpdateSubscription>(&body, false)?.validate(&accepts)?;
+    let req = extract::parse::<UpdateSubscription>(&body, false)?;
+    let pm_accepted = app.accepts(m.merchant_key, req.payment_method.as_deref()).await?;
+    let changes = req.validate(pm_accepted)?;
     let now = app.clock.now().await?;
     let mut tx = app.pool.begin().await?;
     let c = lifecycle::update(&mut tx, m.id, id, changes, now).await?;

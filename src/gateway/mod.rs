@@ -3,6 +3,7 @@
 //! network (docs/gateway-protocol.md).
 
 pub mod http;
+pub mod registry;
 pub mod sandbox;
 
 use futures::future::BoxFuture;
@@ -94,12 +95,17 @@ pub enum GatewayError {
 pub trait Gateway: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
-    /// Whether a payment-method token can ever be charged here (checked at creation).
-    fn accepts_payment_method(&self, token: &str) -> bool;
+    /// Whether a payment-method token can ever be charged for this merchant (checked
+    /// at creation); an error when the merchant's gateway cannot be told.
+    fn accepts_payment_method(&self, merchant_key: Uuid, token: &str) -> BoxFuture<'_, Result<bool, GatewayError>>;
 
     fn charge(&self, req: ChargeRequest) -> BoxFuture<'_, Result<ChargeOutcome, GatewayError>>;
 
     /// The result already recorded for a key, if any (used before a manual retry of an
     /// `error` cycle, whose last call may have gone through).
-    fn lookup(&self, idempotency_key: &str) -> BoxFuture<'_, Result<Option<ChargeOutcome>, GatewayError>>;
+    fn lookup(
+        &self,
+        merchant_key: Uuid,
+        idempotency_key: &str,
+    ) -> BoxFuture<'_, Result<Option<ChargeOutcome>, GatewayError>>;
 }

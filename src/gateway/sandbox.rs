@@ -185,8 +185,8 @@ impl Gateway for Sandbox {
         "sandbox"
     }
 
-    fn accepts_payment_method(&self, token: &str) -> bool {
-        behaviour(token).is_some()
+    fn accepts_payment_method(&self, _merchant_key: Uuid, token: &str) -> BoxFuture<'_, Result<bool, GatewayError>> {
+        futures::future::ready(Ok(behaviour(token).is_some())).boxed()
     }
 
     fn charge(&self, req: ChargeRequest) -> BoxFuture<'_, Result<ChargeOutcome, GatewayError>> {
@@ -214,7 +214,11 @@ impl Gateway for Sandbox {
         .boxed()
     }
 
-    fn lookup(&self, idempotency_key: &str) -> BoxFuture<'_, Result<Option<ChargeOutcome>, GatewayError>> {
+    fn lookup(
+        &self,
+        _merchant_key: Uuid,
+        idempotency_key: &str,
+    ) -> BoxFuture<'_, Result<Option<ChargeOutcome>, GatewayError>> {
         let key = idempotency_key.to_owned();
         async move { self.find(&key).await }.boxed()
     }

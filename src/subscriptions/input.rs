@@ -70,17 +70,17 @@ pub(crate) fn finish_with_payment_method(errors: Errors) -> Result<()> {
     }
 }
 
-pub(crate) fn check_payment_method(e: &mut Errors, pm: Option<&str>, accepts: &(dyn Fn(&str) -> bool + Sync)) {
-    if let Some(pm) = pm
-        && !accepts(pm)
-    {
+/// `accepted`: the merchant's gateway's verdict on `pm` (`App::accepts`).
+pub(crate) fn check_payment_method(e: &mut Errors, pm: Option<&str>, accepted: bool) {
+    if pm.is_some() && !accepted {
         e.push(FieldError::new("paymentMethod", "is not a payment method this gateway accepts"));
     }
 }
 
 impl CreateSubscription {
     /// Check the request; `plan` is the plan it names (already loaded, merchant-scoped).
-    pub fn validate(self, plan: Option<&Plan>, accepts: &(dyn Fn(&str) -> bool + Sync)) -> Result<NewSubscription> {
+    /// `pm_accepted`: whether the merchant's gateway accepts the payment method given.
+    pub fn validate(self, plan: Option<&Plan>, pm_accepted: bool) -> Result<NewSubscription> {
         let mut e = Errors::new();
         self.customer.check("customer", &mut e);
         let (amount, currency, interval, grace, retries, plan_trial) = match plan {
@@ -153,7 +153,7 @@ impl CreateSubscription {
         if let Some(t) = self.trial_days {
             validate::range(&mut e, "trialDays", t as i64, 0, 730);
         }
-        check_payment_method(&mut e, self.payment_method.as_deref(), accepts);
+        check_payment_method(&mut e, self.payment_method.as_deref(), pm_accepted);
         let authorized_limit = self.authorized_limit.as_ref().and_then(|a| match parse_amount(&a.0, currency) {
             Ok(v) => Some(v),
             Err(m) => {
@@ -226,7 +226,8 @@ pub struct SubscriptionChanges {
 }
 
 impl UpdateSubscription {
-    pub fn validate(self, accepts: &(dyn Fn(&str) -> bool + Sync)) -> Result<SubscriptionChanges> {
+    /// `pm_accepted`: whether the merchant's gateway accepts the payment method given.
+    pub fn validate(self, pm_accepted: bool) -> Result<SubscriptionChanges> {
         let mut e = Errors::new();
         if let Some(d) = &self.description {
             validate::opt_text(&mut e, "description", d.as_deref(), 2000);
@@ -234,7 +235,7 @@ impl UpdateSubscription {
         if let Some(m) = &self.metadata {
             validate::metadata(&mut e, "metadata", m);
         }
-        check_payment_method(&mut e, self.payment_method.as_deref(), accepts);
+        check_payment_method(&mut e, self.payment_method.as_deref(), pm_accepted);
         validate::instant(&mut e, "trialEndAt", self.trial_end_at);
         validate::instant(&mut e, "endAt", self.end_at.flatten());
         if let Some(Some(a)) = &self.authorized_limit

@@ -8,6 +8,7 @@ mod edges;
 mod fuzz_regressions;
 mod health;
 mod idempotency;
+mod merchant_gateway;
 mod openapi;
 mod plans;
 mod series;

@@ -36,6 +36,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/webhook-endpoints/{id}/replay", &["post"]),
     ("/v1/webhook-deliveries/{id}/retry", &["post"]),
     ("/admin/merchants", &["post"]),
+    ("/admin/merchants/{merchantKey}", &["get", "patch"]),
     ("/admin/clock", &["get", "post"]),
     ("/admin/sandbox/charges", &["get"]),
     ("/admin/queues", &["get"]),

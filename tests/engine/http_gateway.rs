@@ -18,16 +18,16 @@ use uuid::Uuid;
 use crate::support::{DatabaseGuard, EngineOpts, TestApp, eventually, pg_base, spawn_app};
 
 /// One simulator over its own database, dropped with the test.
-struct Acquirer {
+pub(crate) struct Acquirer {
     sim: Option<Simulator>,
     args: AcquirerArgs,
-    addr: SocketAddr,
-    secret: String,
-    pool: sqlx::PgPool,
+    pub(crate) addr: SocketAddr,
+    pub(crate) secret: String,
+    pub(crate) pool: sqlx::PgPool,
     _cleanup: DatabaseGuard,
 }
 
-async fn acquirer(tweak: impl FnOnce(&mut AcquirerArgs)) -> Acquirer {
+pub(crate) async fn acquirer(tweak: impl FnOnce(&mut AcquirerArgs)) -> Acquirer {
     let name = format!("recur_acquirer_test_{}", Uuid::now_v7().simple());
     let url = format!("{}/{name}", pg_base());
     let cleanup = DatabaseGuard { name };
@@ -43,7 +43,7 @@ async fn acquirer(tweak: impl FnOnce(&mut AcquirerArgs)) -> Acquirer {
 }
 
 impl Acquirer {
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
@@ -60,7 +60,7 @@ impl Acquirer {
     }
 
     /// Rows of the acquirer's ledger for a key.
-    async fn charged(&self, key: &str) -> i64 {
+    pub(crate) async fn charged(&self, key: &str) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM acquirer_charges WHERE idempotency_key = $1")
             .bind(key)
             .fetch_one(&self.pool)
@@ -68,7 +68,7 @@ impl Acquirer {
             .unwrap()
     }
 
-    async fn ledger_size(&self) -> i64 {
+    pub(crate) async fn ledger_size(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM acquirer_charges").fetch_one(&self.pool).await.unwrap()
     }
 }
@@ -292,11 +292,11 @@ async fn a_lost_response_is_unknown_never_a_decline_and_lookup_finds_the_charge(
     let err = g.charge(req.clone()).await.expect_err("no answer came");
     assert!(matches!(err, GatewayError::Unavailable(_) | GatewayError::Timeout), "{err:?}");
     assert_eq!(acq.charged(&key).await, 1, "the acquirer charged and committed");
-    match g.lookup(&key).await {
+    match g.lookup(Uuid::nil(), &key).await {
         Ok(Some(ChargeOutcome::Approved { reference })) => assert!(!reference.is_empty()),
         other => panic!("lookup: {other:?}"),
     }
-    assert_eq!(g.lookup("recur_txn_never_sent").await.unwrap(), None);
+    assert_eq!(g.lookup(Uuid::nil(), "recur_txn_never_sent").await.unwrap(), None);
 
     // Through a worker: the attempt stays unknown (pending, or error once the job
     // gives up), no decline is recorded, and the acquirer holds the one charge.
@@ -332,7 +332,7 @@ async fn a_lost_response_is_unknown_never_a_decline_and_lookup_finds_the_charge(
     assert_eq!(decline, None);
     assert!(cycle == "pending" || cycle == "error", "cycle {cycle}");
     assert_eq!(acq.charged(&key).await, 1, "repeats of the key charge nothing new");
-    assert!(matches!(g.lookup(&key).await, Ok(Some(ChargeOutcome::Approved { .. }))));
+    assert!(matches!(g.lookup(Uuid::nil(), &key).await, Ok(Some(ChargeOutcome::Approved { .. }))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,7 +361,7 @@ async fn a_stopped_acquirer_opens_the_breaker_which_closes_after_the_cooldown() 
         other => panic!("an open circuit: {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_millis(100), "fail fast took {:?}", started.elapsed());
-    assert!(matches!(g.lookup(&req.idempotency_key).await, Err(GatewayError::CircuitOpen(_))));
+    assert!(matches!(g.lookup(req.merchant_key, &req.idempotency_key).await, Err(GatewayError::CircuitOpen(_))));
     assert_eq!(acq.charged(&req.idempotency_key).await, 0, "the acquirer never saw the call");
     assert_eq!(acq.ledger_size().await, 1);
 
@@ -415,7 +415,7 @@ async fn errors_never_quote_the_secret_the_credentials_or_the_body() {
     let with_creds = format!("http://operator:hunter2@{}", acq.addr);
     let g = HttpGateway::new(&with_creds, &other_secret, opts(2_000, 4, 100, 1_000)).unwrap();
     errors.push(g.charge(request("pm_ok")).await.unwrap_err());
-    errors.push(g.lookup("recur_txn_x").await.unwrap_err());
+    errors.push(g.lookup(Uuid::nil(), "recur_txn_x").await.unwrap_err());
 
     // 409: one key, another amount.
     let g = acq.gateway(opts(2_000, 4, 1, 60_000));

@@ -9,6 +9,7 @@ mod calendar_walk;
 mod exactly_once;
 mod http_gateway;
 mod lifecycle;
+mod merchant_gateway;
 mod races;
 mod surge;
 mod webhooks;

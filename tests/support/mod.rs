@@ -47,6 +47,7 @@ pub fn fresh_settings() -> Settings {
         gateway: "sandbox".into(),
         sandbox_latency_ms: 0,
         admin_token: Some(ADMIN_TOKEN.into()),
+        secret_key: None,
         no_migrate: false,
         lease_seconds: 5,
         http_gateway: Default::default(),
