@@ -756,3 +756,48 @@ async fn the_governor_refuses_the_16th_visa_and_the_11th_mastercard_decline() {
     assert_eq!((txn.as_str(), code.as_deref()), ("declined", Some("invalid_account")));
     assert_eq!(acq.charged(&key).await, 1);
 }
+
+/// Unknown outcomes are resolved first (docs/gateway-protocol.md): an attempt whose
+/// answers were all lost ends `error`; a manual retry looks it up at the merchant's
+/// gateway by its idempotency key, finds the charge and records it, charging nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_retry_looks_up_the_unknown_attempt_before_charging_again() {
+    let mut settings = crate::support::fresh_settings();
+    settings.secret_key = Some("0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0".to_owned().into());
+    let app = crate::support::spawn_app_with(settings).await;
+    let acq = acquirer(|a| a.lost_response_rate = 1.0).await;
+    let (status, body) = TestApp::send(
+        app.admin(reqwest::Method::PATCH, &format!("/admin/merchants/{}", app.merchant.key))
+            .json(&json!({"gateway": {"kind": "http", "baseUrl": acq.url(), "secret": acq.secret}})),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let o = EngineOpts { max_attempts: Some(2), ..EngineOpts::default() };
+    let _engine = start_http_engine_with(&app, acq.gateway(opts(1_000, 4, 100, 1_000)), o);
+    let now = app.clock_now().await;
+    let s = app
+        .subscription(json!({"customer": {"customerAccountId": "unknown-1"}, "amount": "10.00", "currency": "EUR",
+            "interval": {"unit": "month", "count": 1}, "startAt": now.to_rfc3339(), "paymentMethod": "pm_ok"}))
+        .await;
+    let sub: Uuid = s["id"].as_str().unwrap().parse().unwrap();
+    let cycle = eventually("the attempt to end in error", Duration::from_secs(60), async || {
+        let row: Option<(Uuid, String)> = sqlx::query_as(
+            "SELECT id, status::text FROM billing_cycles WHERE subscription_id = $1 AND status = 'error'",
+        )
+        .bind(sub)
+        .fetch_optional(app.pool())
+        .await
+        .unwrap();
+        row.map(|r| r.0)
+    })
+    .await;
+    let (_, _, _, key) = first_charge(&app, sub).await;
+    assert_eq!(acq.charged(&key).await, 1, "the lost answers were of a charge made once");
+
+    let (status, body) = app.post(&format!("/v1/billing-cycles/{cycle}/retry"), json!({})).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "the lookup found the charge: {body}");
+    assert_eq!(body["status"], "succeeded", "{body}");
+    let attempts = app.count(&format!("SELECT count(*) FROM transactions WHERE billing_cycle_id = '{cycle}'")).await;
+    assert_eq!(attempts, 1, "no new attempt was opened");
+    assert_eq!(acq.ledger_size().await, 1, "nothing charged twice");
+}
