@@ -7,6 +7,7 @@ mod support;
 
 mod calendar_walk;
 mod exactly_once;
+mod fault_proxy;
 mod http_gateway;
 mod lifecycle;
 mod races;

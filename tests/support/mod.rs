@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod engine;
+pub mod fault_proxy;
 mod process;
 pub mod receiver;
 mod wait;
