@@ -22,6 +22,7 @@ use crate::support::{
 };
 
 const FAULT_KINDS: [&str; 2] = ["error", "lost_response"];
+const READER: &str = "recur-fault-run";
 
 /// `recur acquirer` as a separate OS process over its own database, on a port below
 /// the ephemeral range so that it can come back on the same one after a `kill -9`.
@@ -57,7 +58,9 @@ impl AcquirerProcess {
             _cleanup: DatabaseGuard { name },
         };
         acq.spawn().await;
-        acq.pool = Some(sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&url).await.unwrap());
+        // Named, to tell the test's own connections from the acquirer's.
+        let reader = format!("{url}?application_name={READER}");
+        acq.pool = Some(sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&reader).await.unwrap());
         acq
     }
 
@@ -111,6 +114,27 @@ impl AcquirerProcess {
         tokio::task::spawn_blocking(move || child.kill9()).await.unwrap();
     }
 
+    async fn ledger_rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM acquirer_charges").fetch_one(self.pool()).await.unwrap()
+    }
+
+    /// Once a killed acquirer's database sessions are gone: a COMMIT it sent just
+    /// before it died may still land until then.
+    async fn wait_for_its_sessions_to_end(&self) {
+        eventually("the killed acquirer's sessions to end", Duration::from_secs(30), async || {
+            let left: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                 AND backend_type = 'client backend' AND application_name <> $1",
+            )
+            .bind(READER)
+            .fetch_one(self.pool())
+            .await
+            .unwrap();
+            if left == 0 { Ok(()) } else { Err(format!("{left} sessions")) }
+        })
+        .await;
+    }
+
     async fn restart(&mut self) {
         assert!(self.child.is_none(), "restart after a kill");
         self.spawn().await;
@@ -140,11 +164,13 @@ const DOWN_FOR: Duration = Duration::from_millis(1_500);
 struct FaultPlan {
     n: usize,
     phase: Phase,
-    /// At the kill: cycles not yet succeeded, and the acquirer's ledger rows.
-    left_at_kill: usize,
-    ledger_at_kill: i64,
-    /// Cycles still pending when the acquirer came back.
-    pending_at_restart: i64,
+    /// Cycles succeeded and pending at the kill, and the ledger's rows once the
+    /// killed acquirer's sessions ended.
+    at_kill: (usize, i64),
+    ledger_after_kill: i64,
+    /// The same when the acquirer came back.
+    at_restart: (usize, i64),
+    ledger_at_restart: i64,
     down_for: Duration,
 }
 
@@ -153,9 +179,10 @@ impl FaultPlan {
         FaultPlan {
             n,
             phase: Phase::Clean,
-            left_at_kill: 0,
-            ledger_at_kill: 0,
-            pending_at_restart: 0,
+            at_kill: (0, 0),
+            ledger_after_kill: 0,
+            at_restart: (0, 0),
+            ledger_at_restart: 0,
             down_for: Duration::ZERO,
         }
     }
@@ -185,17 +212,19 @@ impl FaultPlan {
                 Phase::Calm
             }
             Phase::Calm if at(0.55) => {
-                self.left_at_kill = self.n - done;
-                self.ledger_at_kill =
-                    sqlx::query_scalar("SELECT count(*) FROM acquirer_charges").fetch_one(acq.pool()).await.unwrap();
                 acq.kill9().await;
-                Phase::Down { since: Instant::now(), refused: c.refused }
+                let since = Instant::now();
+                self.at_kill = (done, pending(app).await);
+                acq.wait_for_its_sessions_to_end().await;
+                self.ledger_after_kill = acq.ledger_rows().await;
+                Phase::Down { since, refused: c.refused }
             }
             // Down until the gateway has met the dead acquirer a few times (its circuit
             // opens; the charges wait, see the caller's check that none failed).
             Phase::Down { since, refused } if since.elapsed() >= DOWN_FOR && c.refused >= refused + 2 => {
-                self.pending_at_restart =
-                    app.count("SELECT count(*) FROM billing_cycles WHERE status = 'pending'").await;
+                let succeeded = app.count("SELECT count(*) FROM billing_cycles WHERE status = 'succeeded'").await;
+                self.at_restart = (succeeded as usize, pending(app).await);
+                self.ledger_at_restart = acq.ledger_rows().await;
                 self.down_for = since.elapsed();
                 acq.restart().await;
                 Phase::Recovered
@@ -207,6 +236,10 @@ impl FaultPlan {
             panic!("every cycle succeeded before the plan's end, at {:?}: the run is too short", self.phase);
         }
     }
+}
+
+async fn pending(app: &TestApp) -> i64 {
+    app.count("SELECT count(*) FROM billing_cycles WHERE status = 'pending'").await
 }
 
 /// A fault run, short by default: `RECUR_FAULT_CHARGES` cycles (300), the acquirer's
@@ -300,13 +333,14 @@ async fn faults_lose_and_double_nothing_reconciled_from_the_acquirers_ledger() {
     eprintln!(
         "fault run: {n} cycles succeeded in {took:.1?} (acquirer rates {rate}); ledger {} approved, {doubles} customers \
          charged twice, {lost} keys in one ledger only; proxy {c:?}; acquirer faults (both incarnations) error \
-         {errors}, lost_response {lost_responses}; kill -9 with {} cycles left and {} ledger rows, down {:.1?}, {} \
-         cycles pending at the restart",
+         {errors}, lost_response {lost_responses}; kill -9 at {:?} cycles (succeeded, pending), ledger {} rows; \
+         down {:.1?}; at the restart {:?} cycles (succeeded, pending), ledger {} rows",
         approved.len(),
-        plan.left_at_kill,
-        plan.ledger_at_kill,
+        plan.at_kill,
+        plan.ledger_after_kill,
         plan.down_for,
-        plan.pending_at_restart,
+        plan.at_restart,
+        plan.ledger_at_restart,
     );
     assert_eq!(recur_keys.len(), n, "one succeeded attempt per cycle");
     assert_eq!(approved, recur_keys, "the acquirer charged exactly the attempts recur recorded as succeeded");
@@ -316,6 +350,7 @@ async fn faults_lose_and_double_nothing_reconciled_from_the_acquirers_ledger() {
     assert!(c.delayed_chunks >= 20 && c.resets_mid_request >= 2 && c.resets_mid_answer >= 2, "{c:?}");
     assert!(c.black_holed >= 7 && c.refused >= 2, "{c:?}");
     assert!(errors > 0 && lost_responses > 0, "acquirer faults: error {errors}, lost_response {lost_responses}");
-    assert!(plan.pending_at_restart > 0, "charges waited for the acquirer, pending, while it was down");
-    assert!(plan.ledger_at_kill < n as i64, "the kill came mid-run");
+    assert_eq!(plan.ledger_at_restart, plan.ledger_after_kill, "the killed acquirer charged nothing more");
+    assert!(plan.at_restart.1 > 0, "charges waited for the acquirer, pending, while it was down");
+    assert!(plan.ledger_after_kill < n as i64, "the kill came mid-run");
 }
