@@ -7,6 +7,8 @@ mod support;
 
 mod calendar_walk;
 mod exactly_once;
+mod fault_proxy;
+mod gateway_fault_run;
 mod http_gateway;
 mod lifecycle;
 mod merchant_gateway;

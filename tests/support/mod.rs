@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod engine;
+pub mod fault_proxy;
 mod process;
 pub mod receiver;
 mod wait;
@@ -21,7 +22,7 @@ use uuid::Uuid;
 #[allow(unused_imports)]
 pub use engine::{EngineHandle, EngineOpts};
 #[allow(unused_imports)]
-pub use process::{Child, CliOutput, free_port};
+pub use process::{Child, CliOutput, free_port, free_port_below_ephemeral, spawn_recur};
 #[allow(unused_imports)]
 pub use wait::{eventually, try_eventually, wait_for};
 

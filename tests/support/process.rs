@@ -28,16 +28,25 @@ impl TestApp {
 
     /// Start `recur <args>` as a separate OS process (killed when the handle drops).
     pub fn spawn_process(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Child {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_recur"));
-        cmd.args(args).envs(self.child_env()).stdin(std::process::Stdio::null());
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        if std::env::var("TEST_LOG").is_err() {
-            cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-        }
-        Child(cmd.spawn().expect("recur binary starts"))
+        let env: Vec<(String, String)> = self.child_env();
+        let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        all.extend_from_slice(extra_env);
+        spawn_recur(args, &all)
     }
+}
+
+/// Start `recur <args>` as a separate OS process with `env` added to the test's own
+/// (killed when the handle drops); its output is shown only under `TEST_LOG`.
+pub fn spawn_recur(args: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_recur"));
+    cmd.args(args).stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    if std::env::var("TEST_LOG").is_err() {
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    }
+    Child(cmd.spawn().expect("recur binary starts"))
 }
 
 /// What a `recur` command run to completion printed, and how it exited.
@@ -79,6 +88,26 @@ impl TestApp {
 /// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, then drop).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A free TCP port on 127.0.0.1 below the kernel's ephemeral range, for a server that
+/// is killed and must come back on the same port: while it is down, outgoing
+/// connections (to it, too) take ephemeral ports, and one could take its port (even
+/// connect to itself through it), so that the restart could not bind.
+pub fn free_port_below_ephemeral() -> u16 {
+    use rand::Rng;
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        let port = rng.random_range(10_000..low.max(10_001));
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port from 10000 to {low}");
 }
 
 /// A `recur` process started by a test; killed (SIGKILL) when dropped.
