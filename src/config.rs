@@ -71,7 +71,7 @@ pub struct HttpGatewaySettings {
     #[arg(long, env = "RECUR_GATEWAY_SECRET", hide_env_values = true, global = true)]
     pub gateway_secret: Option<Secret>,
 
-    /// Per-call timeout, waiting for a free slot included, in milliseconds.
+    /// Per-call timeout in milliseconds: the wait for a free slot and the wait for the answer each get this long.
     #[arg(long, env = "RECUR_GATEWAY_TIMEOUT_MS", default_value_t = 10_000, global = true)]
     pub gateway_timeout_ms: u64,
 
