@@ -1,6 +1,9 @@
 //! The acquirer's ledger in its own Postgres database: charges unique on idempotency
 //! key, attempt counters per cycle, minted tokens (docs/gateway-protocol.md#idempotency).
 
+use std::collections::{HashMap, HashSet};
+
+use anyhow::Context;
 use chrono::Datelike;
 use rand::Rng;
 use rust_decimal::Decimal;
@@ -8,7 +11,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::cards::{Behaviour, Scheme};
-use super::charges::{Answer, ChargeRequest, Network, outcome};
+use super::charges::{Answer, ChargeRequest, Network, Outcome, outcome};
 use super::payment_methods::Card;
 
 /// A stored charge: what identifies its request, and its answer.
@@ -33,6 +36,147 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     let mut migrator = sqlx::migrate!("./acquirer/migrations");
     migrator.dangerous_set_table_name("_acquirer_migrations");
     anyhow::Context::context(migrator.run(pool).await, "applying the acquirer's migrations failed")
+}
+
+/// One charge of a group-committed batch: its request and the behaviour its token names.
+pub struct Pending {
+    pub req: ChargeRequest,
+    pub behaviour: Behaviour,
+}
+
+/// Charge a batch in one statement, one commit (answers are sent only after it).
+/// Returns, per item in order, the charge recorded for its key and whether this item
+/// recorded it. Repeated keys within the batch share their first item's single row;
+/// a key already recorded (or recorded first by a concurrent batch: the insert waits
+/// for its commit) gets the first answer, read back. Not for `RecoverAfter`, whose
+/// answer depends on its cycle's count (see [`charge`]).
+pub async fn charge_batch(pool: &PgPool, items: &[Pending]) -> anyhow::Result<Vec<(Stored, bool)>> {
+    // The first item of each key is the one that may record it.
+    let mut first: HashMap<&str, usize> = HashMap::with_capacity(items.len());
+    for (i, p) in items.iter().enumerate() {
+        first.entry(p.req.idempotency_key.as_str()).or_insert(i);
+    }
+    // Inserted in key order: concurrent batches sharing keys wait on each other in one
+    // order, never deadlock.
+    let mut order: Vec<usize> = first.values().copied().collect();
+    order.sort_by(|&a, &b| items[a].req.idempotency_key.cmp(&items[b].req.idempotency_key));
+    let answers: HashMap<usize, Answer> =
+        order.iter().map(|&i| (i, answer(&outcome(&items[i].behaviour, 1)))).collect();
+    let n = order.len();
+    let (mut keys, mut refs, mut amounts, mut currencies, mut methods, mut customers, mut initiators) =
+        (Vec::with_capacity(n), vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut sequences, mut recurring_ids, mut schemes, mut statuses, mut codes, mut categories) =
+        (Vec::with_capacity(n), vec![], vec![], vec![], vec![], vec![]);
+    let (mut advices, mut declines, mut network_ids) = (Vec::with_capacity(n), vec![], vec![]);
+    for &i in &order {
+        let (r, a) = (&items[i].req, &answers[&i]);
+        keys.push(r.idempotency_key.clone());
+        refs.push(a.reference.clone());
+        amounts.push(r.amount);
+        currencies.push(r.currency.clone());
+        methods.push(r.payment_method.clone());
+        customers.push(r.customer_account_id.clone());
+        initiators.push(r.initiator.clone());
+        sequences.push(r.sequence);
+        recurring_ids.push(r.network_transaction_id.clone());
+        schemes.push(a.network.scheme.to_owned());
+        statuses.push(a.status.to_owned());
+        codes.push(a.network.response_code.clone());
+        categories.push(a.network.category);
+        advices.push(a.network.advice_code.clone());
+        declines.push(a.decline_code.clone());
+        network_ids.push(a.network_transaction_id.clone());
+    }
+    let inserted: HashSet<String> = sqlx::query_scalar!(
+        r#"INSERT INTO acquirer_charges
+             (idempotency_key, reference, amount, currency, payment_method, customer_account_id, initiator,
+              recurring_sequence, recurring_network_transaction_id, scheme, status, response_code, category,
+              advice_code, decline_code, network_transaction_id)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::numeric[], $4::text[], $5::text[], $6::text[],
+                                $7::text[], $8::int4[], $9::text[], $10::text[], $11::text[], $12::text[],
+                                $13::int2[], $14::text[], $15::text[], $16::text[])
+           ON CONFLICT (idempotency_key) DO NOTHING
+           RETURNING idempotency_key"#,
+        &keys,
+        &refs,
+        &amounts,
+        &currencies,
+        &methods,
+        &customers,
+        &initiators,
+        &sequences as &[Option<i32>],
+        &recurring_ids as &[Option<String>],
+        &schemes,
+        &statuses,
+        &codes,
+        &categories as &[Option<i16>],
+        &advices as &[Option<String>],
+        &declines as &[Option<String>],
+        &network_ids,
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect();
+    // Keys recorded before (or by a concurrent batch, now committed): their first answers.
+    let lost: Vec<String> = keys.iter().filter(|k| !inserted.contains(*k)).cloned().collect();
+    let mut recorded = if lost.is_empty() { HashMap::new() } else { find_many(pool, &lost).await? };
+    for (i, answer) in answers {
+        let r = &items[i].req;
+        if inserted.contains(&r.idempotency_key) {
+            let stored = Stored {
+                amount: r.amount,
+                currency: r.currency.clone(),
+                payment_method: r.payment_method.clone(),
+                answer,
+            };
+            recorded.insert(r.idempotency_key.clone(), stored);
+        }
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let key = p.req.idempotency_key.as_str();
+            let stored = recorded.get(key).cloned().context("acquirer ledger: a conflicting charge was not found")?;
+            Ok((stored, first[key] == i && inserted.contains(key)))
+        })
+        .collect()
+}
+
+/// The recorded charges of these keys.
+async fn find_many(pool: &PgPool, keys: &[String]) -> Result<HashMap<String, Stored>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT idempotency_key, amount, currency, payment_method, scheme, status, response_code, category,
+                  advice_code, decline_code, reference, network_transaction_id
+           FROM acquirer_charges WHERE idempotency_key = ANY($1)"#,
+        keys
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let stored = Stored {
+                amount: r.amount,
+                currency: r.currency,
+                payment_method: r.payment_method,
+                answer: Answer {
+                    status: if r.status == "approved" { "approved" } else { "declined" },
+                    reference: r.reference,
+                    decline_code: r.decline_code,
+                    network: Network {
+                        scheme: Scheme::parse(&r.scheme).unwrap_or(Scheme::Visa).as_str(),
+                        response_code: r.response_code,
+                        category: r.category,
+                        advice_code: r.advice_code,
+                    },
+                    network_transaction_id: r.network_transaction_id,
+                },
+            };
+            (r.idempotency_key, stored)
+        })
+        .collect())
 }
 
 pub async fn find(pool: &PgPool, key: &str) -> Result<Option<Stored>, sqlx::Error> {
@@ -89,19 +233,7 @@ pub async fn charge(pool: &PgPool, req: &ChargeRequest, behaviour: &Behaviour) -
         .max(1) as u32,
         _ => 1,
     };
-    let o = outcome(behaviour, attempt);
-    let answer = Answer {
-        status: if o.approved { "approved" } else { "declined" },
-        reference: format!("ch_{}", Uuid::now_v7().simple()),
-        decline_code: o.decline_code(),
-        network: Network {
-            scheme: o.scheme.as_str(),
-            response_code: o.response_code.clone(),
-            category: o.category,
-            advice_code: o.advice_code.clone(),
-        },
-        network_transaction_id: network_transaction_id(o.scheme),
-    };
+    let answer = answer(&outcome(behaviour, attempt));
     let inserted = sqlx::query!(
         r#"INSERT INTO acquirer_charges
              (idempotency_key, reference, amount, currency, payment_method, customer_account_id, initiator,
@@ -144,6 +276,22 @@ pub async fn charge(pool: &PgPool, req: &ChargeRequest, behaviour: &Behaviour) -
     // The conflicting row is committed (the insert waited for it): read it back.
     let first = find(pool, &req.idempotency_key).await?.ok_or(sqlx::Error::RowNotFound)?;
     Ok((first, false))
+}
+
+/// A new answer for an outcome: a fresh reference and network transaction id.
+fn answer(o: &Outcome) -> Answer {
+    Answer {
+        status: if o.approved { "approved" } else { "declined" },
+        reference: format!("ch_{}", Uuid::now_v7().simple()),
+        decline_code: o.decline_code(),
+        network: Network {
+            scheme: o.scheme.as_str(),
+            response_code: o.response_code.clone(),
+            category: o.category,
+            advice_code: o.advice_code.clone(),
+        },
+        network_transaction_id: network_transaction_id(o.scheme),
+    }
 }
 
 /// Was this minted token issued here?

@@ -27,12 +27,16 @@ pub use cards::visa_category;
 pub use faults::parse_rate;
 pub use payment_methods::TEST_CARDS;
 
+use crate::batch::Batcher;
 use crate::runtime::Signals;
 use crate::webhooks::signing;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/recur_acquirer";
 const DATABASE_URL_ENV: &str = "RECUR_ACQUIRER_DATABASE_URL";
 const POOL_SIZE: u32 = 16;
+/// Charges per group-committed ledger write, and such writes in flight at once.
+const LEDGER_BATCH: usize = 1000;
+const LEDGER_BATCHES: usize = 4;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AcquirerArgs {
@@ -146,8 +150,20 @@ impl Simulator {
         let (stop, stopping) = watch::channel(false);
         let metrics = metrics::Metrics::new()?;
         let listener = metrics::Counted { inner: faults::CuttableListener(listener), metrics: metrics.clone() };
-        let shared =
-            server::Shared { pool: pool.clone(), secret: secret.clone(), faults, metrics, stopping: stopping.clone() };
+        let p = pool.clone();
+        let ledger =
+            Batcher::spawn("acquirer_ledger", LEDGER_BATCH, LEDGER_BATCHES, move |items: Vec<ledger::Pending>| {
+                let pool = p.clone();
+                async move { ledger::charge_batch(&pool, &items).await }
+            });
+        let shared = server::Shared {
+            pool: pool.clone(),
+            ledger,
+            secret: secret.clone(),
+            faults,
+            metrics,
+            stopping: stopping.clone(),
+        };
         let app = server::router(Arc::new(shared)).into_make_service_with_connect_info::<faults::Cutter>();
         let mut until = stopping;
         let task = tokio::spawn(async move {

@@ -24,10 +24,13 @@ use super::payment_methods::Minted;
 use super::signature::{self, Refused};
 use super::{charges, ledger, payment_methods};
 use crate::api::problem::Problem;
+use crate::batch::Batcher;
 use crate::error::FieldError;
 
 pub struct Shared {
     pub pool: PgPool,
+    /// Charges are recorded in group-committed batches.
+    pub ledger: Batcher<ledger::Pending, (ledger::Stored, bool)>,
     pub secret: String,
     pub faults: Faults,
     pub metrics: Metrics,
@@ -92,6 +95,10 @@ fn invalid(errors: Vec<FieldError>) -> Response {
 
 fn internal(e: sqlx::Error) -> Response {
     tracing::error!(error = crate::error::chain(&e), "acquirer: database error");
+    ledger_failed()
+}
+
+fn ledger_failed() -> Response {
     problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "the acquirer's ledger failed", vec![])
 }
 
@@ -198,9 +205,12 @@ pub(super) async fn create_charge(
         }
         Fault::None | Fault::LostResponse => {}
     }
-    let (stored, new) = match charge(&s.pool, &req).await {
+    let (stored, new) = match charge(&s, &req).await {
         Ok(done) => done,
-        Err(e) => return internal(e),
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "acquirer: ledger error");
+            return ledger_failed();
+        }
     };
     if new {
         s.metrics.charge(stored.answer.status);
@@ -224,19 +234,23 @@ pub(super) async fn create_charge(
 }
 
 /// The charge of a key: the recorded one, else a new one.
-async fn charge(pool: &PgPool, req: &charges::ChargeRequest) -> Result<(ledger::Stored, bool), sqlx::Error> {
-    if let Some(first) = ledger::find(pool, &req.idempotency_key).await? {
-        return Ok((first, false));
-    }
+async fn charge(s: &Shared, req: &charges::ChargeRequest) -> anyhow::Result<(ledger::Stored, bool)> {
     let mut behaviour = cards::behaviour(&req.payment_method);
     // A minted token must have been minted here.
     if req.payment_method.contains(cards::MINTED_SEPARATOR)
         && behaviour != Behaviour::Unknown
-        && !ledger::token_exists(pool, &req.payment_method).await?
+        && !ledger::token_exists(&s.pool, &req.payment_method).await?
     {
         behaviour = Behaviour::Unknown;
     }
-    ledger::charge(pool, req, &behaviour).await
+    if let Behaviour::RecoverAfter(_) = behaviour {
+        // Its answer depends on its cycle's count: a transaction of its own.
+        if let Some(first) = ledger::find(&s.pool, &req.idempotency_key).await? {
+            return Ok((first, false));
+        }
+        return Ok(ledger::charge(&s.pool, req, &behaviour).await?);
+    }
+    s.ledger.submit(ledger::Pending { req: req.clone(), behaviour }).await
 }
 
 #[utoipa::path(get, path = "/v1/charges/{idempotencyKey}", tag = "charges",

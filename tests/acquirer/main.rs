@@ -223,6 +223,28 @@ async fn twenty_concurrent_requests_with_one_key_make_one_row() {
 }
 
 #[tokio::test]
+async fn concurrent_charges_are_group_committed_one_row_per_key() {
+    let a = start().await;
+    // Enough at once to share batches: 100 calls with one key among 300 distinct keys.
+    let same = charge_body(&key(), "pm_visa_decline_05");
+    let distinct: Vec<Value> = (0..300).map(|i| charge_body(&key(), ["pm_ok", "pm_mc_ok"][i % 2])).collect();
+    let bodies: Vec<&Value> = distinct.iter().chain(std::iter::repeat_n(&same, 100)).collect();
+    let answers = futures::future::join_all(bodies.iter().map(|b| a.charge(b))).await;
+    for r in &answers {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    assert!(answers[..300].iter().all(|r| r.body["status"] == "approved"));
+    for r in &answers[300..] {
+        assert_eq!(r.body, answers[300].body, "every call with the key gets its first answer");
+    }
+    let k = same["idempotencyKey"].as_str().unwrap();
+    assert_eq!(a.rows(k).await, 1);
+    assert_eq!(a.all_rows().await, 301);
+    let lookup = a.lookup(k).await;
+    assert_eq!(lookup.body, answers[300].body);
+}
+
+#[tokio::test]
 async fn the_same_key_with_another_amount_conflicts() {
     let a = start().await;
     let k = key();
