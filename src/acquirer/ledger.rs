@@ -180,31 +180,7 @@ async fn find_many(pool: &PgPool, keys: &[String]) -> Result<HashMap<String, Sto
 }
 
 pub async fn find(pool: &PgPool, key: &str) -> Result<Option<Stored>, sqlx::Error> {
-    let row = sqlx::query!(
-        r#"SELECT amount, currency, payment_method, scheme, status, response_code, category, advice_code,
-                  decline_code, reference, network_transaction_id
-           FROM acquirer_charges WHERE idempotency_key = $1"#,
-        key
-    )
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|r| Stored {
-        amount: r.amount,
-        currency: r.currency,
-        payment_method: r.payment_method,
-        answer: Answer {
-            status: if r.status == "approved" { "approved" } else { "declined" },
-            reference: r.reference,
-            decline_code: r.decline_code,
-            network: Network {
-                scheme: Scheme::parse(&r.scheme).unwrap_or(Scheme::Visa).as_str(),
-                response_code: r.response_code,
-                category: r.category,
-                advice_code: r.advice_code,
-            },
-            network_transaction_id: r.network_transaction_id,
-        },
-    }))
+    Ok(find_many(pool, &[key.to_owned()]).await?.remove(key))
 }
 
 /// Charge `req` once. Returns the charge recorded for its key and whether this call
