@@ -86,6 +86,12 @@ pub struct HttpGatewaySettings {
     /// How long an open circuit fails calls fast before one trial call, in milliseconds.
     #[arg(long, env = "RECUR_GATEWAY_BREAKER_COOLDOWN_MS", default_value_t = 5_000, global = true)]
     pub gateway_breaker_cooldown_ms: u64,
+
+    /// Speak HTTP/2 without TLS (h2c, prior knowledge) to the acquirer, so that all calls
+    /// in flight share one connection; the acquirer must accept it (`recur acquirer`
+    /// does). Over https, HTTP/2 is negotiated without this.
+    #[arg(long, env = "RECUR_GATEWAY_H2C", global = true)]
+    pub gateway_h2c: bool,
 }
 
 impl Default for HttpGatewaySettings {
@@ -98,6 +104,7 @@ impl Default for HttpGatewaySettings {
             gateway_max_in_flight: 256,
             gateway_breaker_failures: 5,
             gateway_breaker_cooldown_ms: 5_000,
+            gateway_h2c: false,
         }
     }
 }
@@ -109,6 +116,7 @@ impl HttpGatewaySettings {
             max_in_flight: self.gateway_max_in_flight.max(1),
             breaker_failures: self.gateway_breaker_failures.max(1),
             breaker_cooldown: millis(self.gateway_breaker_cooldown_ms),
+            h2c: self.gateway_h2c,
         }
     }
 }

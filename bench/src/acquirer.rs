@@ -36,13 +36,14 @@ impl Acquirer {
     }
 
     /// The settings of recur's processes for the `http` gateway against this acquirer,
-    /// at most `in_flight` calls at once per process.
-    pub fn gateway_env(&self, in_flight: usize) -> Vec<(String, String)> {
+    /// at most `in_flight` calls at once per process, over h2c if `h2c`.
+    pub fn gateway_env(&self, in_flight: usize, h2c: bool) -> Vec<(String, String)> {
         [
             ("RECUR_GATEWAY", "http".to_owned()),
             ("RECUR_GATEWAY_URL", self.url.clone()),
             ("RECUR_GATEWAY_SECRET", self.secret.clone()),
             ("RECUR_GATEWAY_MAX_IN_FLIGHT", in_flight.to_string()),
+            ("RECUR_GATEWAY_H2C", if h2c { "true" } else { "false" }.to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

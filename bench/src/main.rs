@@ -104,6 +104,10 @@ pub struct BenchArgs {
     /// and the charge concurrency of http-latency's one worker.
     #[arg(long, default_value_t = 1000)]
     pub http_in_flight: usize,
+    /// The http scenarios over h2c (RECUR_GATEWAY_H2C): one multiplexed connection per
+    /// worker instead of one per call in flight.
+    #[arg(long)]
+    pub h2c: bool,
     /// Only these scenarios (surge, baseline, latency, scale, webhooks: the surge with
     /// one webhook endpoint on billing_cycle.succeeded and .failed, one worker;
     /// http-surge: the surge over the http gateway against `recur acquirer`;

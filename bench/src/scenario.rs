@@ -221,7 +221,7 @@ pub async fn surge(
         env.push(("RECUR_CONCURRENCY".into(), c.to_string()));
     }
     if let (Some(a), Some(cap)) = (&acquirer, http_in_flight) {
-        env.extend(a.gateway_env(cap));
+        env.extend(a.gateway_env(cap, args.h2c));
     }
     let mut procs: Vec<Proc> = Vec::new();
     for _ in 0..workers {

@@ -84,6 +84,7 @@ pub(crate) fn opts(
         max_in_flight,
         breaker_failures,
         breaker_cooldown: Duration::from_millis(cooldown_ms),
+        h2c: false,
     }
 }
 
@@ -408,6 +409,46 @@ async fn the_concurrency_cap_holds() {
         assert!(matches!(call.await.unwrap(), Ok(ChargeOutcome::Approved { .. })));
     }
     assert_eq!(acq.charged(&waiting.idempotency_key).await, 0, "a call that got no permit is never sent");
+}
+
+/// TCP connections the acquirer accepted so far, this scrape's own included.
+async fn connections_accepted(acq: &Acquirer) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", acq.url())).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("acquirer_connections_accepted_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .expect("the acquirer counts its connections") as u64
+}
+
+/// docs/gateway-protocol.md#connections: over HTTP/1.1 every call in flight holds a
+/// connection of its own; with h2c they all share one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_carries_every_call_in_flight_on_one_connection() {
+    let acq = acquirer(|a| a.latency_ms = 200).await;
+    let burst = |g: Arc<HttpGateway>| async move {
+        let started = Instant::now();
+        let calls = (0..50).map(|_| {
+            let g = g.clone();
+            async move { g.charge(request("pm_ok")).await }
+        });
+        let results = futures::future::join_all(calls).await;
+        assert!(results.iter().all(|r| matches!(r, Ok(ChargeOutcome::Approved { .. }))), "{results:?}");
+        started.elapsed()
+    };
+
+    let before = connections_accepted(&acq).await;
+    let h1 = Arc::new(acq.gateway(opts(5_000, 50, 5, 1_000)));
+    burst(h1).await;
+    let after_h1 = connections_accepted(&acq).await;
+    assert!(after_h1 - before - 1 > 10, "50 calls at once over HTTP/1.1: {} connections", after_h1 - before - 1);
+
+    let h2c = Arc::new(acq.gateway(HttpGatewayOptions { h2c: true, ..opts(5_000, 50, 5, 1_000) }));
+    let took = burst(h2c.clone()).await;
+    // 50 calls of 200 ms one after another would take 10 s: they were multiplexed.
+    assert!(took < Duration::from_secs(3), "50 calls over one h2c connection took {took:?}");
+    burst(h2c).await;
+    let after_h2c = connections_accepted(&acq).await;
+    assert_eq!(after_h2c - after_h1 - 1, 1, "100 calls over h2c, 50 at a time, on one connection");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

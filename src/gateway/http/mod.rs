@@ -34,6 +34,10 @@ pub struct HttpGatewayOptions {
     /// Consecutive technical failures that open the circuit.
     pub breaker_failures: u32,
     pub breaker_cooldown: Duration,
+    /// HTTP/2 from the first byte (h2c over `http://`, no TLS upgrade or ALPN): every
+    /// call in flight shares one connection. Over `https://` HTTP/2 is negotiated by
+    /// ALPN without it (docs/gateway-protocol.md#connections).
+    pub h2c: bool,
 }
 
 impl Default for HttpGatewayOptions {
@@ -43,6 +47,7 @@ impl Default for HttpGatewayOptions {
             max_in_flight: 256,
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(5),
+            h2c: false,
         }
     }
 }
@@ -120,7 +125,11 @@ impl HttpGateway {
             return Err(ConfigError::Secret);
         }
         let max_in_flight = opts.max_in_flight.max(1);
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder();
+        if opts.h2c {
+            client = client.http2_prior_knowledge();
+        }
+        let client = client
             .user_agent(concat!("recur/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .timeout(opts.timeout)
