@@ -421,13 +421,13 @@ async fn connections_accepted(acq: &Acquirer) -> u64 {
 }
 
 /// docs/gateway-protocol.md#connections: over HTTP/1.1 every call in flight holds a
-/// connection of its own; with h2c they all share one.
+/// connection of its own; with h2c they share one per 100.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_carries_every_call_in_flight_on_one_connection() {
     let acq = acquirer(|a| a.latency_ms = 200).await;
-    let burst = |g: Arc<HttpGateway>| async move {
+    let burst = |g: Arc<HttpGateway>, n: usize| async move {
         let started = Instant::now();
-        let calls = (0..50).map(|_| {
+        let calls = (0..n).map(|_| {
             let g = g.clone();
             async move { g.charge(request("pm_ok")).await }
         });
@@ -438,17 +438,23 @@ async fn h2c_carries_every_call_in_flight_on_one_connection() {
 
     let before = connections_accepted(&acq).await;
     let h1 = Arc::new(acq.gateway(opts(5_000, 50, 5, 1_000)));
-    burst(h1).await;
+    burst(h1, 50).await;
     let after_h1 = connections_accepted(&acq).await;
     assert!(after_h1 - before - 1 > 10, "50 calls at once over HTTP/1.1: {} connections", after_h1 - before - 1);
 
     let h2c = Arc::new(acq.gateway(HttpGatewayOptions { h2c: true, ..opts(5_000, 50, 5, 1_000) }));
-    let took = burst(h2c.clone()).await;
+    let took = burst(h2c.clone(), 50).await;
     // 50 calls of 200 ms one after another would take 10 s: they were multiplexed.
     assert!(took < Duration::from_secs(3), "50 calls over one h2c connection took {took:?}");
-    burst(h2c).await;
+    burst(h2c, 50).await;
     let after_h2c = connections_accepted(&acq).await;
     assert_eq!(after_h2c - after_h1 - 1, 1, "100 calls over h2c, 50 at a time, on one connection");
+
+    let wide = Arc::new(acq.gateway(HttpGatewayOptions { h2c: true, ..opts(5_000, 300, 5, 1_000) }));
+    let took = burst(wide, 300).await;
+    assert!(took < Duration::from_secs(3), "300 calls over h2c, 300 in flight, took {took:?}");
+    let after_wide = connections_accepted(&acq).await;
+    assert_eq!(after_wide - after_h2c - 1, 3, "300 calls in flight over h2c: one connection per 100");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

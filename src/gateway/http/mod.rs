@@ -1,5 +1,5 @@
 //! The `http` gateway: recur as a client of an acquirer speaking
-//! docs/gateway-protocol.md (`recur acquirer` is one). One pooled client, a cap on the
+//! docs/gateway-protocol.md (`recur acquirer` is one). Pooled clients, a cap on the
 //! calls in flight, a circuit breaker, signed requests; technical failures are
 //! errors (outcome unknown), never declines
 //! (docs/gateway-protocol.md#recurs-http-gateway).
@@ -8,6 +8,7 @@ mod answer;
 mod breaker;
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -25,6 +26,28 @@ use super::{ChargeOutcome, ChargeRequest, Gateway, GatewayError};
 use crate::webhooks::signing;
 
 const NAME: &str = "http";
+/// Calls in flight per HTTP/2 connection (docs/gateway-protocol.md#connections).
+const STREAMS_PER_CONNECTION: usize = 100;
+
+/// One pooled client: kept-alive connections, no redirect, no proxy.
+fn client(opts: &HttpGatewayOptions, max_idle: usize) -> Result<reqwest::Client, ConfigError> {
+    let mut client = reqwest::Client::builder();
+    if opts.h2c {
+        client = client.http2_prior_knowledge();
+    }
+    client
+        .user_agent(concat!("recur/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(opts.timeout)
+        .connect_timeout(opts.timeout)
+        .pool_max_idle_per_host(max_idle)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_keepalive(Duration::from_secs(30))
+        .tcp_nodelay(true)
+        .no_proxy()
+        .build()
+        .map_err(|_| ConfigError::Client)
+}
 
 #[derive(Debug, Clone)]
 pub struct HttpGatewayOptions {
@@ -66,7 +89,9 @@ pub enum ConfigError {
 pub struct HttpGateway {
     base: Url,
     secret: String,
-    client: reqwest::Client,
+    /// Called in turn (one HTTP/2 connection each, see `new`).
+    clients: Vec<reqwest::Client>,
+    next_client: AtomicUsize,
     permits: Semaphore,
     breaker: Mutex<Breaker>,
     timeout: Duration,
@@ -125,27 +150,18 @@ impl HttpGateway {
             return Err(ConfigError::Secret);
         }
         let max_in_flight = opts.max_in_flight.max(1);
-        let mut client = reqwest::Client::builder();
-        if opts.h2c {
-            client = client.http2_prior_knowledge();
-        }
-        let client = client
-            .user_agent(concat!("recur/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(opts.timeout)
-            .connect_timeout(opts.timeout)
-            .pool_max_idle_per_host(max_in_flight)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_keepalive(Duration::from_secs(30))
-            .tcp_nodelay(true)
-            .no_proxy()
-            .build()
-            .map_err(|_| ConfigError::Client)?;
+        // An HTTP/2 connection carries the streams its server allows at once (100 is the
+        // least RFC 9113 recommends servers to allow): one client, so one connection,
+        // per 100 calls in flight. HTTP/1.1 over http:// needs one pool only.
+        let pools =
+            if opts.h2c || base.scheme() == "https" { max_in_flight.div_ceil(STREAMS_PER_CONNECTION) } else { 1 };
+        let clients = (0..pools).map(|_| client(&opts, max_in_flight)).collect::<Result<Vec<_>, _>>()?;
         metrics::gauge!("recur_gateway_circuit_open", "gateway" => NAME).set(0.0);
         Ok(HttpGateway {
             base,
             secret: secret.to_owned(),
-            client,
+            clients,
+            next_client: AtomicUsize::new(0),
             permits: Semaphore::new(max_in_flight),
             breaker: Mutex::new(Breaker::new(opts.breaker_failures, opts.breaker_cooldown)),
             timeout: opts.timeout,
@@ -208,8 +224,8 @@ impl HttpGateway {
         // The acquirer checks the timestamp against its wall clock (never the test clock).
         let ts = chrono::Utc::now().timestamp();
         let signature = signing::header([self.secret.as_str()], id, ts, &body);
-        let mut rb = self
-            .client
+        let client = &self.clients[self.next_client.fetch_add(1, Ordering::Relaxed) % self.clients.len()];
+        let mut rb = client
             .request(method, url)
             .header("webhook-id", id)
             .header("webhook-timestamp", ts.to_string())
