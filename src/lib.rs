@@ -26,6 +26,7 @@ pub mod money;
 pub mod ops;
 pub mod plans;
 pub mod queue;
+pub mod ratelimit;
 pub mod runtime;
 pub mod scheduler;
 pub mod secrets;

@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use recur::cli::Runtime;
-use recur::config::{ClockMode, Settings};
+use recur::config::{ClockMode, RateLimitSettings, Settings};
+use recur::ratelimit::Rate;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -52,6 +53,24 @@ pub fn fresh_settings() -> Settings {
         no_migrate: false,
         lease_seconds: 5,
         http_gateway: Default::default(),
+        rate_limits: roomy_rate_limits(),
+    }
+}
+
+/// Rate limits no test meets unless it means to: the limiter still runs (one Redis
+/// call per request), at rates far above what a test sends. Tests of the limits set
+/// their own (tests/api/rate_limits.rs).
+pub fn roomy_rate_limits() -> RateLimitSettings {
+    let roomy = Rate::per_second(1_000_000, 1_000_000);
+    RateLimitSettings {
+        rate_limit_writes: roomy,
+        rate_limit_reads: roomy,
+        rate_limit_admin: roomy,
+        rate_limit_auth_failures: roomy,
+        rate_limit_checkout_sessions: roomy,
+        rate_limit_customer_sessions: roomy,
+        rate_limit_card_submissions: roomy,
+        ..RateLimitSettings::default()
     }
 }
 
