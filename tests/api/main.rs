@@ -11,6 +11,7 @@ mod idempotency;
 mod merchant_gateway;
 mod openapi;
 mod plans;
+mod rate_limits;
 mod series;
 mod smoke;
 mod structure;

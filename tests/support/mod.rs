@@ -100,8 +100,8 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let rt = Arc::new(Runtime::start(&settings).await.expect("runtime starts"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = recur::api::router(rt.app());
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let serve = recur::api::serve(listener, rt.app());
+    tokio::spawn(async move { serve.await });
     let creds = recur::merchants::create(&rt.pool, "test merchant", true).await.unwrap();
     TestApp {
         addr,
