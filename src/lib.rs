@@ -10,6 +10,7 @@ pub mod api;
 pub mod app;
 pub mod batch;
 pub mod billing;
+pub mod cards;
 pub mod cli;
 pub mod clock;
 pub mod config;
