@@ -141,6 +141,10 @@ pub async fn create(
         cancellation_reason: None,
         created_at: now,
         updated_at: now,
+        payment_method_brand: None,
+        payment_method_last4: None,
+        payment_method_exp_month: None,
+        payment_method_exp_year: None,
     };
     if s.payment_method.is_some() {
         start_schedule(&mut s, now);
@@ -207,6 +211,20 @@ pub async fn update(
     c: SubscriptionChanges,
     now: DateTime<Utc>,
 ) -> Result<Changed> {
+    update_by(conn, merchant_id, id, c, None, now, Actor::Merchant).await
+}
+
+/// `update` on behalf of `actor`; `card` is what is kept of the card behind a new
+/// payment method collected by a checkout (docs/pages.md#card-handling).
+pub async fn update_by(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    id: Uuid,
+    c: SubscriptionChanges,
+    card: Option<&crate::cards::Kept>,
+    now: DateTime<Utc>,
+    actor: Actor,
+) -> Result<Changed> {
     let mut s = repo::lock(conn, merchant_id, id).await?;
     if s.status.is_final() {
         return Err(Error::conflict(format!("the subscription is {}", s.status.as_str())));
@@ -259,7 +277,10 @@ pub async fn update(
     }
     if let Some(pm) = c.payment_method {
         changed.insert("paymentMethod".into(), json!(pm));
-        s.payment_method = Some(pm);
+        if let Some(card) = card {
+            changed.insert("paymentMethodDetails".into(), json!(card));
+        }
+        s.set_payment_method(pm, card);
         if s.status == S::Pending {
             start_schedule(&mut s, now);
         }
@@ -268,9 +289,9 @@ pub async fn update(
         return Ok(Changed { subscription: s, jobs: vec![] });
     }
     let s = repo::save(conn, &s).await?;
-    let mut evs = vec![event(&s, "updated", Value::Object(changed), Actor::Merchant)];
+    let mut evs = vec![event(&s, "updated", Value::Object(changed), actor)];
     if s.status != before {
-        evs.push(status_event(&s, before, Actor::Merchant, json!({})));
+        evs.push(status_event(&s, before, actor, json!({})));
     }
     events::record(conn, &evs).await?;
     let jobs = due_job(&s, now).into_iter().collect();

@@ -4,6 +4,7 @@
 mod support;
 
 mod auth;
+mod checkout;
 mod edges;
 mod fuzz_regressions;
 mod health;
