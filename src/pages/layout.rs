@@ -14,6 +14,8 @@ pub fn layout(title: &str, main: Markup, scripts: &[&str]) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="robots" content="noindex, nofollow";
+                // No favicon request: every request a page makes is one recur answers.
+                link rel="icon" href="data:,";
                 title { (title) }
                 link rel="stylesheet" href={ "/assets/recur.css?v=" (ASSET_VERSION) };
                 @for s in scripts {
