@@ -76,3 +76,16 @@ CREATE INDEX checkout_sessions_merchant_idx ON checkout_sessions (merchant_id, i
 CREATE INDEX checkout_sessions_created_idx ON checkout_sessions (merchant_id, created_at);
 CREATE TRIGGER checkout_sessions_touch BEFORE UPDATE ON checkout_sessions
     FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
+
+-- Customer portal sessions (docs/pages.md#the-portal): one customer of one merchant.
+CREATE TABLE customer_sessions (
+    id          uuid PRIMARY KEY,
+    merchant_id uuid NOT NULL REFERENCES merchants (id),
+    customer_id uuid NOT NULL REFERENCES customers (id),
+    token_hash  bytea NOT NULL CONSTRAINT customer_sessions_token_hash_key UNIQUE,
+    csrf_key    bytea NOT NULL,
+    return_url  text,
+    expires_at  timestamptz NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX customer_sessions_created_idx ON customer_sessions (merchant_id, created_at);

@@ -28,6 +28,7 @@ pub mod money;
 pub mod ops;
 pub mod pages;
 pub mod plans;
+pub mod portal;
 pub mod queue;
 pub mod runtime;
 pub mod scheduler;

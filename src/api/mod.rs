@@ -13,6 +13,7 @@ pub mod merchants;
 pub mod openapi;
 pub mod ops;
 pub mod plans;
+pub mod portal;
 pub mod problem;
 pub mod request_id;
 pub mod series;
@@ -63,6 +64,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/settings", get(settings::get).patch(settings::update))
         .route("/v1/checkout-sessions", post(checkout::create).get(checkout::list))
         .route("/v1/checkout-sessions/{id}", get(checkout::get))
+        .route("/v1/customer-sessions", post(portal::create))
         .route("/v1/webhook-endpoints", post(webhooks::create).get(webhooks::list))
         .route("/v1/webhook-endpoints/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
         .route("/v1/webhook-endpoints/{id}/rotate-secret", post(webhooks::rotate_secret))

@@ -266,6 +266,17 @@ pub async fn create(
     n: NewSession,
     now: DateTime<Utc>,
 ) -> Result<(Session, String)> {
+    create_as(conn, merchant_id, n, now, Actor::Merchant).await
+}
+
+/// `create`, asked by `actor` (a customer replacing a card in the portal).
+pub async fn create_as(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    n: NewSession,
+    now: DateTime<Utc>,
+    actor: Actor,
+) -> Result<(Session, String)> {
     let recent = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM checkout_sessions WHERE merchant_id = $1 AND created_at > now() - interval '1 minute'"#,
         merchant_id
@@ -317,7 +328,7 @@ pub async fn create(
     let s = get(conn, merchant_id, id).await?;
     let data = json!({"subscriptionId": subscription_id, "paymentSeriesId": payment_series_id,
         "returnUrl": s.return_url, "expiresAt": s.expires_at});
-    events::record_one(conn, event(&s, "created", data, Actor::Merchant)).await?;
+    events::record_one(conn, event(&s, "created", data, actor)).await?;
     Ok((s, raw))
 }
 

@@ -5,6 +5,7 @@
 pub mod checkout;
 pub mod csrf;
 mod layout;
+pub mod portal;
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -28,6 +29,7 @@ pub fn router() -> Router<App> {
         .route("/assets/checkout.js", get(|| async { asset(CHECKOUT_JS, "text/javascript; charset=utf-8") }))
         .route("/checkout/{token}", get(checkout::show).post(checkout::submit))
         .route("/checkout/{token}/status", get(checkout::status))
+        .route("/portal/{token}", get(portal::show).post(portal::submit))
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {

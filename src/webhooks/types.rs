@@ -49,6 +49,8 @@ pub const ALL: &[&str] = &[
     "checkout_session.payment_method_attached",
     "checkout_session.completed",
     "settings.updated",
+    "customer_session.created",
+    "customer_session.token_reissued",
     "customer.created",
     "customer.updated",
     "webhook_endpoint.created",
@@ -71,6 +73,7 @@ pub const OBJECTS: &[&str] = &[
     "customer",
     "webhook_endpoint",
     "checkout_session",
+    "customer_session",
     "settings",
 ];
 

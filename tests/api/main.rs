@@ -12,6 +12,7 @@ mod idempotency;
 mod merchant_gateway;
 mod openapi;
 mod plans;
+mod portal;
 mod series;
 mod smoke;
 mod structure;

@@ -32,6 +32,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/settings", &["get", "patch"]),
     ("/v1/checkout-sessions", &["post", "get"]),
     ("/v1/checkout-sessions/{id}", &["get"]),
+    ("/v1/customer-sessions", &["post"]),
     ("/v1/webhook-endpoints", &["post", "get"]),
     ("/v1/webhook-endpoints/{id}", &["get", "patch", "delete"]),
     ("/v1/webhook-endpoints/{id}/rotate-secret", &["post"]),

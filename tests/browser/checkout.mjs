@@ -1,53 +1,14 @@
 // The checkout page in a real Chromium (docs/pages.md#the-checkout). Run by
 // tests/browser/main.rs, which starts recur (API, scheduler, worker) over a fresh
-// database and passes it in RECUR_BROWSER (JSON: base, key, secret, adminToken,
-// chromium, screenshots). One browser, a fresh context per test; every check is an
-// assertion, and every page reached is checked by axe-core.
+// database; lib.mjs holds the API helpers, the browser and the runner. Every check is
+// an assertion, and every page reached is checked by axe-core.
 
-import { createRequire } from "node:module";
-import { readFileSync, mkdirSync } from "node:fs";
 import http from "node:http";
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
-
-const require = createRequire(import.meta.url);
-const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
-const env = JSON.parse(process.env.RECUR_BROWSER);
-const { base } = env;
-mkdirSync(env.screenshots, { recursive: true });
+import { env, base, ok, admin, open, accessible, fits, test, run } from "./lib.mjs";
 
 const OK = "4242424242424242";
 const DECLINED = "4000000000009995";
-
-// ---- the merchant's side: the API ----------------------------------------------
-
-const auth = "Basic " + Buffer.from(`${env.key}:${env.secret}`).toString("base64");
-
-async function api(method, path, body) {
-  const res = await fetch(base + path, {
-    method,
-    headers: { authorization: auth, "x-api-key": env.key, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null };
-}
-
-async function ok(method, path, body, status = 200) {
-  const r = await api(method, path, body);
-  assert.equal(r.status, status, `${method} ${path}: ${JSON.stringify(r.body)}`);
-  return r.body;
-}
-
-async function admin(method, path, body) {
-  const res = await fetch(base + path, {
-    method,
-    headers: { authorization: `Bearer ${env.adminToken}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  assert.ok(res.ok, `${method} ${path}: ${res.status}`);
-  return res.json();
-}
 
 let customers = 0;
 
@@ -71,50 +32,6 @@ async function ledger() {
 
 // ---- the customer's side: the browser ------------------------------------------
 
-const browser = await chromium.launch({ executablePath: env.chromium, args: ["--no-sandbox"] });
-
-/** A fresh context and page; console errors and page errors fail the test. */
-async function open(options = {}) {
-  const context = await browser.newContext({ viewport: { width: 1024, height: 800 }, ...options });
-  const page = await context.newPage();
-  page.problems = [];
-  page.on("pageerror", (e) => page.problems.push(`page error: ${e.message}`));
-  // A page answering 4xx is logged by Chromium as a failed load: pages are checked by
-  // their status instead. Any other console error (a CSP violation, a script error)
-  // and any failed subresource (stylesheet, script, poll) is a problem.
-  page.on("console", (m) => {
-    const loadFailure = m.text().startsWith("Failed to load resource: the server responded");
-    if (m.type() === "error" && !loadFailure && !page.expectErrors) page.problems.push(`console: ${m.text()}`);
-  });
-  page.on("response", (r) => {
-    if (r.status() >= 400 && r.request().resourceType() !== "document") {
-      page.problems.push(`${r.status()} for ${r.request().resourceType()} ${r.url()}`);
-    }
-  });
-  return { context, page };
-}
-
-/** axe-core on the current page: no violation of any impact. */
-async function accessible(page, what) {
-  await page.evaluate(axeSource);
-  const result = await page.evaluate(async () =>
-    // eslint-disable-next-line no-undef
-    axe.run(document, { resultTypes: ["violations"] }),
-  );
-  const found = result.violations.map((v) => `${v.impact} ${v.id}: ${v.help} (${v.nodes.length})`);
-  assert.deepEqual(found, [], `axe on ${what}`);
-  axeChecked.push(what);
-}
-
-/** No horizontal scroll at the current viewport. */
-async function fits(page, what) {
-  const { scroll, width } = await page.evaluate(() => ({
-    scroll: document.documentElement.scrollWidth,
-    width: window.innerWidth,
-  }));
-  assert.ok(scroll <= width, `${what}: ${scroll}px wide in a ${width}px viewport`);
-}
-
 async function fillCard(page, number, expiry = "12/30", cvc = "123") {
   await page.fill("#name", "Ada Lovelace");
   await page.fill("#number", number);
@@ -122,10 +39,6 @@ async function fillCard(page, number, expiry = "12/30", cvc = "123") {
   await page.fill("#cvc", cvc);
 }
 
-const axeChecked = [];
-const results = [];
-const tests = [];
-const test = (name, fn) => tests.push({ name, fn });
 
 // ---- tests ----------------------------------------------------------------------
 
@@ -349,22 +262,4 @@ test("expired and used links answer 410 with their page", async () => {
 
 let usedLink;
 
-// ---- run ------------------------------------------------------------------------
-
-const started = Date.now();
-for (const t of tests) {
-  const t0 = Date.now();
-  try {
-    const page = await t.fn();
-    assert.deepEqual(page.problems, [], "console or page errors");
-    await page.context().close();
-    results.push(`ok - ${t.name} (${Date.now() - t0} ms)`);
-  } catch (e) {
-    results.push(`not ok - ${t.name}\n  ${String(e.stack || e).split("\n").join("\n  ")}`);
-  }
-}
-await browser.close();
-console.log(results.join("\n"));
-console.log(`axe-core found no violation on: ${axeChecked.join("; ")}`);
-console.log(`${tests.length} tests in ${Date.now() - started} ms`);
-process.exit(results.some((r) => r.startsWith("not ok")) ? 1 : 0);
+await run();

@@ -273,6 +273,7 @@ pub const STATE_TABLES: &[&str] = &[
     "sandbox_charges",
     "merchant_settings",
     "checkout_sessions",
+    "customer_sessions",
 ];
 
 impl TestApp {
