@@ -19,6 +19,8 @@ pub use layout::{format_money, layout};
 /// The stylesheet and scripts, served by recur itself.
 pub const CSS: &str = include_str!("assets/recur.css");
 pub const CHECKOUT_JS: &str = include_str!("assets/checkout.js");
+/// `Recur.mount` for merchants' pages (docs/pages.md#the-widget).
+pub const WIDGET_JS: &str = include_str!("assets/widget.js");
 
 /// Asset URLs carry the build's version, so a new release is never served a stale copy.
 pub const ASSET_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -27,9 +29,18 @@ pub fn router() -> Router<App> {
     Router::new()
         .route("/assets/recur.css", get(|| async { asset(CSS, "text/css; charset=utf-8") }))
         .route("/assets/checkout.js", get(|| async { asset(CHECKOUT_JS, "text/javascript; charset=utf-8") }))
+        .route("/widget.js", get(widget))
         .route("/checkout/{token}", get(checkout::show).post(checkout::submit))
         .route("/checkout/{token}/status", get(checkout::status))
         .route("/portal/{token}", get(portal::show).post(portal::submit))
+}
+
+/// The widget is loaded by merchants' pages, on their origins.
+async fn widget() -> Response {
+    let mut r = asset(WIDGET_JS, "text/javascript; charset=utf-8");
+    r.headers_mut().insert("cross-origin-resource-policy", HeaderValue::from_static("cross-origin"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    r
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {

@@ -158,14 +158,19 @@ test("the form works without JavaScript", async () => {
   return page;
 });
 
-test("only allowed origins may frame the checkout; the framing page gets the result", async () => {
-  // A merchant's site on another loopback origin, framing the checkout.
+test("the widget: only allowed origins may frame the checkout, and onComplete gets the result", async () => {
+  // A merchant's site on another loopback origin, mounting the checkout with
+  // recur's widget.js.
   const server = http.createServer((req, res) => {
-    const src = new URL(req.url, "http://x").searchParams.get("src");
+    const q = new URL(req.url, "http://x").searchParams;
     res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
-    res.end(`<!doctype html><html lang="en"><title>Shop</title><h1>Shop</h1>
-      <iframe title="Checkout" src="${src}" style="width:100%;height:700px;border:0"></iframe>
-      <script>window.results = []; addEventListener("message", (e) => results.push({origin: e.origin, data: e.data}));</script>`);
+    res.end(`<!doctype html><html lang="en"><title>Shop</title><h1>Shop</h1><div id="pay"></div>
+      <script src="${base}/widget.js"></script>
+      <script>
+        window.results = [];
+        Recur.mount({token: ${JSON.stringify(q.get("token"))}, target: "#pay",
+          onComplete: (r) => results.push(r)});
+      </script>`);
   });
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
   const port = server.address().port;
@@ -173,24 +178,27 @@ test("only allowed origins may frame the checkout; the framing page gets the res
     const allowed = `http://localhost:${port}`;
     await ok("PATCH", "/v1/settings", { allowedOrigins: [allowed] });
     const { sub, session } = await checkout();
-    const embed = (origin) => `${origin}/?src=${encodeURIComponent(session.url)}`;
+    const shop = (origin) => `${origin}/?token=${session.token}`;
 
     // Not allowed: the browser refuses to render the checkout in the frame.
     const { page: evil } = await open();
     evil.expectErrors = true;
     const framed = evil.waitForResponse((r) => r.url() === session.url);
-    await evil.goto(embed(`http://127.0.0.1:${port}`));
+    await evil.goto(shop(`http://127.0.0.1:${port}`));
     const res = await framed;
     assert.match(res.headers()["content-security-policy"], new RegExp(`frame-ancestors ${allowed}`));
     await evil.waitForTimeout(300);
     const child = evil.frames().find((f) => f !== evil.mainFrame());
     assert.equal(await child.locator("#number").count(), 0, "the checkout rendered in a frame of a foreign origin");
 
-    // Allowed: the customer pays inside the frame; the page gets the result.
+    // Allowed: the customer pays inside the frame; onComplete gets the result.
     const { page } = await open();
-    await page.goto(embed(allowed));
+    await page.goto(shop(allowed));
+    // A message from anywhere but recur's frame is ignored.
+    await page.evaluate(() => window.postMessage({ source: "recur-checkout", status: "complete" }, "*"));
     const frame = page.frameLocator("iframe");
     await frame.locator("#number").waitFor();
+    assert.deepEqual(await page.evaluate(() => window.results), []);
     await frame.locator("#name").fill("Ada Lovelace");
     await frame.locator("#number").fill(OK);
     await frame.locator("#expiry").fill("12/30");
@@ -199,10 +207,11 @@ test("only allowed origins may frame the checkout; the framing page gets the res
     await page.waitForFunction(() => window.results.length > 0, null, { timeout: 20000 });
     const results = await page.evaluate(() => window.results);
     assert.equal(results.length, 1);
-    assert.equal(results[0].origin, base);
-    assert.equal(results[0].data.status, "complete");
-    assert.equal(results[0].data.subscriptionId, sub);
-    assert.deepEqual(results[0].data.paymentMethod, { brand: "visa", last4: "4242" });
+    assert.equal(results[0].status, "complete");
+    assert.equal(results[0].subscriptionId, sub);
+    assert.equal(results[0].checkoutSessionId, session.id);
+    assert.deepEqual(results[0].paymentMethod, { brand: "visa", last4: "4242" });
+    assert.equal((await ok("GET", `/v1/subscriptions/${sub}`)).status, "active");
     await ok("PATCH", "/v1/settings", { allowedOrigins: [] });
     return page;
   } finally {
