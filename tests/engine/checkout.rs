@@ -252,3 +252,64 @@ async fn a_trial_or_a_card_replacement_completes_without_a_charge() {
     let (st, _) = TestApp::send(app.request_as(&other, Method::GET, &format!("/v1/checkout-sessions/{id}"))).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 }
+
+/// `RECUR_SECRET_KEY` of the test, which seals merchants' gateway secrets.
+const SECRET_KEY: &str = "1f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c5b6a7988";
+
+#[tokio::test]
+async fn a_merchant_on_the_http_gateway_gets_its_cards_tokenized_at_its_acquirer() {
+    let settings =
+        recur::config::Settings { secret_key: Some(SECRET_KEY.to_owned().into()), ..crate::support::fresh_settings() };
+    let app = crate::support::spawn_app_with(settings).await;
+    app.set_clock("2027-01-10T10:00:00Z").await;
+    let acq = super::http_gateway::acquirer(|_| {}).await;
+    let choice = json!({"gateway": {"kind": "http", "baseUrl": acq.url(), "secret": acq.secret}});
+    let (s, b) =
+        TestApp::send(app.admin(Method::PATCH, &format!("/admin/merchants/{}", app.merchant.key)).json(&choice)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let _engine = app.start_engine(EngineOpts::stepped());
+
+    // A Visa the acquirer approves: its token, charged there, once.
+    let sub = pending(&app, "acq-1", json!({})).await;
+    let (id, path) = checkout(&app, json!({"subscriptionId": sub})).await;
+    assert_eq!(app.pay(&path, OK_CARD, "12/30", "123").await.status, StatusCode::SEE_OTHER);
+    app.run_due().await;
+    let done = app.page(&path, None).await;
+    assert!(done.html.contains("Payment complete"), "{}", done.html);
+    let s = get(&app, &format!("/v1/subscriptions/{sub}")).await;
+    assert_eq!(s["status"], "active");
+    let token = s["paymentMethod"].as_str().unwrap();
+    assert!(token.starts_with("pm_ok__"), "the acquirer's token: {token}");
+    assert_eq!(s["paymentMethodDetails"]["last4"], "4242");
+    let cs = cycles(&app, &sub).await;
+    let key = cs[0]["transactions"][0]["idempotencyKey"].as_str().unwrap();
+    assert_eq!(acq.charged(key).await, 1);
+    assert!(ledger(&app).await.is_empty(), "nothing at the sandbox");
+    assert_eq!(get(&app, &format!("/v1/checkout-sessions/{id}")).await["status"], "complete");
+
+    // A card the acquirer will not take (it knows Visa and Mastercard only) is refused
+    // on the form and counted; nothing is attached.
+    let sub = pending(&app, "acq-2", json!({})).await;
+    let (id, path) = checkout(&app, json!({"subscriptionId": sub})).await;
+    let refused = app.pay(&path, "378282246310005", "12/30", "1234").await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.html);
+    assert!(refused.html.contains("The card was refused"), "{}", refused.html);
+    assert_eq!(get(&app, &format!("/v1/checkout-sessions/{id}")).await["refusedCards"], 1);
+    assert_eq!(get(&app, &format!("/v1/subscriptions/{sub}")).await["paymentMethod"], Value::Null);
+    // Its decline card: the decline is shown.
+    assert_eq!(app.pay(&path, DECLINED_CARD, "12/30", "123").await.status, StatusCode::SEE_OTHER);
+    app.run_due().await;
+    let declined = app.page(&path, None).await;
+    assert!(declined.html.contains("insufficient funds"), "{}", declined.html);
+    no_card_stored(&app).await;
+    for table in ["acquirer_charges", "acquirer_tokens"] {
+        let rows: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT coalesce(jsonb_agg(to_jsonb(t))::text, '') FROM {table} t"
+        )))
+        .fetch_one(&acq.pool)
+        .await
+        .unwrap();
+        assert!(!rows.is_empty() || table == "acquirer_tokens", "{table} is empty");
+        assert!(!rows.contains("4242424242424242"), "the acquirer stored a card number in {table}");
+    }
+}
