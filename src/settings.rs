@@ -17,7 +17,7 @@ pub const MAX_ORIGINS: usize = 20;
 /// At most this many plans may be offered for switching.
 pub const MAX_SWITCHABLE_PLANS: usize = 50;
 
-/// The portal's actions (docs/pages.md#portal-actions).
+/// The portal's actions (docs/pages.md#the-portal).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PortalSettings {
