@@ -519,6 +519,9 @@ pub enum Progress {
     },
     /// The first charge is being made.
     Processing,
+    /// The subscription or series can no longer get a card (the merchant cancelled
+    /// it meanwhile): the page says so with 410.
+    Closed,
     /// The first charge was declined and the subscription cancelled (a hard decline
     /// without a grace period: docs/pages.md#the-checkout): no card can help now.
     Failed {
@@ -537,6 +540,7 @@ pub async fn progress(conn: &mut PgConnection, id: Uuid, now: DateTime<Utc>) -> 
     let status = s.status_at(now);
     let (Some(seq), Some(sub_id), SessionStatus::Open) = (s.awaiting_sequence, s.subscription_id, status) else {
         let p = match status {
+            SessionStatus::Open if !owner_takes_cards(conn, &s).await? => Progress::Closed,
             SessionStatus::Open => Progress::Form { declined: None },
             SessionStatus::Complete => Progress::Complete,
             SessionStatus::Expired => Progress::Expired,
@@ -575,6 +579,20 @@ pub async fn progress(conn: &mut PgConnection, id: Uuid, now: DateTime<Utc>) -> 
         return Ok((s, Progress::Locked));
     }
     Ok(after_decline(s, code, cancelled))
+}
+
+/// Whether the session's subscription or series can still get a card.
+async fn owner_takes_cards(conn: &mut PgConnection, s: &Session) -> Result<bool> {
+    if let Some(id) = s.subscription_id {
+        return Ok(!subscriptions::get(conn, s.merchant_id, id).await?.status.is_final());
+    }
+    match s.payment_series_id {
+        Some(id) => Ok(matches!(
+            crate::series::get(conn, s.merchant_id, id).await?.status,
+            SeriesStatus::Pending | SeriesStatus::Active
+        )),
+        None => Ok(false),
+    }
 }
 
 /// A new token for an open session (the replay of its creation: docs/pages.md#tokens).

@@ -118,6 +118,10 @@ fn render(token: &str, headers: &HeaderMap, l: Loaded, form: FormState, now: Dat
             }
         }
         Progress::Processing => processing_page(token, &l),
+        Progress::Closed => gone(
+            "This payment link is no longer valid",
+            "The subscription it was for has ended. Ask the merchant for a new payment link.",
+        ),
         Progress::Failed { declined } => {
             let text = format!(
                 "{} The subscription could not be started: please contact {}.",
@@ -343,6 +347,7 @@ pub async fn status(State(app): State<App>, Path(token): Path<String>) -> Respon
             Progress::Form { .. } => "form",
             Progress::Processing => "processing",
             Progress::Failed { .. } => "failed",
+            Progress::Closed => "closed",
             Progress::Complete => "complete",
             Progress::Expired => "expired",
             Progress::Locked => "locked",

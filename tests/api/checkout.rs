@@ -370,3 +370,48 @@ async fn an_expired_session_shows_its_page_with_410() {
     assert_eq!((r.status, r.header("location")), (StatusCode::SEE_OTHER, path.as_str()));
     app.assert_state_unchanged(&before, "a card on an expired session").await;
 }
+
+#[tokio::test]
+async fn session_creation_is_rate_limited_per_merchant() {
+    let app = spawn_app().await;
+    let sub = pending_subscription(&app, "cust-9").await;
+    for n in 0..120 {
+        let (s, b) = app.post("/v1/checkout-sessions", json!({"subscriptionId": sub})).await;
+        assert_eq!(s, StatusCode::CREATED, "session {n}: {b}");
+    }
+    let r =
+        app.send_full(app.request(Method::POST, "/v1/checkout-sessions").json(&json!({"subscriptionId": sub}))).await;
+    crate::support::assert_problem(&r, 429);
+    assert_eq!(r.body["type"], "https://recur.dev/problems/rate-limited");
+    assert_eq!(r.header("retry-after"), Some("60"));
+    assert_eq!(app.count("SELECT count(*) FROM checkout_sessions").await, 120);
+    // Another merchant is not limited by this one.
+    let other = app.new_merchant("other").await;
+    let body = json!({"customer": {"customerAccountId": "o"}, "amount": "1.00", "currency": "EUR",
+        "interval": {"unit": "month", "count": 1}});
+    let (s, theirs) = TestApp::send(app.request_as(&other, Method::POST, "/v1/subscriptions").json(&body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{theirs}");
+    let body = json!({"subscriptionId": theirs["id"]});
+    let (s, b) = TestApp::send(app.request_as(&other, Method::POST, "/v1/checkout-sessions").json(&body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+}
+
+#[tokio::test]
+async fn a_session_whose_subscription_ended_takes_no_card() {
+    let app = spawn_app().await;
+    let sub = pending_subscription(&app, "cust-10").await;
+    let b = session(&app, json!({"subscriptionId": sub})).await;
+    let path = path_of(b["url"].as_str().unwrap());
+    let open = app.page(&path, None).await;
+    let (cookie, csrf) = (open.cookie().unwrap(), open.csrf());
+    let (s, body) = app.delete(&format!("/v1/subscriptions/{sub}")).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let page = app.page(&path, None).await;
+    assert_eq!(page.status, StatusCode::GONE, "{}", page.html);
+    assert!(page.html.contains("no longer valid"), "{}", page.html);
+    let before = app.state_snapshot().await;
+    let fields = [("csrf", csrf.as_str()), ("number", "4242424242424242"), ("expiry", "12/30"), ("cvc", "123")];
+    let r = app.submit(&path, Some(&cookie), &fields).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    app.assert_state_unchanged(&before, "a card for an ended subscription").await;
+}

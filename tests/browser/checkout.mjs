@@ -138,6 +138,7 @@ test("5 refused cards lock the session", async () => {
   assert.equal(last.status(), 410);
   await page.getByRole("heading", { name: "This payment link is locked" }).waitFor();
   await accessible(page, "locked checkout");
+  await page.screenshot({ path: `${env.screenshots}/checkout-locked.png`, fullPage: true });
   const again = await page.goto(session.url);
   assert.equal(again.status(), 410);
   assert.equal((await ok("GET", `/v1/checkout-sessions/${session.id}`)).status, "locked");
@@ -149,11 +150,13 @@ test("the form works without JavaScript", async () => {
   const { page } = await open({ javaScriptEnabled: false });
   await page.goto(session.url);
   await fillCard(page, OK);
-  // The processing page refreshes itself (meta refresh) until the charge settles.
-  await Promise.all([
-    page.waitForURL((u) => u.searchParams.get("status") === "complete", { timeout: 20000 }),
-    page.click("button[type=submit]"),
-  ]);
+  // The processing page refreshes itself (meta refresh, every 2 s) until the charge
+  // settles, then the customer is sent back.
+  const back = page.waitForURL((u) => u.searchParams.get("status") === "complete", { timeout: 20000 });
+  await page.click("button[type=submit]");
+  await page.getByRole("heading", { name: "Processing your payment…" }).waitFor();
+  await page.screenshot({ path: `${env.screenshots}/checkout-processing.png`, fullPage: true });
+  await back;
   assert.equal((await ok("GET", `/v1/subscriptions/${sub}`)).status, "active");
   return page;
 });
@@ -260,6 +263,7 @@ test("expired and used links answer 410 with their page", async () => {
   assert.equal(res.status(), 410);
   await page.getByRole("heading", { name: "This payment link has expired" }).waitFor();
   await accessible(page, "expired checkout");
+  await page.screenshot({ path: `${env.screenshots}/checkout-expired.png`, fullPage: true });
   const used = await page.goto(usedLink);
   assert.equal(used.status(), 410);
   await page.getByRole("heading", { name: "This payment link has already been used" }).waitFor();
