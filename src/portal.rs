@@ -87,15 +87,7 @@ impl CreateCustomerSession {
     pub fn validate(&self) -> Result<Duration> {
         let mut e = Vec::new();
         crate::validate::text(&mut e, "customerAccountId", &self.customer_account_id, 1, 255);
-        if let Some(u) = &self.return_url {
-            match url::Url::parse(u) {
-                Ok(p) if matches!(p.scheme(), "http" | "https") && p.host().is_some() && u.len() <= 2048 => {}
-                _ => e.push(FieldError::new(
-                    "returnUrl",
-                    "must be an absolute http or https URL of at most 2048 characters",
-                )),
-            }
-        }
+        crate::checkout::check_return_url(&mut e, self.return_url.as_deref());
         let secs = self.expires_in_seconds.unwrap_or(DEFAULT_EXPIRY_SECS);
         if !(MIN_EXPIRY_SECS..=MAX_EXPIRY_SECS).contains(&secs) {
             e.push(FieldError::new(

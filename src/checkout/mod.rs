@@ -197,15 +197,7 @@ impl CreateSession {
                 None
             }
         };
-        if let Some(u) = &self.return_url {
-            match url::Url::parse(u) {
-                Ok(p) if matches!(p.scheme(), "http" | "https") && p.host().is_some() && u.len() <= 2048 => {}
-                _ => e.push(FieldError::new(
-                    "returnUrl",
-                    "must be an absolute http or https URL of at most 2048 characters",
-                )),
-            }
-        }
+        check_return_url(&mut e, self.return_url.as_deref());
         let secs = self.expires_in_seconds.unwrap_or(MAX_EXPIRY_SECS);
         if !(MIN_EXPIRY_SECS..=MAX_EXPIRY_SECS).contains(&secs) {
             e.push(FieldError::new(
@@ -216,6 +208,18 @@ impl CreateSession {
         crate::validate::finish(e)?;
         let owner = owner.ok_or_else(|| Error::validation("subscriptionId", "is required"))?;
         Ok(NewSession { owner, return_url: self.return_url, expires_in: Duration::seconds(secs) })
+    }
+}
+
+/// `returnUrl`: an absolute `http` or `https` URL of at most 2048 characters, without
+/// control characters (stored and sent back as given).
+pub fn check_return_url(e: &mut Vec<FieldError>, url: Option<&str>) {
+    let Some(u) = url else { return };
+    let ok = u.len() <= 2048
+        && !u.chars().any(char::is_control)
+        && url::Url::parse(u).is_ok_and(|p| matches!(p.scheme(), "http" | "https") && p.host().is_some());
+    if !ok {
+        e.push(FieldError::new("returnUrl", "must be an absolute http or https URL of at most 2048 characters"));
     }
 }
 

@@ -152,6 +152,9 @@ async fn bad_session_requests_name_every_field_and_store_nothing() {
     )
     .await;
     rejected(&app, json!({"subscriptionId": sub, "expiresInSeconds": 86_401}), 422, &["expiresInSeconds"]).await;
+    rejected(&app, json!({"subscriptionId": sub, "returnUrl": "https://shop.example/\u{0}"}), 422, &["returnUrl"])
+        .await;
+    rejected(&app, json!({"subscriptionId": sub, "expiresInSeconds": i64::MAX}), 422, &["expiresInSeconds"]).await;
     rejected(&app, json!({"subscriptionId": "nope"}), 400, &["subscriptionId"]).await;
     rejected(&app, json!({"subscriptionId": sub, "colour": "red"}), 400, &["colour"]).await;
     rejected(&app, json!({"subscriptionId": uuid::Uuid::now_v7()}), 422, &["subscriptionId"]).await;
