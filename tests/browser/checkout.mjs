@@ -89,7 +89,14 @@ test("a declined card shows the decline and a second card pays", async () => {
   const { page } = await open();
   await page.goto(session.url);
   await fillCard(page, DECLINED);
+  // While axe looks at the processing page, its poll is held at "processing" (the
+  // page would otherwise reload under axe once the charge settles).
+  const hold = (route) => route.fulfill({ json: { state: "processing" } });
+  await page.route("**/status", hold);
   await page.click("button[type=submit]");
+  await page.getByRole("heading", { name: "Processing your payment…" }).waitFor();
+  await accessible(page, "checkout processing");
+  await page.unroute("**/status", hold);
   // The processing page polls until the charge settles, then shows the form again.
   await page.getByText("insufficient funds").waitFor({ timeout: 20000 });
   await accessible(page, "checkout after a decline");

@@ -20,7 +20,8 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde_json::json;
 
-use support::{ADMIN_TOKEN, EngineOpts, STATE_TABLES, TestApp, spawn_app};
+use recur::config::Settings;
+use support::{ADMIN_TOKEN, EngineOpts, STATE_TABLES, TestApp};
 
 /// Every card number the scripts type (with and without the spaces the page adds).
 const TYPED_CARDS: &[&str] = &[
@@ -122,7 +123,9 @@ async fn run(script: &str, table: &str, page_path: &str) {
     let logs = LOGS.clone();
     let chromium = chromium();
     node_modules();
-    let app = spawn_app().await;
+    // Every sandbox call takes a moment, as a real gateway's would: the pages' states
+    // while a charge is in flight are then really seen.
+    let app = support::spawn_app_with(Settings { sandbox_latency_ms: 300, ..support::fresh_settings() }).await;
     let engine = app.start_engine(EngineOpts::default());
     let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser");
     let config = json!({
