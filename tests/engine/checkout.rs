@@ -313,3 +313,65 @@ async fn a_merchant_on_the_http_gateway_gets_its_cards_tokenized_at_its_acquirer
         assert!(!rows.contains("4242424242424242"), "the acquirer stored a card number in {table}");
     }
 }
+
+/// A portal's page and form token, as a customer's browser has them.
+async fn portal(app: &TestApp, customer: &str) -> (String, String, String) {
+    let (s, b) = app.post("/v1/customer-sessions", json!({"customerAccountId": customer})).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let path = path_of(b["url"].as_str().unwrap());
+    let page = app.page(&path, None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    (path, page.cookie().unwrap(), page.csrf())
+}
+
+#[tokio::test]
+async fn a_plan_switch_charges_the_new_plan_from_the_period_end_and_the_old_one_never_again() {
+    let app = spawn_app().await;
+    app.set_clock("2027-01-10T10:00:00Z").await;
+    let _engine = app.start_engine(EngineOpts::stepped());
+    let gold = app.active_plan("9.99").await;
+    let silver = app.active_plan("4.99").await;
+    let (s, b) =
+        app.patch("/v1/settings", json!({"portal": {"switchPlan": true, "switchablePlanIds": [silver]}})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let old = app
+        .subscription(
+            json!({"customer": {"customerAccountId": "sw-1"}, "planId": gold, "paymentMethod": "pm_sandbox_ok"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.run_due().await;
+    assert_eq!(ledger(&app).await.len(), 1);
+
+    let (path, cookie, csrf) = portal(&app, "sw-1").await;
+    let fields =
+        [("csrf", csrf.as_str()), ("subscription", old.as_str()), ("action", "switch_plan"), ("plan", &silver)];
+    let r = app.submit(&path, Some(&cookie), &fields).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.html);
+    let before = get(&app, &format!("/v1/subscriptions/{old}")).await;
+    let end = before["currentPeriodEnd"].as_str().unwrap().to_owned();
+    assert_eq!(before["cancelAt"], end.as_str());
+    let new = get(&app, &format!("/v1/subscriptions?customerAccountId=sw-1&planId={silver}")).await["data"][0].clone();
+    assert_eq!((new["startAt"].as_str(), new["status"].as_str()), (Some(end.as_str()), Some("active")));
+    // Switching again is refused: the subscription already ends.
+    let r = app.submit(&path, Some(&cookie), &fields).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.html);
+
+    // At the period's end: the old subscription ends uncharged, the new one is charged once.
+    let at: chrono::DateTime<chrono::Utc> = end.parse().unwrap();
+    app.set_clock(&(at + chrono::Duration::seconds(1)).to_rfc3339()).await;
+    app.run_due().await;
+    let old_now = get(&app, &format!("/v1/subscriptions/{old}")).await;
+    assert_eq!(old_now["status"], "cancelled");
+    assert_eq!(cycles(&app, &old).await.len(), 1, "the old plan was charged again");
+    let new_id = new["id"].as_str().unwrap();
+    let new_cycles = cycles(&app, new_id).await;
+    assert_eq!(new_cycles.len(), 1);
+    assert_eq!((new_cycles[0]["status"].as_str(), new_cycles[0]["amount"].as_str()), (Some("succeeded"), Some("4.99")));
+    let charges = ledger(&app).await;
+    assert_eq!(charges.len(), 2, "{charges:?}");
+    let (_, events) = app.get(&format!("/v1/events?objectId={new_id}")).await;
+    assert_eq!(events["data"][0]["actor"], "customer");
+}
