@@ -4,6 +4,7 @@
 mod support;
 
 mod auth;
+mod checkout;
 mod edges;
 mod fuzz_regressions;
 mod health;
@@ -11,6 +12,7 @@ mod idempotency;
 mod merchant_gateway;
 mod openapi;
 mod plans;
+mod portal;
 mod rate_limits;
 mod series;
 mod smoke;

@@ -6,6 +6,7 @@
 mod support;
 
 mod calendar_walk;
+mod checkout;
 mod exactly_once;
 mod fault_proxy;
 mod gateway_fault_run;
