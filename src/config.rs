@@ -97,12 +97,12 @@ pub struct RateLimitSettings {
     #[arg(long, env = "RECUR_RATE_LIMIT_AUTH_FAILURES", default_value = "10/m:10", value_parser = Rate::parse, global = true)]
     pub rate_limit_auth_failures: Rate,
 
-    /// Each merchant's checkout-session creations.
-    #[arg(long, env = "RECUR_RATE_LIMIT_CHECKOUT_SESSIONS", default_value = "20/s:40", value_parser = Rate::parse, global = true)]
+    /// Each merchant's checkout-session creations (the API's and the portal's card replacements).
+    #[arg(long, env = "RECUR_RATE_LIMIT_CHECKOUT_SESSIONS", default_value = "120/m:120", value_parser = Rate::parse, global = true)]
     pub rate_limit_checkout_sessions: Rate,
 
     /// Each merchant's customer-session creations.
-    #[arg(long, env = "RECUR_RATE_LIMIT_CUSTOMER_SESSIONS", default_value = "20/s:40", value_parser = Rate::parse, global = true)]
+    #[arg(long, env = "RECUR_RATE_LIMIT_CUSTOMER_SESSIONS", default_value = "120/m:120", value_parser = Rate::parse, global = true)]
     pub rate_limit_customer_sessions: Rate,
 
     /// Card submissions on the checkout pages, per client address.
@@ -134,8 +134,8 @@ impl Default for RateLimitSettings {
             rate_limit_reads: rate("200/s:400"),
             rate_limit_admin: rate("50/s:100"),
             rate_limit_auth_failures: rate("10/m:10"),
-            rate_limit_checkout_sessions: rate("20/s:40"),
-            rate_limit_customer_sessions: rate("20/s:40"),
+            rate_limit_checkout_sessions: rate("120/m:120"),
+            rate_limit_customer_sessions: rate("120/m:120"),
             rate_limit_card_submissions: rate("10/m:10"),
             rate_limit_redis_url: None,
             rate_limit_timeout_ms: 100,

@@ -24,7 +24,10 @@ use crate::ratelimit::{Bucket, Draw, Limiter, Outcome, Rate, Verdict};
 
 /// Routes that draw from a bucket of their own as well as from the merchant's reads or
 /// writes: one line per route, `(method, route template, bucket)`.
-pub const OWN_BUCKETS: &[(Method, &str, Bucket)] = &[];
+pub const OWN_BUCKETS: &[(Method, &str, Bucket)] = &[
+    (Method::POST, "/v1/checkout-sessions", Bucket::CheckoutSessions),
+    (Method::POST, "/v1/customer-sessions", Bucket::CustomerSessions),
+];
 
 /// Longest delay failed authentications can add up to (the growing delay's cap).
 pub const PENALTY_MAX: Duration = Duration::from_secs(15 * 60);
@@ -135,9 +138,10 @@ pub async fn merchant(State(app): State<App>, mut req: Request, next: Next) -> R
 }
 
 /// The buckets a merchant's request draws from: its reads (GET, HEAD) or writes, at
-/// its own rate or the default, and its route's own bucket if it has one.
+/// its own rate or the default, and its route's own bucket if it has one. A
+/// merchant's buckets are keyed by its id.
 pub fn merchant_draws(limits: &Limits, merchant: &Merchant, method: &Method, route: &str) -> Vec<Draw> {
-    let subject = merchant.merchant_key.to_string();
+    let subject = merchant.id.to_string();
     let (bucket, own) = if method == Method::GET || method == Method::HEAD {
         (Bucket::Reads, merchant.rate_limits.reads)
     } else {
@@ -147,10 +151,46 @@ pub fn merchant_draws(limits: &Limits, merchant: &Merchant, method: &Method, rou
         vec![Draw { bucket, subject: subject.clone(), rate: own.unwrap_or(limits.rate(bucket)), penalty: None }];
     for (m, r, b) in OWN_BUCKETS {
         if m == method && *r == route {
-            draws.push(Draw { bucket: *b, subject: subject.clone(), rate: limits.rate(*b), penalty: None });
+            draws.push(merchant_draw(limits, *b, merchant.id));
         }
     }
     draws
+}
+
+/// One of a merchant's buckets at the process-wide rate (the portal's card
+/// replacements draw from its checkout sessions).
+pub fn merchant_draw(limits: &Limits, bucket: Bucket, merchant_id: uuid::Uuid) -> Draw {
+    Draw { bucket, subject: merchant_id.to_string(), rate: limits.rate(bucket), penalty: None }
+}
+
+/// The pages' forms (no merchant credentials): a POST draws from `bucket` for the
+/// client's address; other methods pass. Refused, the customer gets a page saying
+/// when to try again (429, `Retry-After`). One line per route: `.route_layer(
+/// middleware::from_fn_with_state((app.clone(), Bucket::CardSubmissions), limits::page_posts))`.
+pub async fn page_posts(State((app, bucket)): State<(App, Bucket)>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let draw = Draw { bucket, subject: app.limits.client_address(&req), rate: app.limits.rate(bucket), penalty: None };
+    let outcome = app.limits.limiter.check(std::slice::from_ref(&draw)).await;
+    if outcome.allowed() { next.run(req).await } else { page_refused(&outcome) }
+}
+
+/// A page for a refused form: 429 with `Retry-After`, counted by bucket.
+pub fn page_refused(outcome: &Outcome) -> Response {
+    let secs = outcome.shown().map_or(1, Verdict::retry_after_secs);
+    if let Outcome::Checked(verdicts) = outcome {
+        for v in verdicts.iter().filter(|v| !v.allowed) {
+            metrics::counter!(crate::ratelimit::REFUSED_METRIC, "bucket" => v.bucket.name()).increment(1);
+        }
+    }
+    let mut res = crate::pages::message(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many attempts",
+        &format!("Please wait {secs} seconds, then try again."),
+    );
+    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    res
 }
 
 /// `/admin`: failed tokens count as failed authentications; the operator's requests

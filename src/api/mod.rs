@@ -106,7 +106,7 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::serve))
         .route("/metrics", get(crate::telemetry::render))
-        .merge(crate::pages::router())
+        .merge(crate::pages::router(&app))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

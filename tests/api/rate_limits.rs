@@ -521,3 +521,49 @@ async fn with_the_limiters_redis_gone_requests_are_still_served() {
     assert_eq!(metric(&text, "recur_rate_limited_total{bucket=\"reads\"}"), 0.0);
     assert_eq!(metric(&text, "recur_auth_failures_total"), 0.0);
 }
+
+#[tokio::test]
+async fn session_creations_and_card_submissions_have_their_own_limits() {
+    let app = app_with(RateLimitSettings {
+        rate_limit_customer_sessions: rate("1/m:2"),
+        rate_limit_card_submissions: rate("1/m:3"),
+        ..roomy_rate_limits()
+    })
+    .await;
+    let sub = app
+        .subscription(json!({"customer": {"customerAccountId": "cust-1"}, "amount": "9.99", "currency": "EUR",
+            "interval": {"unit": "month", "count": 1}}))
+        .await;
+    // Customer sessions: two, then 429 from their own bucket (writes are roomy).
+    let mut limits = vec![];
+    for _ in 0..3 {
+        let r =
+            send_full(app.request(Method::POST, "/v1/customer-sessions").json(&json!({"customerAccountId": "cust-1"})))
+                .await;
+        limits.push((r.status.as_u16(), number(&r, "ratelimit-limit")));
+    }
+    assert_eq!(limits, [(201, 2), (201, 2), (429, 2)], "the headers show the bucket with the least left");
+
+    // Card submissions on a checkout page, per client address.
+    let (s, session) = app.post("/v1/checkout-sessions", json!({"subscriptionId": sub["id"]})).await;
+    assert_eq!(s, StatusCode::CREATED, "{session}");
+    let path = crate::support::pages::path_of(session["url"].as_str().unwrap());
+    let page = app.page(&path, None).await;
+    let (cookie, csrf) = (page.cookie().unwrap(), page.csrf());
+    // A number that fails its check digit: refused on the form, no gateway call.
+    let fields =
+        [("csrf", csrf.as_str()), ("name", "A"), ("number", "4242424242424241"), ("expiry", "12/30"), ("cvc", "123")];
+    for i in 0..3 {
+        let r = app.submit(&path, Some(&cookie), &fields).await;
+        assert_ne!(r.status, StatusCode::TOO_MANY_REQUESTS, "submission {i}: {}", r.html);
+    }
+    let before = app.state_snapshot().await;
+    let r = app.submit(&path, Some(&cookie), &fields).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.html);
+    assert!(r.html.contains("Too many attempts"), "{}", r.html);
+    assert!(r.header("retry-after").parse::<u64>().is_ok_and(|s| s >= 1), "{:?}", r.headers);
+    assert!(r.header("content-security-policy").contains("default-src 'none'"), "{:?}", r.headers);
+    app.assert_state_unchanged(&before, "a refused card submission").await;
+    // The page itself is still shown: only submissions are limited.
+    assert_eq!(app.page(&path, None).await.status, StatusCode::OK);
+}
