@@ -115,7 +115,7 @@ pub struct RateLimitSettings {
     pub rate_limit_redis_url: Option<String>,
 
     /// How long a request waits for the limiter's Redis before it is served unlimited (ms).
-    #[arg(long, env = "RECUR_RATE_LIMIT_TIMEOUT_MS", default_value_t = 100, global = true)]
+    #[arg(long, env = "RECUR_RATE_LIMIT_TIMEOUT_MS", default_value_t = 250, global = true)]
     pub rate_limit_timeout_ms: u64,
 
     /// The header that holds the client's address, set by a proxy you trust in front
@@ -138,7 +138,7 @@ impl Default for RateLimitSettings {
             rate_limit_customer_sessions: rate("120/m:120"),
             rate_limit_card_submissions: rate("10/m:10"),
             rate_limit_redis_url: None,
-            rate_limit_timeout_ms: 100,
+            rate_limit_timeout_ms: 250,
             client_address_header: None,
         }
     }

@@ -5,13 +5,14 @@
 //!
 //! Redis unreachable or slow does not stop the API: the limiter answers
 //! [`Outcome::Unavailable`] (the request is served unlimited), counts it in
-//! `recur_rate_limit_errors_total`, logs at most one warning per
-//! [`LOG_EVERY`], and leaves Redis alone for [`COOLDOWN`] so that an outage costs no
-//! request the timeout.
+//! `recur_rate_limit_errors_total`, and logs at most one warning per [`LOG_EVERY`].
+//! After an error, or [`TIMEOUTS_BEFORE_COOLDOWN`] timeouts in a row, it leaves Redis
+//! alone for [`COOLDOWN`], so that an outage does not cost every request the timeout;
+//! a lone slow answer (a stalled machine) only lets its own request through.
 
 use std::fmt;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -22,6 +23,8 @@ pub const REFUSED_METRIC: &str = "recur_rate_limited_total";
 pub const ERRORS_METRIC: &str = "recur_rate_limit_errors_total";
 /// After a failed call, Redis is not asked again for this long (requests are served unlimited).
 pub const COOLDOWN: Duration = Duration::from_secs(1);
+/// Timeouts in a row (no answer between them) that count as an outage.
+pub const TIMEOUTS_BEFORE_COOLDOWN: u32 = 3;
 /// At most one warning per this long about Redis being unreachable.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -206,6 +209,8 @@ pub struct Limiter {
     epoch: Instant,
     /// Milliseconds after `epoch` before which Redis is not asked (after a failure).
     quiet_until_ms: AtomicU64,
+    /// Timeouts since the last answer.
+    timeouts: AtomicU32,
     /// When the last warning was logged, and failures since.
     log: Mutex<(Option<Instant>, u64)>,
 }
@@ -234,6 +239,7 @@ impl Limiter {
             timeout,
             epoch: Instant::now(),
             quiet_until_ms: AtomicU64::new(0),
+            timeouts: AtomicU32::new(0),
             log: Mutex::new((None, 0)),
         }
     }
@@ -273,17 +279,25 @@ impl Limiter {
         let mut conn = conn.clone();
         let answer = tokio::time::timeout(self.timeout, call.invoke_async::<Vec<i64>>(&mut conn)).await;
         let values = match answer {
-            Ok(Ok(v)) if v.len() == 1 + 4 * draws.len() => v,
+            Ok(Ok(v)) if v.len() == 1 + 4 * draws.len() => {
+                self.timeouts.store(0, Ordering::Relaxed);
+                v
+            }
             Ok(Ok(v)) => {
                 self.fail(now_ms, &format!("unexpected answer of {} values", v.len()));
                 return Outcome::Unavailable;
             }
-            Ok(Err(e)) => {
-                self.fail(now_ms, &e.to_string());
+            // The connection's own response timeout, or ours: slow, not necessarily gone.
+            Ok(Err(e)) if e.is_timeout() => {
+                self.slow(now_ms);
                 return Outcome::Unavailable;
             }
             Err(_) => {
-                self.fail(now_ms, &format!("no answer within {:?}", self.timeout));
+                self.slow(now_ms);
+                return Outcome::Unavailable;
+            }
+            Ok(Err(e)) => {
+                self.fail(now_ms, &e.to_string());
                 return Outcome::Unavailable;
             }
         };
@@ -301,6 +315,17 @@ impl Limiter {
             })
             .collect();
         Outcome::Checked(verdicts)
+    }
+
+    /// A timeout: counted; an outage (a cooldown) only after several in a row.
+    fn slow(&self, now_ms: u64) {
+        let why = format!("no answer within {:?}", self.timeout);
+        if self.timeouts.fetch_add(1, Ordering::Relaxed) + 1 >= TIMEOUTS_BEFORE_COOLDOWN {
+            self.timeouts.store(0, Ordering::Relaxed);
+            self.fail(now_ms, &why);
+        } else {
+            self.failed(&why);
+        }
     }
 
     fn fail(&self, now_ms: u64, why: &str) {

@@ -567,3 +567,87 @@ async fn session_creations_and_card_submissions_have_their_own_limits() {
     // The page itself is still shown: only submissions are limited.
     assert_eq!(app.page(&path, None).await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn card_replacements_from_the_portal_draw_from_the_merchants_checkout_sessions() {
+    let app = app_with(RateLimitSettings { rate_limit_checkout_sessions: rate("1/m:2"), ..roomy_rate_limits() }).await;
+    let sub = app
+        .subscription(json!({"customer": {"customerAccountId": "alice"}, "amount": "9.99", "currency": "EUR",
+            "interval": {"unit": "month", "count": 1}, "paymentMethod": "pm_sandbox_ok"}))
+        .await;
+    let (s, session) = app.post("/v1/customer-sessions", json!({"customerAccountId": "alice"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{session}");
+    let path = crate::support::pages::path_of(session["url"].as_str().unwrap());
+    let page = app.page(&path, None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    let (cookie, csrf) = (page.cookie().unwrap(), page.csrf());
+    let sub_id = sub["id"].as_str().unwrap();
+    let replace = [("csrf", csrf.as_str()), ("action", "replace_card"), ("subscription", sub_id)];
+    for i in 0..2 {
+        let r = app.submit(&path, Some(&cookie), &replace).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "replacement {i}: {}", r.html);
+        assert!(r.header("location").starts_with("/checkout/"), "{:?}", r.headers);
+    }
+    let before = app.state_snapshot().await;
+    let r = app.submit(&path, Some(&cookie), &replace).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.html);
+    assert!(r.html.contains("Too many attempts"), "{}", r.html);
+    // The same bucket as the merchant's own checkout sessions.
+    let r =
+        send_full(app.request(Method::POST, "/v1/checkout-sessions").json(&json!({"subscriptionId": sub_id}))).await;
+    assert_limited(&r);
+    app.assert_state_unchanged(&before, "refused checkout sessions").await;
+    assert_eq!(app.count("SELECT count(*) FROM checkout_sessions").await, 2);
+}
+
+#[tokio::test]
+async fn a_stalled_limiter_redis_costs_requests_its_timeout_only_and_limits_resume() {
+    let mut redis = OwnRedis::start().await;
+    let app = app_with(RateLimitSettings {
+        rate_limit_writes: rate("1/m:2"),
+        rate_limit_redis_url: Some(format!("redis://127.0.0.1:{}", redis.port)),
+        rate_limit_timeout_ms: 200,
+        ..roomy_rate_limits()
+    })
+    .await;
+    let mut created = 0;
+    let mut post = async |name: String| {
+        let start = Instant::now();
+        let r = send_full(app.request(Method::POST, "/v1/plans").json(&plan(&name))).await;
+        if r.status == StatusCode::CREATED {
+            created += 1;
+        }
+        (r, start.elapsed())
+    };
+    assert_eq!(post("a".into()).await.0.status, StatusCode::CREATED);
+    assert_eq!(post("b".into()).await.0.status, StatusCode::CREATED);
+    assert_limited(&post("c".into()).await.0);
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill").args([sig, &redis.child.id().to_string()]).status().unwrap();
+        assert!(ok.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    // Redis holds the connection but answers nothing: each request is served after
+    // the timeout at most, without headers.
+    for i in 0..5 {
+        let (r, took) = post(format!("stalled {i}")).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        assert!(r.header("ratelimit-limit").is_none(), "{:?}", r.headers);
+        assert!(took < Duration::from_millis(1500), "request {i} took {took:?}");
+    }
+    signal("-CONT");
+    // Redis is back: the bucket it kept is still spent, and the limit holds again.
+    let mut last = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let (r, _) = post("after".into()).await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            last = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_limited(&last.expect("the limit never came back after Redis resumed"));
+    redis.kill();
+    assert_eq!(plans_of(&app, &app.merchant).await, created);
+}
