@@ -651,3 +651,48 @@ async fn a_stalled_limiter_redis_costs_requests_its_timeout_only_and_limits_resu
     redis.kill();
     assert_eq!(plans_of(&app, &app.merchant).await, created);
 }
+
+/// The script itself, against the real Redis: a request takes from all its buckets or
+/// from none, `remaining` counts down from the burst, and recorded failures push the
+/// wait out, up to the penalty's cap.
+#[tokio::test]
+async fn the_limiter_takes_from_every_bucket_or_from_none() {
+    use recur::ratelimit::{Bucket, Draw, Limiter, Outcome};
+    let ns = format!("recur-test-{}", uuid::Uuid::now_v7().simple());
+    let limiter = Limiter::new(&crate::support::redis_url(), &ns, Duration::from_secs(2)).unwrap();
+    let draw = |bucket, r: &str, penalty| Draw { bucket, subject: "s".into(), rate: rate(r), penalty };
+    let verdicts = |o: Outcome| match o {
+        Outcome::Checked(v) => v.into_iter().map(|v| (v.allowed, v.remaining)).collect::<Vec<_>>(),
+        other => panic!("the limiter did not answer: {other:?}"),
+    };
+    let both = [draw(Bucket::Writes, "1/m:5", None), draw(Bucket::CheckoutSessions, "1/m:1", None)];
+    assert_eq!(verdicts(limiter.check(&both).await), [(true, 4), (true, 0)]);
+    // The second bucket is empty: refused, and the first is not drawn from.
+    let refused = limiter.check(&both).await;
+    assert!(!refused.allowed());
+    let writes = [draw(Bucket::Writes, "1/m:5", None)];
+    assert_eq!(verdicts(limiter.check(&writes).await), [(true, 3)]);
+
+    // Failures recorded with a penalty: the wait grows by a minute ÷ 2 per try past the
+    // burst of 2, and stops growing at the cap (here 2 minutes past the burst).
+    let failures = [draw(Bucket::AuthAddress, "2/m:2", Some(Duration::from_secs(120)))];
+    let mut waits = vec![];
+    for _ in 0..10 {
+        match limiter.check(&failures).await {
+            Outcome::Checked(v) => waits.push((v[0].allowed, v[0].retry_after_secs())),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(&waits[..2], [(true, 1), (true, 1)], "{waits:?}");
+    let refused: Vec<u64> = waits[2..].iter().map(|(allowed, w)| if *allowed { 0 } else { *w }).collect();
+    assert!(refused.iter().all(|w| *w >= 1), "{waits:?}");
+    assert!(refused.windows(2).all(|p| p[1] >= p[0]), "the wait shrank: {waits:?}");
+    assert!(refused[0] <= 31 && refused[2] >= 59, "{waits:?}");
+    assert!(*refused.last().unwrap() <= 121 + 30, "the cap did not hold: {waits:?}");
+
+    if let Ok(client) = redis::Client::open(crate::support::redis_url())
+        && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+    {
+        crate::support::delete_namespace(&mut conn, &ns).await;
+    }
+}
