@@ -30,6 +30,7 @@ pub mod pages;
 pub mod plans;
 pub mod portal;
 pub mod queue;
+pub mod ratelimit;
 pub mod runtime;
 pub mod scheduler;
 pub mod secrets;

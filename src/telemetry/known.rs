@@ -89,6 +89,8 @@ pub fn register_scheduler_metrics() {
 /// The API (called by `api::router`): DLQ operations of the admin API and enqueueing.
 pub fn register_api_metrics() {
     zero("recur_dlq_drained_total", &[]);
+    crate::ratelimit::register_metrics();
+    zero(crate::api::auth::FAILURES_METRIC, &[]);
     for q in Queue::ALL {
         zero("recur_dlq_replayed_total", &[("queue", q.name())]);
         zero("recur_dlq_superseded_total", &[("queue", q.name())]);

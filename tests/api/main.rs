@@ -13,6 +13,7 @@ mod merchant_gateway;
 mod openapi;
 mod plans;
 mod portal;
+mod rate_limits;
 mod series;
 mod smoke;
 mod structure;
