@@ -48,6 +48,8 @@ pub fn router(app: App) -> Router {
         .route("/v1/subscriptions/{id}/pause", post(subscriptions::pause))
         .route("/v1/subscriptions/{id}/resume", post(subscriptions::resume))
         .route("/v1/subscriptions/{id}/cancel", post(subscriptions::cancel))
+        .route("/v1/subscriptions/{id}/change", post(subscriptions::change))
+        .route("/v1/subscriptions/{id}/change/preview", post(subscriptions::change_preview))
         .route("/v1/subscriptions/{id}/billing-cycles", get(billing::list_cycles))
         .route("/v1/billing-cycles/{id}", get(billing::get_cycle))
         .route("/v1/billing-cycles/{id}/retry", post(billing::retry_cycle))

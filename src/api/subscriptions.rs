@@ -14,6 +14,7 @@ use super::idempotency::{self, IdempotencyKey, Outcome};
 use super::problem::{Problem, Result};
 use crate::app::App;
 use crate::plans;
+use crate::subscriptions::changes::{self, ChangeRequest, ChangeStatus, ChangeView};
 use crate::subscriptions::{
     CreateSubscription, SubscriptionStatus, SubscriptionView, UpdateSubscription, lifecycle, repo,
 };
@@ -198,4 +199,45 @@ pub async fn cancel(
         Ok(Outcome::new(StatusCode::OK, SubscriptionView::from(&c.subscription)).with_jobs(c.jobs))
     })
     .await
+}
+
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/change", tag = "subscriptions", params(("id" = Uuid, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),
+    request_body = ChangeRequest,
+    responses((status = 200, body = ChangeView, description = "Applied now, or scheduled for the period's end"),
+        (status = 202, body = ChangeView, description = "The proration charge is in flight; the new terms apply once it is approved"),
+        (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn change(
+    State(app): State<App>,
+    Authed(m): Authed,
+    Id(id): Id,
+    key: IdempotencyKey,
+    Body(body): Body,
+) -> Result<Response> {
+    let input = extract::parse::<ChangeRequest>(&body, false)?.validate()?;
+    let now = app.clock.now().await?;
+    idempotency::run(&app, m.id, key, &format!("POST /v1/subscriptions/{id}/change"), &body, async |tx| {
+        let c = changes::change(tx, m.id, id, input, now, app.lease_secs).await?;
+        let status = if c.view.status == ChangeStatus::AwaitingPayment { StatusCode::ACCEPTED } else { StatusCode::OK };
+        Ok(Outcome::new(status, c.view).with_jobs(c.jobs))
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/change/preview", tag = "subscriptions", params(("id" = Uuid, Path)),
+    request_body = ChangeRequest,
+    responses((status = 200, body = ChangeView, description = "What the change would do now; nothing is stored"),
+        (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn change_preview(
+    State(app): State<App>,
+    Authed(m): Authed,
+    Id(id): Id,
+    Body(body): Body,
+) -> Result<Json<ChangeView>> {
+    let input = extract::parse::<ChangeRequest>(&body, false)?.validate()?;
+    let now = app.clock.now().await?;
+    let mut conn = app.pool.acquire().await?;
+    Ok(Json(changes::preview(&mut conn, m.id, id, input, now).await?))
 }

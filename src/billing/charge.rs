@@ -23,7 +23,7 @@ use super::locks::{self, LockedCycle, LockedSubscription};
 use super::transactions::{TransactionKind, TransactionStatus};
 use super::{cycle_state, transaction_state};
 use crate::events::{self, Actor, NewEvent};
-use crate::subscriptions::{SubscriptionStatus, lifecycle, repo};
+use crate::subscriptions::{SubscriptionStatus, changes, lifecycle, repo};
 
 /// Everything needed to charge one transaction, read in one batched query.
 #[derive(Debug, Clone)]
@@ -156,6 +156,7 @@ pub async fn record_batch(
     let mut rounds: Vec<Vec<cycle_state::Move>> = Vec::new();
     let mut sub_targets: HashMap<Uuid, SubscriptionStatus> = HashMap::new();
     let mut revoked: HashSet<Uuid> = HashSet::new();
+    let mut prorations: Vec<changes::ProrationOutcome> = Vec::new();
     for i in unique.iter().filter(|i| changed.contains(&i.ctx.id)) {
         let ctx = &i.ctx;
         let Some(cycle) = ctx.cycle_id.and_then(|id| cycles.get_mut(&id)) else { continue };
@@ -195,11 +196,25 @@ pub async fn record_batch(
             if change.cancel_subscription {
                 revoked.insert(sid);
             }
-            sub_targets.insert(sid, change.subscription);
+            if ctx.kind == TransactionKind::Proration {
+                // A proration decides its change, not the subscription's status: a
+                // declined one leaves the old terms in force (docs/amendments.md).
+                prorations.push(changes::ProrationOutcome {
+                    subscription_id: sid,
+                    billing_cycle_id: cycle.id,
+                    declined: i.outcome.decline_code().map(str::to_owned),
+                });
+            } else {
+                sub_targets.insert(sid, change.subscription);
+            }
         }
     }
     for round in &rounds {
         cycle_state::apply(&mut tx, round, &mut evs).await?;
+    }
+    if !prorations.is_empty() {
+        let at = unique.iter().map(|i| i.at).max().unwrap_or_else(Utc::now);
+        changes::settle_prorations(&mut tx, &prorations, at, &mut evs).await?;
     }
 
     // Only live subscriptions follow their cycles (active ⇄ past_due).

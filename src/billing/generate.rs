@@ -49,7 +49,7 @@ pub async fn generate_batch(
             due.push(s.clone());
         }
     }
-    let opened = open_cycles(&mut tx, &due, now, lease_secs).await?;
+    let opened = open_cycles(&mut tx, due, now, lease_secs).await?;
     let mut out = Vec::with_capacity(items.len());
     for (id, seq) in &items {
         let Some(s) = by_id.get(id) else {
@@ -87,26 +87,28 @@ async fn pending_charge(conn: &mut PgConnection, subscription_id: Uuid, sequence
 }
 
 /// Open the next cycle of each (locked, due) subscription with its first transaction,
-/// and advance the subscription to the following period. Set-based: five statements
+/// and advance the subscription to the following period. A change of terms waiting
+/// for the period's end applies first (docs/amendments.md). Set-based: six statements
 /// whatever the batch size. Returns subscription id → new transaction id.
 pub async fn open_cycles(
     conn: &mut PgConnection,
-    due: &[Subscription],
+    mut due: Vec<Subscription>,
     now: DateTime<Utc>,
     lease_secs: i64,
 ) -> anyhow::Result<HashMap<Uuid, Uuid>> {
     if due.is_empty() {
         return Ok(HashMap::new());
     }
+    let mut evs = Vec::with_capacity(2 * due.len() + 1);
+    crate::subscriptions::changes::apply_scheduled(conn, &mut due, &mut evs).await?;
     let n = due.len();
     let (mut cyc_ids, mut merchants, mut sub_ids, mut seqs) =
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut starts, mut ends, mut dues, mut amounts) =
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::<Decimal>::with_capacity(n));
     let (mut currencies, mut attempts) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut next_charge, mut evs, mut opened) =
-        (Vec::with_capacity(n), Vec::with_capacity(2 * n), HashMap::with_capacity(n));
-    for s in due {
+    let (mut next_charge, mut opened) = (Vec::with_capacity(n), HashMap::with_capacity(n));
+    for s in &due {
         let cal = s.calendar();
         let seq = s.next_sequence;
         let (start, end) = (cal.period_start(seq), cal.period_end(seq));
@@ -217,7 +219,7 @@ pub async fn trial_end(
     )
     .await?;
     let jobs = if is_due(&s, now) {
-        open_cycles(&mut tx, std::slice::from_ref(&s), now, lease_secs).await?.into_values().map(charge).collect()
+        open_cycles(&mut tx, vec![s], now, lease_secs).await?.into_values().map(charge).collect()
     } else {
         vec![]
     };

@@ -13,6 +13,7 @@ pub mod dunning;
 pub mod generate;
 pub mod governor;
 pub mod locks;
+pub mod proration;
 pub mod retry;
 pub mod transaction_state;
 pub mod transactions;

@@ -70,8 +70,11 @@ pub async fn replay(
             if let (Some(r), Some((Some((_, cycle)), _))) = (reopened, locked) {
                 // The reopened transaction is the cycle's open attempt: no retry is
                 // scheduled beside it (that would open a second charge).
-                let to =
-                    if r.kind == TransactionKind::Scheduled { CycleStatus::Pending } else { CycleStatus::Retrying };
+                let to = if matches!(r.kind, TransactionKind::Scheduled | TransactionKind::Proration) {
+                    CycleStatus::Pending
+                } else {
+                    CycleStatus::Retrying
+                };
                 reopen_cycle(&mut tx, &cycle, to, None, &mut evs).await?;
             }
         }

@@ -257,6 +257,21 @@ pub async fn update(
         }
         clamp_to_end(&mut s);
     }
+    if let Some(hour) = c.charge_hour {
+        // The anchor moves to the new hour of its own day; every due date follows it
+        // (docs/amendments.md#charge-hour). A due time the move puts in the past is due now.
+        changed.insert("chargeHour".into(), json!(hour));
+        s.charge_hour = hour;
+        s.anchor_at = anchor_at(s.anchor_at, hour);
+        if matches!(s.status, S::Active | S::PastDue) && s.next_charge_at.is_some() {
+            let next = s.calendar().period_start(s.next_sequence);
+            if s.current_period_end.is_some() && s.next_sequence > 1 {
+                s.current_period_end = Some(next);
+            }
+            s.next_charge_at = Some(next.max(now));
+            clamp_to_end(&mut s);
+        }
+    }
     if let Some(pm) = c.payment_method {
         changed.insert("paymentMethod".into(), json!(pm));
         s.payment_method = Some(pm);

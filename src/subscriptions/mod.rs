@@ -1,6 +1,7 @@
 //! Subscriptions: a customer on a plan (or inline terms), moving through
 //! `pending → trialing | active ⇄ past_due → paused → … → cancelled | completed` (docs/states.md#subscriptions).
 
+pub mod changes;
 mod input;
 pub(crate) use input::{check_payment_method, finish_with_payment_method};
 pub mod lifecycle;

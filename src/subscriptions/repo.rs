@@ -114,7 +114,7 @@ pub async fn save(conn: &mut PgConnection, s: &Subscription) -> Result<Subscript
             metadata = $5, status = $6, anchor_at = $7, anchor_sequence = $8, next_sequence = $9,
             next_charge_at = $10, current_period_start = $11, current_period_end = $12,
             trial_end_at = $13, paused_at = $14, resume_at = $15, cancel_at = $16,
-            cancelled_at = $17, cancellation_reason = $18, end_at = $19, enqueued_until = NULL
+            cancelled_at = $17, cancellation_reason = $18, end_at = $19, charge_hour = $20, enqueued_until = NULL
          WHERE id = $1 RETURNING id",
         s.id,
         s.description,
@@ -135,6 +135,7 @@ pub async fn save(conn: &mut PgConnection, s: &Subscription) -> Result<Subscript
         s.cancelled_at,
         s.cancellation_reason,
         s.end_at,
+        s.charge_hour,
     )
     .fetch_one(&mut *conn)
     .await?;
