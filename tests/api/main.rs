@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod amendments;
 mod auth;
 mod edges;
 mod fuzz_regressions;

@@ -19,6 +19,8 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/subscriptions/{id}/pause", &["post"]),
     ("/v1/subscriptions/{id}/resume", &["post"]),
     ("/v1/subscriptions/{id}/cancel", &["post"]),
+    ("/v1/subscriptions/{id}/change", &["post"]),
+    ("/v1/subscriptions/{id}/change/preview", &["post"]),
     ("/v1/subscriptions/{id}/billing-cycles", &["get"]),
     ("/v1/billing-cycles/{id}", &["get"]),
     ("/v1/billing-cycles/{id}/retry", &["post"]),

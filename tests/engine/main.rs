@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod amendments;
 mod calendar_walk;
 mod exactly_once;
 mod fault_proxy;

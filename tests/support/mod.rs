@@ -260,6 +260,7 @@ pub const STATE_TABLES: &[&str] = &[
     "customers",
     "plans",
     "subscriptions",
+    "subscription_changes",
     "billing_cycles",
     "payment_series",
     "transactions",
