@@ -52,3 +52,28 @@ CREATE UNIQUE INDEX subscription_changes_cycle_key ON subscription_changes (bill
     WHERE billing_cycle_id IS NOT NULL;
 CREATE TRIGGER subscription_changes_touch BEFORE UPDATE ON subscription_changes
     FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
+
+-- Test clocks per sandbox merchant (docs/api.md#test-clocks): a subscription created
+-- with one follows its frozen time instead of the deployment's clock, so one sandbox
+-- merchant's tests never move another's time.
+CREATE TABLE test_clocks (
+    id          uuid PRIMARY KEY,
+    merchant_id uuid NOT NULL REFERENCES merchants (id),
+    name        text,
+    frozen_time timestamptz NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX test_clocks_merchant_idx ON test_clocks (merchant_id, id);
+CREATE TRIGGER test_clocks_touch BEFORE UPDATE ON test_clocks
+    FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
+
+ALTER TABLE subscriptions ADD COLUMN test_clock_id uuid REFERENCES test_clocks (id);
+-- The sweeps of a test clock read its subscriptions through this (small) index.
+CREATE INDEX subscriptions_test_clock_idx ON subscriptions (test_clock_id, next_charge_at)
+    WHERE test_clock_id IS NOT NULL;
+-- The hot due claim reads only subscriptions on the deployment's clock: the index
+-- predicate says so, so that claim pays nothing for test clocks.
+DROP INDEX subscriptions_due_idx;
+CREATE INDEX subscriptions_due_idx ON subscriptions (next_charge_at, id)
+    WHERE status IN ('active', 'past_due') AND next_charge_at IS NOT NULL AND test_clock_id IS NULL;

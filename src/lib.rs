@@ -32,6 +32,7 @@ pub mod secrets;
 pub mod series;
 pub mod subscriptions;
 pub mod telemetry;
+pub mod test_clocks;
 pub mod validate;
 pub mod webhooks;
 pub mod worker;

@@ -48,6 +48,8 @@ pub struct ChargeContext {
     pub retry_schedule_hours: Option<Vec<i32>>,
     pub authorized_limit: Option<Decimal>,
     pub series_id: Option<Uuid>,
+    /// The subscription's test clock, if it follows one (crate::test_clocks).
+    pub test_clock_id: Option<Uuid>,
 }
 
 impl ChargeContext {
@@ -66,7 +68,7 @@ pub async fn load_batch(pool: &PgPool, ids: Vec<Uuid>) -> anyhow::Result<Vec<Opt
                 c.id AS "cycle_id?", c.sequence AS "cycle_sequence?", c.status AS "cycle_status?: CycleStatus", c.due_at AS "due_at?",
                 s.id AS "subscription_id?", s.status AS "subscription_status?: SubscriptionStatus",
                 s.retry_schedule_hours AS "retry_schedule_hours?", s.authorized_limit,
-                t.payment_series_id AS series_id
+                t.payment_series_id AS series_id, s.test_clock_id AS "test_clock_id?"
          FROM transactions t
          JOIN merchants m ON m.id = t.merchant_id
          LEFT JOIN billing_cycles c ON c.id = t.billing_cycle_id

@@ -38,12 +38,17 @@ pub async fn generate_batch(
     ids.sort();
     ids.dedup();
     let locked = subs::lock_many(&mut tx, &ids, None).await?;
+    // Subscriptions on a test clock are due by its time (crate::test_clocks); the
+    // clocks are read only when the batch has such a subscription.
+    let clock_ids: Vec<Uuid> = locked.iter().filter_map(|s| s.test_clock_id).collect();
+    let frozen = crate::test_clocks::frozen_times(&mut tx, &clock_ids).await?;
+    let now_of = |s: &Subscription| s.test_clock_id.and_then(|c| frozen.get(&c).copied()).unwrap_or(now);
     let by_id: HashMap<Uuid, Subscription> = locked.into_iter().map(|s| (s.id, s)).collect();
     let mut due: Vec<Subscription> = Vec::new();
     for (id, seq) in &items {
         if let Some(s) = by_id.get(id)
             && s.next_sequence == *seq
-            && is_due(s, now)
+            && is_due(s, now_of(s))
             && !due.iter().any(|d| d.id == *id)
         {
             due.push(s.clone());
@@ -194,9 +199,9 @@ pub async fn trial_end(
     subscription_id: Uuid,
     lease_secs: i64,
 ) -> anyhow::Result<Vec<Job>> {
-    let now = clock.now().await?;
     let mut tx = pool.begin().await?;
     let Some(mut s) = subs::lock_any(&mut tx, subscription_id).await? else { return Ok(vec![]) };
+    let now = crate::test_clocks::now_of(&mut tx, clock, s.test_clock_id).await?;
     if s.status != S::Trialing || s.trial_end_at.is_none_or(|t| t > now) {
         return Ok(vec![]);
     }
@@ -229,9 +234,9 @@ pub async fn trial_end(
 
 /// `resume`: paused → active when resumeAt has come (docs/states.md#subscriptions).
 pub async fn resume(pool: &PgPool, clock: &Clock, subscription_id: Uuid) -> anyhow::Result<Vec<Job>> {
-    let now = clock.now().await?;
     let mut tx = pool.begin().await?;
     let Some(s) = subs::lock_any(&mut tx, subscription_id).await? else { return Ok(vec![]) };
+    let now = crate::test_clocks::now_of(&mut tx, clock, s.test_clock_id).await?;
     if s.status != S::Paused || s.resume_at.is_none_or(|t| t > now) {
         return Ok(vec![]);
     }
@@ -248,9 +253,9 @@ pub async fn retry_charge(
     cycle_attempt: i32,
     lease_secs: i64,
 ) -> anyhow::Result<Vec<Job>> {
-    let now = clock.now().await?;
     let mut tx = pool.begin().await?;
     let Some((sub, cycle)) = locks::cycle(&mut tx, cycle_id, None).await? else { return Ok(vec![]) };
+    let now = crate::test_clocks::now_for_subscription(&mut tx, clock, None, sub.id).await?;
     if cycle.attempts >= cycle_attempt {
         // Already opened: re-run the charge if it is still pending.
         let pending = sqlx::query_scalar!(

@@ -696,6 +696,7 @@ mod tests {
             cancel_at: None,
             cancelled_at: None,
             cancellation_reason: None,
+            test_clock_id: None,
             created_at: at("2027-04-01T00:00:00Z"),
             updated_at: at("2027-04-01T00:00:00Z"),
         }

@@ -35,6 +35,8 @@ pub struct CreateSubscription {
     pub partner_reference: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// A test clock of the (sandbox) merchant: the subscription follows its time.
+    pub test_clock_id: Option<Uuid>,
 }
 
 /// A checked subscription request, terms resolved from the plan or inline.
@@ -56,6 +58,7 @@ pub struct NewSubscription {
     pub authorized_limit: Option<Decimal>,
     pub partner_reference: Option<String>,
     pub metadata: Value,
+    pub test_clock_id: Option<Uuid>,
 }
 
 /// Payment-method errors answer 400 (docs/api.md#sandbox-payment-methods);
@@ -192,6 +195,7 @@ impl CreateSubscription {
             authorized_limit,
             partner_reference: self.partner_reference,
             metadata,
+            test_clock_id: self.test_clock_id,
         })
     }
 }

@@ -139,6 +139,7 @@ pub async fn create(
         cancel_at: None,
         cancelled_at: None,
         cancellation_reason: None,
+        test_clock_id: n.test_clock_id,
         created_at: now,
         updated_at: now,
     };
@@ -150,9 +151,9 @@ pub async fn create(
             interval_unit, interval_count, grace_period_days, retry_schedule_hours, start_at, end_at,
             charge_hour, payment_method, trial_days, authorized_limit, partner_reference, metadata, status,
             anchor_at, anchor_sequence, next_sequence, next_charge_at, current_period_start,
-            current_period_end, trial_end_at)
+            current_period_end, trial_end_at, test_clock_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-            $21, $22, $23, $24, $25, $26, $27)
+            $21, $22, $23, $24, $25, $26, $27, $28)
          ON CONFLICT ON CONSTRAINT subscriptions_partner_reference_key DO NOTHING",
         s.id,
         s.merchant_id,
@@ -181,6 +182,7 @@ pub async fn create(
         s.current_period_start,
         s.current_period_end,
         s.trial_end_at,
+        s.test_clock_id,
     )
     .execute(&mut *conn)
     .await?;

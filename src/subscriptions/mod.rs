@@ -94,6 +94,8 @@ pub struct Subscription {
     pub cancel_at: Option<DateTime<Utc>>,
     pub cancelled_at: Option<DateTime<Utc>>,
     pub cancellation_reason: Option<String>,
+    /// The sandbox test clock it follows instead of the deployment's (crate::test_clocks).
+    pub test_clock_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -146,6 +148,8 @@ pub struct SubscriptionView {
     pub cancellation_reason: Option<String>,
     pub grace_period_days: i32,
     pub retry_schedule_hours: Vec<i32>,
+    /// The test clock it follows (sandbox merchants only), if any.
+    pub test_clock_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -180,6 +184,7 @@ impl From<&Subscription> for SubscriptionView {
             cancellation_reason: s.cancellation_reason.clone(),
             grace_period_days: s.grace_period_days,
             retry_schedule_hours: s.retry_schedule_hours.clone(),
+            test_clock_id: s.test_clock_id,
             created_at: s.created_at,
             updated_at: s.updated_at,
         }

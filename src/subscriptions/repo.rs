@@ -20,7 +20,7 @@ macro_rules! query_subscriptions {
             s.authorized_limit, s.partner_reference, s.metadata, s.status AS "status: SubscriptionStatus",
             s.anchor_at, s.anchor_sequence, s.next_sequence, s.next_charge_at, s.current_period_start,
             s.current_period_end, s.trial_end_at, s.paused_at, s.resume_at, s.cancel_at, s.cancelled_at,
-            s.cancellation_reason, s.created_at, s.updated_at
+            s.cancellation_reason, s.test_clock_id, s.created_at, s.updated_at
          FROM subscriptions s JOIN customers c ON c.id = s.customer_id"#
                 + $tail
             $(, $arg)*
