@@ -17,5 +17,6 @@ mod smoke;
 mod structure;
 mod subscriptions;
 mod tenants;
+mod test_clocks;
 mod validation;
 mod webhooks;

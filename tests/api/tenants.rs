@@ -407,6 +407,8 @@ const ID_ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("GET", "/v1/webhook-endpoints/{id}/deliveries", None),
     ("POST", "/v1/webhook-endpoints/{id}/replay", Some(r#"{"since": "2020-01-01T00:00:00Z"}"#)),
     ("POST", "/v1/webhook-deliveries/{id}/retry", Some("{}")),
+    ("GET", "/v1/test-clocks/{id}", None),
+    ("POST", "/v1/test-clocks/{id}/advance", Some(r#"{"to": "2099-01-01T00:00:00Z"}"#)),
 ];
 
 /// The tenant matrix: every id route × every object A owns (of every type and in
@@ -433,6 +435,11 @@ async fn every_id_route_with_every_object_of_another_merchant_is_404() {
         ("webhook delivery", more.delivery.clone()),
         ("payment series", w.series.clone()),
         ("series transaction", w.series_transaction.clone()),
+        ("test clock", {
+            let (s, c) = app.post("/v1/test-clocks", json!({"frozenTime": "2030-01-01T00:00:00Z"})).await;
+            assert_eq!(s, StatusCode::CREATED, "{c}");
+            c["id"].as_str().unwrap().to_owned()
+        }),
     ];
     // Every id route the API documents is in the matrix (a new route cannot skip it).
     let doc: Value = app.client.get(format!("{}/openapi.json", app.base)).send().await.unwrap().json().await.unwrap();

@@ -15,4 +15,5 @@ mod lifecycle;
 mod merchant_gateway;
 mod races;
 mod surge;
+mod test_clocks;
 mod webhooks;

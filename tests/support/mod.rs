@@ -261,6 +261,7 @@ pub const STATE_TABLES: &[&str] = &[
     "plans",
     "subscriptions",
     "subscription_changes",
+    "test_clocks",
     "billing_cycles",
     "payment_series",
     "transactions",
