@@ -164,6 +164,16 @@ pub async fn now_for_subscription(
     }
 }
 
+/// The frozen time of subscription `id`'s test clock, if it follows one.
+pub async fn frozen_of_subscription(conn: &mut PgConnection, id: Uuid) -> Result<Option<DateTime<Utc>>> {
+    Ok(sqlx::query_scalar!(
+        "SELECT t.frozen_time FROM subscriptions s JOIN test_clocks t ON t.id = s.test_clock_id WHERE s.id = $1",
+        id
+    )
+    .fetch_optional(conn)
+    .await?)
+}
+
 /// "Now" for the merchant's billing cycle `id`: its subscription's clock.
 pub async fn now_for_cycle(
     conn: &mut PgConnection,

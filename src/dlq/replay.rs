@@ -79,7 +79,9 @@ pub async fn replay(
             }
         }
         Job::RetryCharge(j) => {
-            if let Some((_, cycle)) = locks::cycle(&mut tx, j.billing_cycle_id, None).await? {
+            if let Some((sub, cycle)) = locks::cycle(&mut tx, j.billing_cycle_id, None).await? {
+                // Due at once on the subscription's own clock (a sandbox test clock).
+                let now = crate::test_clocks::frozen_of_subscription(&mut tx, sub.id).await?.unwrap_or(now);
                 evs.push(NewEvent::new(
                     cycle.merchant_id,
                     "billing_cycle",
