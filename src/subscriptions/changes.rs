@@ -481,7 +481,7 @@ pub async fn change(
         _ => "change_scheduled",
     };
     if status == ChangeStatus::Applied {
-        set_terms(conn, &mut s, &to, None).await?;
+        set_terms(conn, &mut s, &to).await?;
     }
     evs.push(NewEvent::new(merchant_id, "subscription", s.id, kind, data, Actor::Merchant));
     events::record(conn, &evs).await?;
@@ -489,22 +489,19 @@ pub async fn change(
     Ok(Changed { view: view(Some(change_id), &s, from, to, &d, now, ids), jobs })
 }
 
-/// Write new terms on a subscription the caller holds locked; `reanchor_at` starts
-/// the calendar there (a change of interval at a period's end).
-async fn set_terms(
-    conn: &mut PgConnection,
-    s: &mut Subscription,
-    to: &Terms,
-    reanchor_at: Option<(DateTime<Utc>, i32)>,
-) -> Result<()> {
+/// Write new terms on a subscription the caller holds locked. A new interval
+/// re-anchors the calendar where the next cycle starts (its start does not move;
+/// every later one counts from it). Returns whether it re-anchored.
+async fn set_terms(conn: &mut PgConnection, s: &mut Subscription, to: &Terms) -> Result<bool> {
+    let reanchor = to.interval != s.interval();
+    if reanchor {
+        s.anchor_at = s.calendar().period_start(s.next_sequence);
+        s.anchor_sequence = s.next_sequence;
+    }
     s.plan_id = to.plan_id;
     s.amount = to.amount;
     s.interval_unit = to.interval.unit;
     s.interval_count = to.interval.count;
-    if let Some((at, seq)) = reanchor_at {
-        s.anchor_at = at;
-        s.anchor_sequence = seq;
-    }
     sqlx::query!(
         "UPDATE subscriptions SET plan_id = $2, amount = $3, interval_unit = $4, interval_count = $5,
             anchor_at = $6, anchor_sequence = $7
@@ -519,7 +516,7 @@ async fn set_terms(
     )
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(reanchor)
 }
 
 /// A proration charge's answer, for [`settle_prorations`].
@@ -558,7 +555,7 @@ pub async fn settle_prorations(
                     amount: c.amount,
                     interval: Interval { unit: c.interval_unit, count: c.interval_count },
                 };
-                set_terms(conn, &mut s, &to, None).await?;
+                set_terms(conn, &mut s, &to).await?;
                 sqlx::query!(
                     "UPDATE subscription_changes SET status = 'applied', applied_at = $2 WHERE id = $1",
                     c.id,
@@ -625,8 +622,7 @@ pub async fn apply_scheduled(conn: &mut PgConnection, due: &mut [Subscription], 
             interval: Interval { unit: c.interval_unit, count: c.interval_count },
         };
         // A new interval re-anchors the calendar where the new terms start.
-        let reanchor = (to.interval != s.interval()).then_some((starts, s.next_sequence));
-        set_terms(conn, s, &to, reanchor).await?;
+        let reanchored = set_terms(conn, s, &to).await?;
         sqlx::query!("UPDATE subscription_changes SET status = 'applied', applied_at = $2 WHERE id = $1", c.id, starts)
             .execute(&mut *conn)
             .await?;
@@ -635,7 +631,7 @@ pub async fn apply_scheduled(conn: &mut PgConnection, due: &mut [Subscription], 
             "subscription",
             s.id,
             "change_applied",
-            json!({"changeId": c.id, "to": to, "effectiveAt": starts, "reanchored": reanchor.is_some()}),
+            json!({"changeId": c.id, "to": to, "effectiveAt": starts, "reanchored": reanchored}),
             Actor::System,
         ));
     }

@@ -341,3 +341,34 @@ async fn amend_charge_hour_moves_the_anchor_within_its_day() {
     assert_eq!(sub(&app, &sid).await["amount"], "10.00");
     app.assert_exactly_once().await;
 }
+
+#[tokio::test]
+async fn amend_interval_change_after_the_period_ended_applies_at_once_from_the_due_date() {
+    let app = spawn_app().await;
+    app.set_clock("2027-01-31T00:00:00Z").await;
+    let _engine = app.start_engine(EngineOpts::stepped());
+    let sid = paying(&app, "ended", "pm_sandbox_ok").await;
+    // Feb 28: the period is over and cycle 2 not opened yet; the change applies now and
+    // the new calendar starts where cycle 2 was due.
+    app.set_clock("2027-03-01T12:00:00Z").await;
+    let (s, change) = app
+        .post(
+            &format!("/v1/subscriptions/{sid}/change"),
+            json!({"amount": "50.00", "interval": {"unit": "week", "count": 2}}),
+        )
+        .await;
+    assert_eq!((s, &change["status"]), (StatusCode::OK, &json!("applied")), "{change}");
+    assert_eq!(change["subscription"]["nextChargeAt"], "2027-02-28T00:00:00Z");
+    app.run_due().await;
+    let cs = cycles(&app, &sid).await;
+    assert_eq!((&cs[1]["amount"], &cs[1]["dueAt"]), (&json!("50.00"), &json!("2027-02-28T00:00:00Z")));
+    assert_eq!(cs[1]["periodEnd"], "2027-03-14T00:00:00Z", "two weeks from the new anchor");
+    app.set_clock("2027-03-14T00:00:00Z").await;
+    app.run_due().await;
+    let cs = cycles(&app, &sid).await;
+    assert_eq!(
+        (cs.len(), &cs[2]["dueAt"], &cs[2]["periodEnd"]),
+        (3, &json!("2027-03-14T00:00:00Z"), &json!("2027-03-28T00:00:00Z"))
+    );
+    app.assert_exactly_once().await;
+}
