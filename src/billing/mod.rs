@@ -18,5 +18,5 @@ pub mod retry;
 pub mod transaction_state;
 pub mod transactions;
 
-pub use cycles::{BillingCycle, CycleStatus, CycleView};
+pub use cycles::{BillingCycle, CycleKind, CycleStatus, CycleView};
 pub use transactions::{Transaction, TransactionKind, TransactionStatus, TransactionView};

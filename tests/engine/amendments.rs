@@ -94,7 +94,8 @@ async fn amend_upgrade_mid_period_charges_one_proration_then_the_new_amount_on_t
     assert_eq!(cs.len(), 2);
     assert_eq!(cs[1]["id"], change["billingCycleId"]);
     assert_eq!((&cs[1]["status"], &cs[1]["amount"]), (&json!("succeeded"), &json!("6.83")));
-    assert_eq!(cs[1]["transactions"][0]["kind"], "proration");
+    assert_eq!((&cs[1]["kind"], &cs[1]["transactions"][0]["kind"]), (&json!("proration"), &json!("proration")));
+    assert_eq!((&cs[0]["kind"], &cs[0]["transactions"][0]["kind"]), (&json!("period"), &json!("scheduled")));
     assert_eq!(cs[1]["periodStart"], "2027-04-20T18:00:00Z");
     assert_eq!(cs[1]["periodEnd"], "2027-05-01T00:00:00Z");
     let s = sub(&app, &sid).await;
