@@ -24,6 +24,8 @@ pub struct App {
     pub admin_token: Option<Arc<str>>,
     /// Seconds an enqueued job owns its row before the scheduler re-enqueues it.
     pub lease_secs: i64,
+    /// `RECUR_PUBLIC_URL`, without a trailing slash (docs/pages.md#urls).
+    pub public_url: Arc<str>,
 }
 
 impl App {

@@ -51,6 +51,11 @@ pub struct Settings {
     #[arg(long, env = "RECUR_SECRET_KEY", hide_env_values = true, global = true)]
     pub secret_key: Option<Secret>,
 
+    /// The base of every URL recur hands out to customers (checkout and portal pages,
+    /// docs/pages.md): scheme, host and port as browsers reach the API.
+    #[arg(long, env = "RECUR_PUBLIC_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    pub public_url: String,
+
     /// Skip applying migrations on start.
     #[arg(long, env = "RECUR_NO_MIGRATE", global = true)]
     pub no_migrate: bool,

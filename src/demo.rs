@@ -23,6 +23,39 @@ pub async fn announce(rt: &Runtime, addr: SocketAddr) -> anyhow::Result<()> {
     let changed = crate::subscriptions::lifecycle::create(&mut tx, creds.merchant_id, valid, now)
         .await
         .map_err(operator_error)?;
+    // A second subscription waits for its card: the customer gives it on the checkout
+    // page (docs/pages.md).
+    let pending: crate::subscriptions::CreateSubscription = serde_json::from_value(json!({
+        "customer": customer_json(&customer),
+        "amount": "4.99", "currency": "EUR", "interval": {"unit": "month", "count": 1},
+        "description": "recur demo checkout"
+    }))?;
+    let pending = crate::subscriptions::lifecycle::create(
+        &mut tx,
+        creds.merchant_id,
+        pending.validate(None, true).map_err(operator_error)?,
+        now,
+    )
+    .await
+    .map_err(operator_error)?;
+    let session = crate::checkout::CreateSession {
+        subscription_id: Some(pending.subscription.id),
+        payment_series_id: None,
+        return_url: None,
+        expires_in_seconds: None,
+    };
+    let (_, checkout_token) =
+        crate::checkout::create(&mut tx, creds.merchant_id, session.validate().map_err(operator_error)?, now)
+            .await
+            .map_err(operator_error)?;
+    let portal = crate::portal::CreateCustomerSession {
+        customer_account_id: customer.customer_account_id.clone(),
+        return_url: None,
+        expires_in_seconds: Some(crate::portal::MAX_EXPIRY_SECS),
+    };
+    let expires = portal.validate().map_err(operator_error)?;
+    let (_, portal_token) =
+        crate::portal::create(&mut tx, creds.merchant_id, &portal, expires, now).await.map_err(operator_error)?;
     tx.commit().await?;
     rt.app().enqueue(&changed.jobs).await;
     let host = if addr.ip().is_unspecified() { format!("127.0.0.1:{}", addr.port()) } else { addr.to_string() };
@@ -35,6 +68,14 @@ pub async fn announce(rt: &Runtime, addr: SocketAddr) -> anyhow::Result<()> {
          demo subscription {sub} (EUR 9.99 monthly, pm_sandbox_ok) is due now.\n\n\
          Its billing cycles (the first one charged within seconds):\n  \
          curl -s -u {key}:{secret} -H 'X-API-KEY: {key}' http://{host}/v1/subscriptions/{sub}/billing-cycles\n"
+    );
+    let public = &rt.settings.public_url.trim_end_matches('/').to_owned();
+    println!(
+        "The customer's pages (docs/pages.md):\n  \
+         checkout of a EUR 4.99 monthly subscription (test card 4242 4242 4242 4242, any future expiry, any CVC):\n    \
+         {public}/checkout/{checkout_token}\n  \
+         the customer's portal:\n    \
+         {public}/portal/{portal_token}\n"
     );
     println!(
         "Webhooks: run a receiver that prints what it gets (in another terminal),\n  \

@@ -44,6 +44,9 @@ pub enum Error {
     NotAllowed(String),
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Too many requests of one kind from one merchant (docs/pages.md#rate-limits).
+    #[error("rate limited")]
+    RateLimited { retry_after_secs: u64 },
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("redis error")]

@@ -20,6 +20,8 @@ pub enum Actor {
     Merchant,
     System,
     Operator,
+    /// The merchant's customer, on a page recur serves (docs/pages.md#events).
+    Customer,
 }
 
 /// An event not yet written.

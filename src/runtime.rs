@@ -91,6 +91,7 @@ impl Runtime {
             queue: self.queue.clone(),
             admin_token: self.settings.admin_token.as_deref().map(Arc::from),
             lease_secs: self.settings.lease_seconds,
+            public_url: Arc::from(self.settings.public_url.trim_end_matches('/')),
         }
     }
 }

@@ -25,6 +25,16 @@ pub enum SeriesStatus {
     Cancelled,
 }
 
+impl SeriesStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SeriesStatus::Pending => "pending",
+            SeriesStatus::Active => "active",
+            SeriesStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateSeries {
@@ -269,4 +279,33 @@ pub async fn create_transaction(
     events::record_one(conn, NewEvent::new(merchant_id, "transaction", txn.id, "created", data, Actor::Merchant))
         .await?;
     Ok(txn)
+}
+
+/// Replace the card of a `pending` or `active` series with one a checkout collected
+/// (docs/pages.md#the-checkout); the change is an event by `actor`.
+pub async fn replace_payment_method(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    id: Uuid,
+    token: &str,
+    card: &crate::cards::Kept,
+    actor: Actor,
+) -> Result<Series> {
+    let updated = sqlx::query_scalar!(
+        "UPDATE payment_series SET payment_method = $3
+         WHERE id = $1 AND merchant_id = $2 AND status IN ('pending', 'active') RETURNING id",
+        id,
+        merchant_id,
+        token,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if updated.is_none() {
+        let s = get(conn, merchant_id, id).await?;
+        return Err(Error::conflict(format!("a {} payment series cannot get a new card", s.status.as_str())));
+    }
+    let s = get(conn, merchant_id, id).await?;
+    let data = json!({"paymentMethod": token, "paymentMethodDetails": card});
+    events::record_one(conn, NewEvent::new(merchant_id, "payment_series", id, "updated", data, actor)).await?;
+    Ok(s)
 }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod billing;
+pub mod checkout;
 pub mod customers;
 pub mod extract;
 pub mod health;
@@ -12,9 +13,11 @@ pub mod merchants;
 pub mod openapi;
 pub mod ops;
 pub mod plans;
+pub mod portal;
 pub mod problem;
 pub mod request_id;
 pub mod series;
+pub mod settings;
 pub mod subscriptions;
 pub mod test_clocks;
 pub mod webhooks;
@@ -64,6 +67,10 @@ pub fn router(app: App) -> Router {
         .route("/v1/payment-series/{id}/transactions", post(series::create_transaction))
         .route("/v1/customers/{customerAccountId}", get(customers::get))
         .route("/v1/events", get(customers::events))
+        .route("/v1/settings", get(settings::get).patch(settings::update))
+        .route("/v1/checkout-sessions", post(checkout::create).get(checkout::list))
+        .route("/v1/checkout-sessions/{id}", get(checkout::get))
+        .route("/v1/customer-sessions", post(portal::create))
         .route("/v1/webhook-endpoints", post(webhooks::create).get(webhooks::list))
         .route("/v1/webhook-endpoints/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
         .route("/v1/webhook-endpoints/{id}/rotate-secret", post(webhooks::rotate_secret))
@@ -82,6 +89,7 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::serve))
         .route("/metrics", get(crate::telemetry::render))
+        .merge(crate::pages::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -22,6 +22,8 @@ use super::*;
         ops::queues, ops::list, ops::replay, ops::drain,
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete, webhooks::rotate_secret,
         webhooks::deliveries, webhooks::retry, webhooks::replay,
+        settings::get, settings::update, checkout::create, checkout::list, checkout::get,
+        portal::create,
         health::healthz, health::readyz, serve,
     ),
     modifiers(&Security, &Metrics, &ProblemMediaType, &WebhookTypes),

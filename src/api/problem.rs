@@ -73,6 +73,7 @@ fn status_of(e: &Error) -> StatusCode {
         Error::NotAllowed(_) => StatusCode::FORBIDDEN,
         Error::Conflict { .. } | Error::RetryRefused(_) => StatusCode::CONFLICT,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::Database(_) | Error::Redis(_) | Error::Queue(_) | Error::Internal(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
@@ -106,6 +107,12 @@ fn problem_of(e: &Error) -> Problem {
             "this Idempotency-Key was used with a different request",
         ),
         Error::Unavailable(what) => Problem::new(status, "unavailable", "Service unavailable", what),
+        Error::RateLimited { retry_after_secs } => Problem::new(
+            status,
+            "rate-limited",
+            "Too many requests",
+            &format!("too many requests of this kind; retry in {retry_after_secs} s"),
+        ),
         Error::Database(_) | Error::Redis(_) | Error::Queue(_) | Error::Internal(_) => {
             Problem::new(status, "internal", "Internal error", "an internal error occurred; it has been logged")
         }
@@ -157,7 +164,11 @@ impl IntoResponse for ApiError {
             // The whole cause chain: the log is the only place a 500's cause is kept.
             tracing::error!(error = crate::error::chain(&self), "request failed");
         }
-        self.problem().into_response_with(status)
+        let mut res = self.problem().into_response_with(status);
+        if let ApiError::Domain(Error::RateLimited { retry_after_secs }) = &self {
+            res.headers_mut().insert(header::RETRY_AFTER, (*retry_after_secs).into());
+        }
+        res
     }
 }
 

@@ -183,6 +183,15 @@ pub async fn cancel_open(
     apply(conn, &moves, evs).await
 }
 
+/// Move the next retry of a `retrying` cycle (held locked by the caller) to `at`;
+/// its status stays. Used when a customer gives a new card (docs/pages.md#the-checkout).
+pub async fn retry_at(conn: &mut PgConnection, cycle_id: Uuid, at: DateTime<Utc>) -> Result<()> {
+    sqlx::query!("UPDATE billing_cycles SET next_retry_at = $2 WHERE id = $1 AND status = 'retrying'", cycle_id, at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Open attempt `attempts` of a locked `retrying` cycle (a scheduled retry): not a
 /// status change, but it takes the cycle's lease off as a transition does.
 pub async fn open_attempt(conn: &mut PgConnection, cycle_id: Uuid, attempts: i32) -> Result<()> {

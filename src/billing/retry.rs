@@ -26,6 +26,18 @@ pub async fn manual(
     lease_secs: i64,
     now: DateTime<Utc>,
 ) -> Result<(BillingCycle, Job)> {
+    manual_by(conn, merchant_id, cycle_id, lease_secs, now, Actor::Merchant).await
+}
+
+/// `manual`, asked by `actor` (a customer who gave a new card on a checkout page).
+pub async fn manual_by(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    cycle_id: Uuid,
+    lease_secs: i64,
+    now: DateTime<Utc>,
+    actor: Actor,
+) -> Result<(BillingCycle, Job)> {
     let (sub, cycle) =
         locks::cycle(conn, cycle_id, Some(merchant_id)).await?.ok_or(Error::NotFound("billing cycle"))?;
     if crate::subscriptions::changes::is_proration_cycle(conn, cycle.id).await? {
@@ -61,15 +73,55 @@ pub async fn manual(
     let mut evs = vec![transaction_state::created_event(
         &attempt,
         json!({"kind": "manual_retry", "attempt": attempt.attempt}),
-        Actor::Merchant,
+        actor,
     )];
-    let mut m = cycle_state::Move::new(&cycle, cause, CycleStatus::Retrying, Actor::Merchant)
+    let mut m = cycle_state::Move::new(&cycle, cause, CycleStatus::Retrying, actor)
         .extra(json!({"manualRetry": true, "subscriptionStatus": sub.status}));
     m.attempts = Some(attempt.attempt);
     cycle_state::apply(conn, &[m], &mut evs).await?;
     events::record(conn, &evs).await?;
     let updated = cycles::get(conn, merchant_id, cycle.id).await?;
     Ok((updated, Job::ChargeTransaction(ChargeTransaction { transaction_id: attempt.id, attempt: 0 })))
+}
+
+/// Bring the next retry of a `retrying` cycle forward to `now`, because the customer
+/// gave a new card (docs/pages.md#the-checkout): the `retry-charge` job it returns opens
+/// the next attempt with the subscription's payment method, under every rule of an
+/// automatic retry (the retry governor included). `None` when the cycle is not
+/// retrying or its retry is already due.
+pub async fn bring_forward(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    cycle_id: Uuid,
+    now: DateTime<Utc>,
+    actor: Actor,
+) -> Result<Option<Job>> {
+    let Some((_, cycle)) = locks::cycle(conn, cycle_id, Some(merchant_id)).await? else {
+        return Err(Error::NotFound("billing cycle"));
+    };
+    if cycle.status != CycleStatus::Retrying {
+        return Ok(None);
+    }
+    if cycle.next_retry_at.is_none_or(|t| t > now) {
+        cycle_state::retry_at(conn, cycle_id, now).await?;
+        events::record_one(
+            conn,
+            NewEvent::new(
+                merchant_id,
+                "billing_cycle",
+                cycle_id,
+                "retry_scheduled",
+                json!({"nextRetryAt": now, "attempt": cycle.attempts + 1, "reason": "payment_method_replaced"}),
+                actor,
+            ),
+        )
+        .await?;
+    }
+    Ok(Some(Job::RetryCharge(jobs::RetryCharge {
+        billing_cycle_id: cycle_id,
+        cycle_attempt: cycle.attempts + 1,
+        attempt: 0,
+    })))
 }
 
 /// The latest `error` attempt of an errored cycle: (transaction id, idempotency key).

@@ -92,6 +92,19 @@ pub enum GatewayError {
     CircuitOpen(std::time::Duration),
 }
 
+/// Why a card could not be tokenized.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenizeError {
+    /// The gateway will not take this card (a number the sandbox does not know, a card
+    /// the acquirer refuses): the customer may try another. The text is for the
+    /// customer and never quotes the card.
+    #[error("card refused: {0}")]
+    Refused(String),
+    /// No answer: the card may be tried again later.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+}
+
 pub trait Gateway: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
@@ -100,6 +113,22 @@ pub trait Gateway: Send + Sync + 'static {
     fn accepts_payment_method(&self, merchant_key: Uuid, token: &str) -> BoxFuture<'_, Result<bool, GatewayError>>;
 
     fn charge(&self, req: ChargeRequest) -> BoxFuture<'_, Result<ChargeOutcome, GatewayError>>;
+
+    /// Exchange a card for a payment-method token this gateway can charge
+    /// (docs/pages.md#card-handling). The card goes to the gateway and nowhere else.
+    /// Gateways that cannot tokenize answer `Unavailable`.
+    fn tokenize<'a>(
+        &'a self,
+        merchant_key: Uuid,
+        customer_account_id: &'a str,
+        card: &'a crate::cards::Card,
+    ) -> BoxFuture<'a, Result<String, TokenizeError>> {
+        let _ = (merchant_key, customer_account_id, card);
+        Box::pin(futures::future::ready(Err(TokenizeError::Gateway(GatewayError::Unavailable(format!(
+            "the {} gateway cannot tokenize cards",
+            self.name()
+        ))))))
+    }
 
     /// The result already recorded for a key, if any (used before a manual retry of an
     /// `error` cycle, whose last call may have gone through).

@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::http::{HttpGateway, HttpGatewayOptions};
-use super::{ChargeOutcome, ChargeRequest, Gateway, GatewayError};
+use super::{ChargeOutcome, ChargeRequest, Gateway, GatewayError, TokenizeError};
 use crate::merchants::gateway::{self as choice, Stored};
 use crate::secrets::SecretKey;
 
@@ -139,6 +139,15 @@ impl Gateway for Gateways {
 
     fn charge(&self, req: ChargeRequest) -> BoxFuture<'_, Result<ChargeOutcome, GatewayError>> {
         Box::pin(async move { self.of(req.merchant_key).await?.charge(req).await })
+    }
+
+    fn tokenize<'a>(
+        &'a self,
+        merchant_key: Uuid,
+        customer_account_id: &'a str,
+        card: &'a crate::cards::Card,
+    ) -> BoxFuture<'a, Result<String, TokenizeError>> {
+        Box::pin(async move { self.of(merchant_key).await?.tokenize(merchant_key, customer_account_id, card).await })
     }
 
     fn lookup(

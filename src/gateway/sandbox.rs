@@ -13,7 +13,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{ChargeOutcome, ChargeRequest, DeclineCode, Gateway, GatewayError};
+use super::{ChargeOutcome, ChargeRequest, DeclineCode, Gateway, GatewayError, TokenizeError};
 use crate::batch::Batcher;
 
 /// What a token makes the sandbox do.
@@ -51,6 +51,21 @@ pub fn behaviour(token: &str) -> Option<Behaviour> {
             }
         }
     })
+}
+
+/// The sandbox's test card numbers and the token each tokenizes to
+/// (docs/pages.md#test-cards). Any other number is refused on the form.
+pub const TEST_CARDS: &[(&str, &str)] = &[
+    ("4242424242424242", "pm_sandbox_ok"),
+    ("4000000000009995", "pm_sandbox_insufficient_funds"),
+    ("4000000000000002", "pm_sandbox_do_not_honor"),
+    ("4000000000000069", "pm_sandbox_expired_card"),
+    ("4000000000009979", "pm_sandbox_stolen_card"),
+];
+
+/// The token of a sandbox test card number (digits only).
+pub fn token_of(number: &str) -> Option<&'static str> {
+    TEST_CARDS.iter().find(|(n, _)| *n == number).map(|(_, t)| *t)
 }
 
 struct LedgerEntry {
@@ -222,6 +237,22 @@ impl Gateway for Sandbox {
         let key = idempotency_key.to_owned();
         async move { self.find(&key).await }.boxed()
     }
+
+    fn tokenize<'a>(
+        &'a self,
+        _merchant_key: Uuid,
+        _customer_account_id: &'a str,
+        card: &'a crate::cards::Card,
+    ) -> BoxFuture<'a, Result<String, TokenizeError>> {
+        let found = token_of(card.number()).map(str::to_owned).ok_or_else(|| {
+            TokenizeError::Refused("This card is not accepted in test mode: use one of the test card numbers.".into())
+        });
+        async move {
+            tokio::time::sleep(self.latency).await;
+            found
+        }
+        .boxed()
+    }
 }
 
 /// A ledger entry as `GET /admin/sandbox/charges` shows it.
@@ -289,6 +320,12 @@ mod tests {
             assert_eq!(behaviour(bad), None, "{bad}");
         }
         assert!(DeclineCode::InsufficientFunds.is_soft());
+        for (number, token) in TEST_CARDS {
+            assert!(crate::cards::luhn(number), "{number}");
+            assert!(behaviour(token).is_some(), "{token}");
+        }
+        assert_eq!(token_of("4242424242424242"), Some("pm_sandbox_ok"));
+        assert_eq!(token_of("5555555555554444"), None);
         assert!(!DeclineCode::ExpiredCard.is_soft());
     }
 }

@@ -695,6 +695,10 @@ mod tests {
             test_clock_id: None,
             created_at: at("2027-04-01T00:00:00Z"),
             updated_at: at("2027-04-01T00:00:00Z"),
+            payment_method_brand: None,
+            payment_method_last4: None,
+            payment_method_exp_month: None,
+            payment_method_exp_year: None,
         }
     }
 

@@ -91,6 +91,19 @@ pub async fn create(
     n: NewSubscription,
     now: DateTime<Utc>,
 ) -> Result<Changed> {
+    create_by(conn, merchant_id, n, None, now, Actor::Merchant).await
+}
+
+/// `create` on behalf of `actor`, with the card details of its payment method when
+/// they are known (a plan switch in the portal: docs/pages.md#the-portal).
+pub async fn create_by(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    n: NewSubscription,
+    card: Option<&crate::cards::Kept>,
+    now: DateTime<Utc>,
+    actor: Actor,
+) -> Result<Changed> {
     if let Some(r) = &n.partner_reference
         && let Some(existing) = repo::by_partner_reference(conn, merchant_id, r).await?
     {
@@ -142,6 +155,10 @@ pub async fn create(
         test_clock_id: n.test_clock_id,
         created_at: now,
         updated_at: now,
+        payment_method_brand: card.map(|c| c.brand.clone()),
+        payment_method_last4: card.map(|c| c.last4.clone()),
+        payment_method_exp_month: card.map(|c| c.exp_month),
+        payment_method_exp_year: card.map(|c| c.exp_year),
     };
     if s.payment_method.is_some() {
         start_schedule(&mut s, now);
@@ -151,9 +168,10 @@ pub async fn create(
             interval_unit, interval_count, grace_period_days, retry_schedule_hours, start_at, end_at,
             charge_hour, payment_method, trial_days, authorized_limit, partner_reference, metadata, status,
             anchor_at, anchor_sequence, next_sequence, next_charge_at, current_period_start,
-            current_period_end, trial_end_at, test_clock_id)
+            current_period_end, trial_end_at, payment_method_brand, payment_method_last4, payment_method_exp_month,
+            payment_method_exp_year, test_clock_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-            $21, $22, $23, $24, $25, $26, $27, $28)
+            $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)
          ON CONFLICT ON CONSTRAINT subscriptions_partner_reference_key DO NOTHING",
         s.id,
         s.merchant_id,
@@ -182,6 +200,10 @@ pub async fn create(
         s.current_period_start,
         s.current_period_end,
         s.trial_end_at,
+        s.payment_method_brand,
+        s.payment_method_last4,
+        s.payment_method_exp_month,
+        s.payment_method_exp_year,
         s.test_clock_id,
     )
     .execute(&mut *conn)
@@ -197,7 +219,7 @@ pub async fn create(
     }
     let s = repo::get(conn, merchant_id, s.id).await?;
     let data = serde_json::to_value(SubscriptionView::from(&s)).unwrap_or_default();
-    events::record_one(conn, event(&s, "created", data, Actor::Merchant)).await?;
+    events::record_one(conn, event(&s, "created", data, actor)).await?;
     let jobs = due_job(&s, now).into_iter().collect();
     Ok(Changed { subscription: s, jobs })
 }
@@ -208,6 +230,20 @@ pub async fn update(
     id: Uuid,
     c: SubscriptionChanges,
     now: DateTime<Utc>,
+) -> Result<Changed> {
+    update_by(conn, merchant_id, id, c, None, now, Actor::Merchant).await
+}
+
+/// `update` on behalf of `actor`; `card` is what is kept of the card behind a new
+/// payment method collected by a checkout (docs/pages.md#card-handling).
+pub async fn update_by(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    id: Uuid,
+    c: SubscriptionChanges,
+    card: Option<&crate::cards::Kept>,
+    now: DateTime<Utc>,
+    actor: Actor,
 ) -> Result<Changed> {
     let mut s = repo::lock(conn, merchant_id, id).await?;
     if s.status.is_final() {
@@ -276,7 +312,10 @@ pub async fn update(
     }
     if let Some(pm) = c.payment_method {
         changed.insert("paymentMethod".into(), json!(pm));
-        s.payment_method = Some(pm);
+        if let Some(card) = card {
+            changed.insert("paymentMethodDetails".into(), json!(card));
+        }
+        s.set_payment_method(pm, card);
         if s.status == S::Pending {
             start_schedule(&mut s, now);
         }
@@ -285,9 +324,9 @@ pub async fn update(
         return Ok(Changed { subscription: s, jobs: vec![] });
     }
     let s = repo::save(conn, &s).await?;
-    let mut evs = vec![event(&s, "updated", Value::Object(changed), Actor::Merchant)];
+    let mut evs = vec![event(&s, "updated", Value::Object(changed), actor)];
     if s.status != before {
-        evs.push(status_event(&s, before, Actor::Merchant, json!({})));
+        evs.push(status_event(&s, before, actor, json!({})));
     }
     events::record(conn, &evs).await?;
     let jobs = due_job(&s, now).into_iter().collect();
@@ -301,6 +340,17 @@ pub async fn pause(
     resume_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<Changed> {
+    pause_by(conn, merchant_id, id, resume_at, now, Actor::Merchant).await
+}
+
+pub async fn pause_by(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    id: Uuid,
+    resume_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    actor: Actor,
+) -> Result<Changed> {
     let mut s = repo::lock(conn, merchant_id, id).await?;
     if !matches!(s.status, S::Active | S::PastDue | S::Trialing) {
         return Err(Error::conflict(format!("a {} subscription cannot be paused", s.status.as_str())));
@@ -313,7 +363,7 @@ pub async fn pause(
     s.paused_at = Some(now);
     s.resume_at = resume_at;
     let s = repo::save(conn, &s).await?;
-    events::record_one(conn, status_event(&s, before, Actor::Merchant, json!({"resumeAt": resume_at}))).await?;
+    events::record_one(conn, status_event(&s, before, actor, json!({"resumeAt": resume_at}))).await?;
     Ok(Changed { subscription: s, jobs: vec![] })
 }
 
@@ -350,11 +400,21 @@ pub async fn resume_locked(
 }
 
 pub async fn resume(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid, now: DateTime<Utc>) -> Result<Changed> {
+    resume_by(conn, merchant_id, id, now, Actor::Merchant).await
+}
+
+pub async fn resume_by(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    id: Uuid,
+    now: DateTime<Utc>,
+    actor: Actor,
+) -> Result<Changed> {
     let s = repo::lock(conn, merchant_id, id).await?;
     if s.status != S::Paused {
         return Err(Error::conflict(format!("a {} subscription cannot be resumed", s.status.as_str())));
     }
-    resume_locked(conn, s, now, Actor::Merchant).await
+    resume_locked(conn, s, now, actor).await
 }
 
 /// Cancel now, or at the end of the current period.
@@ -365,6 +425,20 @@ pub async fn cancel(
     at_period_end: bool,
     now: DateTime<Utc>,
 ) -> Result<Changed> {
+    cancel_by(conn, merchant_id, id, at_period_end, "requested", now, Actor::Merchant).await
+}
+
+/// `cancel` on behalf of `actor`, with a reason: the cancellation reason of a
+/// cancellation now, recorded in the event of one at period end.
+pub async fn cancel_by(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    id: Uuid,
+    at_period_end: bool,
+    reason: &str,
+    now: DateTime<Utc>,
+    actor: Actor,
+) -> Result<Changed> {
     let mut s = repo::lock(conn, merchant_id, id).await?;
     if s.status.is_final() {
         return Err(Error::conflict(format!("the subscription is already {}", s.status.as_str())));
@@ -372,10 +446,15 @@ pub async fn cancel(
     if at_period_end && let Some(end) = s.current_period_end.filter(|e| *e > now) {
         s.cancel_at = Some(end);
         let s = repo::save(conn, &s).await?;
-        events::record_one(conn, event(&s, "updated", json!({"cancelAt": end}), Actor::Merchant)).await?;
+        let data = if actor == Actor::Merchant {
+            json!({"cancelAt": end})
+        } else {
+            json!({"cancelAt": end, "reason": reason})
+        };
+        events::record_one(conn, event(&s, "updated", data, actor)).await?;
         return Ok(Changed { subscription: s, jobs: vec![] });
     }
-    let s = cancel_locked(conn, s, "requested", now, Actor::Merchant).await?;
+    let s = cancel_locked(conn, s, reason, now, actor).await?;
     Ok(Changed { subscription: s, jobs: vec![] })
 }
 
@@ -398,4 +477,60 @@ pub async fn cancel_locked(
     crate::billing::cycle_state::cancel_open(conn, s.id, actor, &mut evs).await?;
     events::record(conn, &evs).await?;
     Ok(s)
+}
+
+/// Switch plan, SmartyPay's way (docs/pages.md#the-portal): a new subscription on
+/// `plan` for the same customer and card starts when the current period ends, and the
+/// current subscription is cancelled then. Returns the new subscription.
+pub async fn switch_plan(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    id: Uuid,
+    plan: &crate::plans::Plan,
+    now: DateTime<Utc>,
+    actor: Actor,
+) -> Result<Changed> {
+    let s = repo::lock(conn, merchant_id, id).await?;
+    if !matches!(s.status, S::Active | S::PastDue | S::Trialing) || s.cancel_at.is_some() {
+        return Err(Error::conflict(format!("a {} subscription cannot switch plan", s.status.as_str())));
+    }
+    if s.plan_id == Some(plan.id) {
+        return Err(Error::validation("planId", "is the subscription's plan already"));
+    }
+    let Some(payment_method) = s.payment_method.clone() else {
+        return Err(Error::conflict("the subscription has no payment method"));
+    };
+    let starts = s.current_period_end.filter(|e| *e > now).unwrap_or(now);
+    let req = super::CreateSubscription {
+        customer: crate::customers::CustomerInput {
+            customer_account_id: s.customer_account_id.clone(),
+            email: None,
+            phone: None,
+            first_name: None,
+            last_name: None,
+        },
+        plan_id: Some(plan.id),
+        amount: None,
+        currency: None,
+        interval: None,
+        description: None,
+        start_at: Some(starts),
+        end_at: None,
+        charge_hour: s.charge_hour,
+        payment_method: Some(payment_method),
+        // The customer has paid up to the switch: no trial on the new plan.
+        trial_days: Some(0),
+        authorized_limit: None,
+        partner_reference: None,
+        metadata: Some(json!({"switchedFrom": s.id})),
+        // The new subscription keeps the old one's test clock (docs/api.md#test-clocks).
+        test_clock_id: s.test_clock_id,
+    };
+    // The token came from this merchant's gateway for this customer.
+    let n = req.validate(Some(plan), true)?;
+    let card = s.card();
+    let created = create_by(conn, merchant_id, n, card.as_ref(), now, actor).await?;
+    let reason = format!("switched_to:{}", created.subscription.id);
+    cancel_by(conn, merchant_id, id, true, &reason, now, actor).await?;
+    Ok(created)
 }

@@ -98,9 +98,39 @@ pub struct Subscription {
     pub test_clock_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// What is shown of a card collected by a checkout (docs/pages.md#card-handling);
+    /// `None` when the merchant set the token itself.
+    pub payment_method_brand: Option<String>,
+    pub payment_method_last4: Option<String>,
+    pub payment_method_exp_month: Option<i16>,
+    pub payment_method_exp_year: Option<i16>,
 }
 
 impl Subscription {
+    /// The card behind `payment_method`, when a checkout collected it.
+    pub fn card(&self) -> Option<crate::cards::Kept> {
+        match (
+            &self.payment_method_brand,
+            &self.payment_method_last4,
+            self.payment_method_exp_month,
+            self.payment_method_exp_year,
+        ) {
+            (Some(brand), Some(last4), Some(exp_month), Some(exp_year)) => {
+                Some(crate::cards::Kept { brand: brand.clone(), last4: last4.clone(), exp_month, exp_year })
+            }
+            _ => None,
+        }
+    }
+
+    /// Attach a card's token and what is kept of it; a token without a card (set
+    /// by the merchant) forgets the previous card's details.
+    pub fn set_payment_method(&mut self, token: String, card: Option<&crate::cards::Kept>) {
+        self.payment_method = Some(token);
+        self.payment_method_brand = card.map(|c| c.brand.clone());
+        self.payment_method_last4 = card.map(|c| c.last4.clone());
+        self.payment_method_exp_month = card.map(|c| c.exp_month);
+        self.payment_method_exp_year = card.map(|c| c.exp_year);
+    }
     pub fn interval(&self) -> Interval {
         Interval { unit: self.interval_unit, count: self.interval_count }
     }
@@ -131,6 +161,8 @@ pub struct SubscriptionView {
     pub end_at: Option<DateTime<Utc>>,
     pub charge_hour: Option<i16>,
     pub payment_method: Option<String>,
+    /// Brand, last 4 digits and expiry of the card, when a checkout collected it.
+    pub payment_method_details: Option<crate::cards::Kept>,
     pub trial_days: Option<i32>,
     pub authorized_limit: Option<String>,
     pub partner_reference: Option<String>,
@@ -168,6 +200,7 @@ impl From<&Subscription> for SubscriptionView {
             end_at: s.end_at,
             charge_hour: s.charge_hour,
             payment_method: s.payment_method.clone(),
+            payment_method_details: s.card(),
             trial_days: s.trial_days,
             authorized_limit: s.authorized_limit.map(|a| format_amount(a, &s.currency)),
             partner_reference: s.partner_reference.clone(),

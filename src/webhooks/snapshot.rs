@@ -101,6 +101,11 @@ async fn one(conn: &mut PgConnection, object_type: &str, merchant: Uuid, id: Uui
         }
         "customer" => crate::customers::by_id(conn, merchant, id).await.and_then(|c| to_json(&c)),
         "webhook_endpoint" => super::endpoints::get(conn, merchant, id).await.and_then(|e| to_json(&e.view())),
+        // The status as of the wall clock (a snapshot has no test clock at hand).
+        "checkout_session" => crate::checkout::get(conn, merchant, id)
+            .await
+            .and_then(|s| to_json(&crate::checkout::SessionView::of(&s, chrono::Utc::now()))),
+        "settings" => crate::settings::get(conn, merchant).await.and_then(|s| to_json(&s)),
         _ => return to_json(&json!({"id": id})).map(Some),
     };
     match found {

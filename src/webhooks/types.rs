@@ -45,7 +45,17 @@ pub const ALL: &[&str] = &[
     "plan.archived",
     "plan.deleted",
     "payment_series.created",
+    "payment_series.updated",
     "payment_series.cancelled",
+    "checkout_session.created",
+    "checkout_session.token_reissued",
+    "checkout_session.card_refused",
+    "checkout_session.locked",
+    "checkout_session.payment_method_attached",
+    "checkout_session.completed",
+    "settings.updated",
+    "customer_session.created",
+    "customer_session.token_reissued",
     "customer.created",
     "customer.updated",
     "webhook_endpoint.created",
@@ -59,8 +69,18 @@ pub const ALL: &[&str] = &[
 ];
 
 /// The object types of `ALL` (what `prefix.*` may name).
-pub const OBJECTS: &[&str] =
-    &["subscription", "billing_cycle", "transaction", "plan", "payment_series", "customer", "webhook_endpoint"];
+pub const OBJECTS: &[&str] = &[
+    "subscription",
+    "billing_cycle",
+    "transaction",
+    "plan",
+    "payment_series",
+    "customer",
+    "webhook_endpoint",
+    "checkout_session",
+    "customer_session",
+    "settings",
+];
 
 /// The public type of an event recorded as (`object_type`, `kind`, `data`).
 pub fn public(object_type: &str, kind: &str, data: &Value) -> String {

@@ -5,6 +5,7 @@ mod support;
 
 mod amendments;
 mod auth;
+mod checkout;
 mod edges;
 mod fuzz_regressions;
 mod health;
@@ -12,6 +13,7 @@ mod idempotency;
 mod merchant_gateway;
 mod openapi;
 mod plans;
+mod portal;
 mod series;
 mod smoke;
 mod structure;

@@ -303,6 +303,7 @@ struct MoreOfA {
     error_transaction: Uuid,
     endpoint: String,
     delivery: String,
+    checkout_session: String,
 }
 
 async fn build_more(app: &TestApp, w: &World) -> MoreOfA {
@@ -368,7 +369,10 @@ async fn build_more(app: &TestApp, w: &World) -> MoreOfA {
     .execute(app.pool())
     .await
     .unwrap();
+    let (s, session) = app.post("/v1/checkout-sessions", json!({"subscriptionId": w.subscription})).await;
+    assert_eq!(s, StatusCode::CREATED, "{session}");
     MoreOfA {
+        checkout_session: session["id"].as_str().unwrap().to_owned(),
         archived_plan: archived,
         cancelled_subscription: cancelled,
         error_cycle,
@@ -407,6 +411,7 @@ const ID_ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("GET", "/v1/webhook-endpoints/{id}/deliveries", None),
     ("POST", "/v1/webhook-endpoints/{id}/replay", Some(r#"{"since": "2020-01-01T00:00:00Z"}"#)),
     ("POST", "/v1/webhook-deliveries/{id}/retry", Some("{}")),
+    ("GET", "/v1/checkout-sessions/{id}", None),
     ("GET", "/v1/test-clocks/{id}", None),
     ("POST", "/v1/test-clocks/{id}/advance", Some(r#"{"to": "2099-01-01T00:00:00Z"}"#)),
 ];
@@ -433,6 +438,7 @@ async fn every_id_route_with_every_object_of_another_merchant_is_404() {
         ("error transaction", more.error_transaction.to_string()),
         ("webhook endpoint", more.endpoint.clone()),
         ("webhook delivery", more.delivery.clone()),
+        ("checkout session", more.checkout_session.clone()),
         ("payment series", w.series.clone()),
         ("series transaction", w.series_transaction.clone()),
         ("test clock", {

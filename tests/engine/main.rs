@@ -7,6 +7,7 @@ mod support;
 
 mod amendments;
 mod calendar_walk;
+mod checkout;
 mod exactly_once;
 mod fault_proxy;
 mod gateway_fault_run;

@@ -5,6 +5,7 @@
 
 mod engine;
 pub mod fault_proxy;
+pub mod pages;
 mod process;
 pub mod receiver;
 mod wait;
@@ -51,6 +52,8 @@ pub fn fresh_settings() -> Settings {
         secret_key: None,
         no_migrate: false,
         lease_seconds: 5,
+        // Replaced by the address the test app listens on (spawn_app_with).
+        public_url: "http://127.0.0.1:8080".into(),
         http_gateway: Default::default(),
     }
 }
@@ -76,11 +79,13 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(fresh_settings()).await
 }
 
-pub async fn spawn_app_with(settings: Settings) -> TestApp {
+pub async fn spawn_app_with(mut settings: Settings) -> TestApp {
     let _ = tracing_subscriber_init();
-    let rt = Arc::new(Runtime::start(&settings).await.expect("runtime starts"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // The URLs recur hands out (checkout, portal) lead to this app.
+    settings.public_url = format!("http://{addr}");
+    let rt = Arc::new(Runtime::start(&settings).await.expect("runtime starts"));
     let router = recur::api::router(rt.app());
     tokio::spawn(async move { axum::serve(listener, router).await });
     let creds = recur::merchants::create(&rt.pool, "test merchant", true).await.unwrap();
@@ -268,6 +273,9 @@ pub const STATE_TABLES: &[&str] = &[
     "events",
     "idempotency_keys",
     "sandbox_charges",
+    "merchant_settings",
+    "checkout_sessions",
+    "customer_sessions",
 ];
 
 impl TestApp {
