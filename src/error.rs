@@ -39,6 +39,9 @@ pub enum Error {
     RetryRefused(crate::billing::governor::Refusal),
     #[error("idempotency key reused with a different request")]
     IdempotencyMismatch,
+    /// Authenticated, but this merchant may not do this (a live merchant and test clocks).
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
     #[error("unavailable: {0}")]
     Unavailable(String),
     #[error("database error")]

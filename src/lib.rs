@@ -38,6 +38,7 @@ pub mod series;
 pub mod settings;
 pub mod subscriptions;
 pub mod telemetry;
+pub mod test_clocks;
 pub mod validate;
 pub mod webhooks;
 pub mod worker;

@@ -251,6 +251,12 @@ pub async fn act(
     if !action.enabled(settings) {
         return Err(Error::conflict(format!("the merchant does not offer {} in the portal", action.name())));
     }
+    // A sandbox subscription on a test clock acts at the clock's time
+    // (docs/api.md#test-clocks); the session's own expiry stays on the deployment's clock.
+    let now = match sub.test_clock_id {
+        Some(_) => crate::test_clocks::frozen_of_subscription(conn, sub.id).await?.unwrap_or(now),
+        None => now,
+    };
     let c = Actor::Customer;
     let changed = match action {
         Action::Pause { resume_on } => {

@@ -20,6 +20,7 @@ pub mod request_id;
 pub mod series;
 pub mod settings;
 pub mod subscriptions;
+pub mod test_clocks;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -68,6 +69,11 @@ pub fn router(app: App) -> Router {
         .route("/v1/subscriptions/{id}/pause", post(subscriptions::pause))
         .route("/v1/subscriptions/{id}/resume", post(subscriptions::resume))
         .route("/v1/subscriptions/{id}/cancel", post(subscriptions::cancel))
+        .route("/v1/subscriptions/{id}/change", post(subscriptions::change))
+        .route("/v1/subscriptions/{id}/change/preview", post(subscriptions::change_preview))
+        .route("/v1/test-clocks", post(test_clocks::create).get(test_clocks::list))
+        .route("/v1/test-clocks/{id}", get(test_clocks::get))
+        .route("/v1/test-clocks/{id}/advance", post(test_clocks::advance))
         .route("/v1/subscriptions/{id}/billing-cycles", get(billing::list_cycles))
         .route("/v1/billing-cycles/{id}", get(billing::get_cycle))
         .route("/v1/billing-cycles/{id}/retry", post(billing::retry_cycle))

@@ -70,6 +70,7 @@ fn status_of(e: &Error) -> StatusCode {
         Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
         Error::Validation(_) | Error::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::NotAllowed(_) => StatusCode::FORBIDDEN,
         Error::Conflict { .. } | Error::RetryRefused(_) => StatusCode::CONFLICT,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Database(_) | Error::Redis(_) | Error::Queue(_) | Error::Internal(_) => {
@@ -90,6 +91,7 @@ fn problem_of(e: &Error) -> Problem {
             ..Problem::new(status, "validation", "Validation failed", "one or more fields are invalid")
         },
         Error::NotFound(what) => Problem::new(status, "not-found", "Not found", &format!("{what} not found")),
+        Error::NotAllowed(detail) => Problem::new(status, "not-allowed", "Not allowed", detail),
         Error::Conflict { detail, existing } => {
             Problem { existing_id: *existing, ..Problem::new(status, "conflict", "Conflict", detail) }
         }

@@ -17,6 +17,8 @@ pub enum TransactionKind {
     Retry,
     ManualRetry,
     PaymentSeries,
+    /// The prorated charge of a subscription change (docs/amendments.md).
+    Proration,
 }
 
 impl TransactionKind {
@@ -26,6 +28,7 @@ impl TransactionKind {
             TransactionKind::Retry => "retry",
             TransactionKind::ManualRetry => "manual_retry",
             TransactionKind::PaymentSeries => "payment_series",
+            TransactionKind::Proration => "proration",
         }
     }
 }

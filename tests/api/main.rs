@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod amendments;
 mod auth;
 mod checkout;
 mod edges;
@@ -19,5 +20,6 @@ mod smoke;
 mod structure;
 mod subscriptions;
 mod tenants;
+mod test_clocks;
 mod validation;
 mod webhooks;

@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod amendments;
 mod calendar_walk;
 mod checkout;
 mod exactly_once;
@@ -15,4 +16,5 @@ mod lifecycle;
 mod merchant_gateway;
 mod races;
 mod surge;
+mod test_clocks;
 mod webhooks;

@@ -284,6 +284,8 @@ pub const STATE_TABLES: &[&str] = &[
     "customers",
     "plans",
     "subscriptions",
+    "subscription_changes",
+    "test_clocks",
     "billing_cycles",
     "payment_series",
     "transactions",
