@@ -28,7 +28,7 @@ use crate::plans::{self, CreatePlan, PlanStatus};
 use crate::subscriptions::{SubscriptionStatus as S, lifecycle, repo};
 
 /// Rows on one page of a list.
-const PAGE: i64 = 25;
+pub(super) const PAGE: i64 = 25;
 
 pub fn router() -> axum::Router<App> {
     use axum::routing::{get, post};
@@ -44,10 +44,11 @@ pub fn router() -> axum::Router<App> {
         .route("/dashboard/plans", get(plans_page).post(create_plan))
         .route("/dashboard/plans/{id}/{action}", post(plan_action))
         .route("/dashboard/events", get(events_page))
+        .merge(super::dashboard_more::router())
 }
 
 /// The signed-in merchant, or the page to show instead (the sign-in page for a GET).
-async fn signed_in(app: &App, headers: &HeaderMap) -> Result<(Ctx, Merchant), Response> {
+pub(super) async fn signed_in(app: &App, headers: &HeaderMap) -> Result<(Ctx, Merchant), Response> {
     let session = match DASHBOARD.session(app, headers).await {
         Ok(Some(s)) => s,
         Ok(None) => return Err(redirect(&DASHBOARD.sign_in_path())),
@@ -64,7 +65,7 @@ async fn signed_in(app: &App, headers: &HeaderMap) -> Result<(Ctx, Merchant), Re
 }
 
 /// A signed-in form POST whose CSRF token is this session's.
-async fn posted(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<(Ctx, Merchant, Form), Response> {
+pub(super) async fn posted(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<(Ctx, Merchant, Form), Response> {
     let form = Form::parse(body);
     let (ctx, m) = match signed_in(app, headers).await {
         Ok(found) => found,
@@ -83,7 +84,7 @@ async fn posted(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<(Ctx, Mer
     Ok((ctx, m, form))
 }
 
-fn nav(ctx: &Ctx, m: &Merchant, current: &str) -> Markup {
+pub(super) fn nav(ctx: &Ctx, m: &Merchant, current: &str) -> Markup {
     let link = |href: &str, text: &str| {
         html! { li { a href=(href) aria-current=[(href == current).then_some("page")] { (text) } } }
     };
@@ -92,7 +93,10 @@ fn nav(ctx: &Ctx, m: &Merchant, current: &str) -> Markup {
             ul {
                 (link("/dashboard/subscriptions", "Subscriptions"))
                 (link("/dashboard/plans", "Plans"))
+                (link("/dashboard/series", "Payment series"))
                 (link("/dashboard/events", "Events"))
+                (link("/dashboard/webhooks", "Webhooks"))
+                @if m.sandbox { (link("/dashboard/ledger", "Sandbox ledger")) }
                 li class="who" { (m.name) @if m.sandbox { " (sandbox)" } }
                 li {
                     form method="post" action="/dashboard/sign-out" {
@@ -112,7 +116,7 @@ fn nav(ctx: &Ctx, m: &Merchant, current: &str) -> Markup {
     }
 }
 
-async fn now(app: &App) -> Result<DateTime<Utc>, Response> {
+pub(super) async fn now(app: &App) -> Result<DateTime<Utc>, Response> {
     app.clock.now().await.map_err(error_page)
 }
 
@@ -410,6 +414,13 @@ async fn subscription(
                 @if matches!(s.status, S::Active | S::PastDue | S::Trialing) { (action("pause", "Pause")) }
                 @if s.status == S::Paused { (action("resume", "Resume")) }
                 a class="button-link" href={ "/dashboard/subscriptions/" (id) "/cancel" } { "Cancel…" }
+            }
+            h2 { "Checkout link" }
+            p { @if s.status == S::Pending { "Send the customer a link to give the first card; the subscription starts when they pay." }
+                @else { "Send the customer a link to replace the card on file." } }
+            form method="post" action={ "/dashboard/subscriptions/" (id) "/checkout-link" } {
+                (ctx.field())
+                button type="submit" { "Create a checkout link" }
             }
         }
         h2 { "Billing cycles" }

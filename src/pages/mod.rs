@@ -6,6 +6,7 @@ pub mod checkout;
 pub mod console;
 pub mod csrf;
 pub mod dashboard;
+mod dashboard_more;
 mod layout;
 pub mod portal;
 pub mod signed_in;

@@ -289,4 +289,53 @@ test("with JavaScript off: sign in and pause by plain forms", async () => {
   return page;
 });
 
+test("a checkout link, payment series, webhooks and their deliveries, the sandbox ledger", async () => {
+  const pending = (await ok("POST", "/v1/subscriptions", {
+    customer: { customerAccountId: "hana" }, amount: "4.00", currency: "EUR", interval: { unit: "month", count: 1 },
+  }, 201)).id;
+  await ok("POST", "/v1/payment-series", {
+    customer: { customerAccountId: "hana" }, paymentMethod: "pm_sandbox_ok", currency: "EUR", description: "Top-ups",
+  }, 201);
+  const page = await signIn();
+  // A webhook endpoint first, so the actions below have deliveries.
+  await page.getByRole("link", { name: "Webhooks" }).click();
+  await page.getByLabel("URL").fill("http://127.0.0.1:9/hooks");
+  await page.getByRole("button", { name: "Create endpoint" }).click();
+  assert.match((await page.textContent("#endpoint-secret")).trim(), /^whsec_/);
+  await accessible(page, "dashboard webhooks");
+  const endpoint = (await ok("GET", "/v1/webhook-endpoints")).data[0];
+  assert.equal(endpoint.url, "http://127.0.0.1:9/hooks");
+  assert.deepEqual((await lastEvent(endpoint.id)).slice(0, 2), ["created", "merchant"]);
+
+  await page.goto(`${base}/dashboard/subscriptions/${pending}`);
+  await page.getByRole("button", { name: "Create a checkout link" }).click();
+  const url = (await page.textContent("#checkout-url")).trim();
+  assert.ok(url.startsWith(`${base}/checkout/`), url);
+  await accessible(page, "dashboard checkout link");
+  const session = (await ok("GET", `/v1/checkout-sessions?subscriptionId=${pending}`)).data[0];
+  assert.deepEqual((await lastEvent(session.id)).slice(0, 2), ["created", "merchant"]);
+  const { page: customer } = await open();
+  assert.equal((await customer.goto(url)).status(), 200);
+  await customer.locator("#number").waitFor();
+  await customer.context().close();
+
+  await page.getByRole("link", { name: "Payment series" }).click();
+  await page.getByRole("cell", { name: "Top-ups" }).waitFor();
+  await accessible(page, "dashboard payment series");
+
+  await page.goto(`${base}/dashboard/webhooks/${endpoint.id}`);
+  await page.getByRole("cell", { name: "checkout_session.created" }).waitFor();
+  await accessible(page, "dashboard webhook deliveries");
+  await page.getByRole("button", { name: "Send again" }).first().click();
+  await page.getByText("The delivery will be sent again now.").waitFor();
+  assert.deepEqual((await lastEvent(endpoint.id)).slice(0, 2), ["delivery_retried", "merchant"]);
+
+  await page.getByRole("link", { name: "Sandbox ledger" }).click();
+  await page.locator("#ledger tbody tr").first().waitFor();
+  await page.getByRole("cell", { name: "dana" }).first().waitFor();
+  await accessible(page, "dashboard sandbox ledger");
+  await page.screenshot({ path: `${env.screenshots}/dashboard-ledger.png`, fullPage: true });
+  return page;
+});
+
 await run();
