@@ -274,6 +274,7 @@ fn chart(points: &[samples::Sample], now: DateTime<Utc>) -> Markup {
                 text x=(w - pad - 20.0) y=(h - 6.0) { "now" }
                 polyline class="depth" points=(line(&|p| p.waiting)) {}
                 polyline class="done" points=(line(&|p| p.dead)) {}
+                @if let Some(l) = last { circle cx=(format!("{:.1}", x(l.at))) cy=(format!("{:.1}", y(l.waiting))) r="3" {} }
             }
             figcaption { (summary) " Solid: waiting or running; dashed: dead letters." }
         }

@@ -221,6 +221,7 @@ test("another merchant's ids are not found; its objects are never listed", async
     }, otherPlan.id),
   ]);
   assert.equal(res.status(), 404);
+  await page.getByRole("heading", { name: "Not found" }).waitFor();
   assert.equal((await asOther("GET", `/v1/plans/${otherPlan.id}`)).status, "active", "unchanged");
   await page.goto(`${base}/dashboard/subscriptions?customer=their-customer`);
   await page.getByText("No subscription matches.").waitFor();
