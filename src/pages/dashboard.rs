@@ -96,6 +96,7 @@ pub(super) fn nav(ctx: &Ctx, m: &Merchant, current: &str) -> Markup {
                 (link("/dashboard/series", "Payment series"))
                 (link("/dashboard/events", "Events"))
                 (link("/dashboard/webhooks", "Webhooks"))
+                (link("/dashboard/settings", "Settings"))
                 @if m.sandbox { (link("/dashboard/ledger", "Sandbox ledger")) }
                 li class="who" { (m.name) @if m.sandbox { " (sandbox)" } }
                 li {
@@ -340,6 +341,7 @@ fn done_notice(done: Option<&str>) -> Option<&'static str> {
         "created" => "The plan is created.",
         "activate" => "The plan is active.",
         "archive" => "The plan is archived.",
+        "updated" => "The plan is saved.",
         _ => return None,
     })
 }
@@ -711,6 +713,8 @@ async fn render_plans(
                                 td class="status" { (wire(&p.status)) }
                                 td { (when(p.created_at, now)) }
                                 td {
+                                    a href={ "/dashboard/plans/" (p.id) "/edit" } { "Edit " (p.name) }
+                                    " "
                                     @if p.status == PlanStatus::Draft { (plan_action(p.id, "activate", &format!("Activate {}", p.name))) }
                                     @if p.status != PlanStatus::Archived { (plan_action(p.id, "archive", &format!("Archive {}", p.name))) }
                                 }

@@ -33,6 +33,8 @@ pub fn router() -> axum::Router<App> {
         .route("/dashboard/webhooks/{id}/rotate", post(rotate))
         .route("/dashboard/webhook-deliveries/{id}/retry", post(retry_delivery))
         .route("/dashboard/ledger", get(ledger))
+        .route("/dashboard/settings", get(settings_page).post(save_settings))
+        .route("/dashboard/plans/{id}/edit", get(edit_plan).post(save_plan))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -414,4 +416,218 @@ async fn ledger(State(app): State<App>, headers: HeaderMap, Query(q): Query<Curs
         }
     };
     ctx.page(StatusCode::OK, "Sandbox ledger – recur dashboard", nav(&ctx, &m, "/dashboard/ledger"), main)
+}
+
+// ---- portal settings ----------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+struct Done {
+    done: Option<String>,
+}
+
+/// The portal's actions and the checkout's allowed origins (`GET`/`PATCH /v1/settings`).
+async fn settings_page(State(app): State<App>, headers: HeaderMap, Query(q): Query<Done>) -> Response {
+    let (ctx, m) = match signed_in(&app, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    render_settings(&app, &ctx, &m, StatusCode::OK, q.done.is_some().then_some("The settings are saved."), None).await
+}
+
+async fn render_settings(
+    app: &App,
+    ctx: &super::signed_in::Ctx,
+    m: &crate::merchants::Merchant,
+    status: StatusCode,
+    notice: Option<&str>,
+    problem: Option<String>,
+) -> Response {
+    let loaded = async {
+        let mut conn = app.pool.acquire().await?;
+        let settings = crate::settings::get(&mut conn, m.id).await?;
+        let f = crate::plans::repo::PlanFilter {
+            status: Some(crate::plans::PlanStatus::Active),
+            tag: None,
+            after: None,
+            limit: 100,
+        };
+        let plans = crate::plans::repo::list(&mut conn, m.id, &f).await?;
+        Ok::<_, Error>((settings, plans))
+    }
+    .await;
+    let (st, plans) = match loaded {
+        Ok(l) => l,
+        Err(e) => return error_page(e),
+    };
+    let p = &st.portal;
+    let check = |name: &str, on: bool, text: &str| {
+        html! {
+            div class="field" {
+                label for={ "s-" (name) } { input type="checkbox" id={ "s-" (name) } name=(name) value="1" checked[on]; " " (text) }
+            }
+        }
+    };
+    let main = html! {
+        h1 { "Portal and checkout settings" }
+        @if let Some(n) = notice { div class="notice" role="status" { p { (n) } } }
+        @if let Some(p) = &problem { div class="alert" role="alert" { p { (p) } } }
+        form method="post" action="/dashboard/settings" {
+            (ctx.field())
+            fieldset {
+                legend { "What customers may do in the portal" }
+                (check("pause", p.pause, "Pause and resume"))
+                (check("cancel", p.cancel, "Cancel now"))
+                (check("cancel_at_period_end", p.cancel_at_period_end, "Cancel at the end of the period"))
+                (check("update_authorized_limit", p.update_authorized_limit, "Change the authorized limit"))
+                (check("update_payment_method", p.update_payment_method, "Replace the card"))
+                (check("switch_plan", p.switch_plan, "Switch plan, to one of:"))
+                @for plan in &plans {
+                    div class="field" {
+                        label for={ "plan-" (plan.id) } {
+                            input type="checkbox" id={ "plan-" (plan.id) } name="switchable_plan" value=(plan.id)
+                                checked[p.switchable_plan_ids.contains(&plan.id)];
+                            " " (plan.name) " (" (format_money(plan.amount, &plan.currency)) ")"
+                        }
+                    }
+                }
+            }
+            div class="field" {
+                label for="s-origins" { "Sites that may embed the checkout (one origin a line, e.g. https://shop.example)" }
+                textarea id="s-origins" name="allowed_origins" rows="3" { (st.allowed_origins.join("\n")) }
+            }
+            button type="submit" class="primary" { "Save settings" }
+        }
+    };
+    ctx.page(status, "Settings – recur dashboard", nav(ctx, m, "/dashboard/settings"), main)
+}
+
+/// `settings::update`, as `PATCH /v1/settings` with every field (one `updated` event).
+async fn save_settings(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    let (ctx, m, form) = match posted(&app, &headers, &body).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let on = |name: &str| form.get(name) == "1";
+    let origins: Vec<&str> = form.get("allowed_origins").lines().map(str::trim).filter(|o| !o.is_empty()).collect();
+    let plans: Vec<&str> = form.all("switchable_plan");
+    let req = json!({
+        "allowedOrigins": origins,
+        "portal": {
+            "pause": on("pause"), "cancel": on("cancel"), "cancelAtPeriodEnd": on("cancel_at_period_end"),
+            "switchPlan": on("switch_plan"), "switchablePlanIds": plans,
+            "updateAuthorizedLimit": on("update_authorized_limit"), "updatePaymentMethod": on("update_payment_method"),
+        },
+    });
+    let done = async {
+        let req = serde_json::from_value::<crate::settings::UpdateSettings>(req)
+            .map_err(|_| Error::validation("portal.switchablePlanIds", "must be plans of yours"))?;
+        let mut tx = app.pool.begin().await?;
+        crate::settings::update(&mut tx, m.id, req).await?;
+        tx.commit().await?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    match done {
+        Ok(()) => redirect("/dashboard/settings?done=saved"),
+        Err(Error::Validation(errors)) => {
+            let text = errors.iter().map(|e| format!("{}: {}.", e.field, e.message)).collect::<Vec<_>>().join(" ");
+            render_settings(&app, &ctx, &m, StatusCode::UNPROCESSABLE_ENTITY, None, Some(text)).await
+        }
+        Err(e) => error_page(e),
+    }
+}
+
+// ---- editing a plan ------------------------------------------------------------------
+
+async fn edit_plan(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let (ctx, m) = match signed_in(&app, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(id) = Uuid::parse_str(&id) else { return not_found() };
+    render_plan_form(&app, &ctx, &m, id, StatusCode::OK, None).await
+}
+
+async fn render_plan_form(
+    app: &App,
+    ctx: &super::signed_in::Ctx,
+    m: &crate::merchants::Merchant,
+    id: Uuid,
+    status: StatusCode,
+    problem: Option<String>,
+) -> Response {
+    let plan = async {
+        let mut conn = app.pool.acquire().await?;
+        crate::plans::repo::get(&mut conn, m.id, id).await
+    }
+    .await;
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => return error_page(e),
+    };
+    let main = html! {
+        p { a href="/dashboard/plans" { "All plans" } }
+        h1 { "Edit " (plan.name) }
+        p { "Subscriptions already on the plan keep their price; a change applies to new subscriptions." }
+        @if let Some(p) = &problem { div class="alert" role="alert" { p { (p) } } }
+        form method="post" action={ "/dashboard/plans/" (id) "/edit" } {
+            (ctx.field())
+            div class="field" { label for="e-name" { "Name" } input type="text" id="e-name" name="name" required value=(plan.name); }
+            div class="field" {
+                label for="e-description" { "Description" }
+                input type="text" id="e-description" name="description" value=(plan.description.as_deref().unwrap_or(""));
+            }
+            @if plan.status == crate::plans::PlanStatus::Draft {
+                div class="field" {
+                    label for="e-amount" { "Amount (" (plan.currency) ")" }
+                    input type="text" inputmode="decimal" id="e-amount" name="amount" required
+                        value=(crate::money::format_amount(plan.amount, &plan.currency));
+                }
+            } @else {
+                p { "Price: " (format_money(plan.amount, &plan.currency)) " (fixed once the plan is active)." }
+            }
+            div class="field" { label for="e-tags" { "Tags (comma-separated)" } input type="text" id="e-tags" name="tags" value=(plan.tags.join(", ")); }
+            button type="submit" class="primary" { "Save plan" }
+        }
+    };
+    ctx.page(status, "Edit plan – recur dashboard", nav(ctx, m, ""), main)
+}
+
+/// `plans::repo::update`, as `PATCH /v1/plans/{id}` (one `updated` event; the API's
+/// checks: only a draft's amount may change).
+async fn save_plan(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    let (ctx, m, form) = match posted(&app, &headers, &body).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Ok(id) = Uuid::parse_str(&id) else { return not_found() };
+    let tags: Vec<&str> = form.get("tags").split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+    let description = form.opt("description");
+    let mut req = json!({
+        "name": form.get("name"),
+        "description": description,
+        "tags": tags,
+    });
+    // Only a draft's form has the amount (the API refuses changing an active plan's).
+    if let Some(amount) = form.opt("amount") {
+        req["amount"] = json!(amount);
+    }
+    let done = async {
+        let changes = serde_json::from_value::<crate::plans::UpdatePlan>(req)
+            .map_err(|e| Error::validation("plan", e.to_string()))?
+            .validate()?;
+        let mut tx = app.pool.begin().await?;
+        crate::plans::repo::update(&mut tx, m.id, id, changes).await?;
+        tx.commit().await?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    match done {
+        Ok(()) => redirect("/dashboard/plans?done=updated"),
+        Err(Error::Validation(errors)) => {
+            let text = errors.iter().map(|e| format!("{}: {}.", e.field, e.message)).collect::<Vec<_>>().join(" ");
+            render_plan_form(&app, &ctx, &m, id, StatusCode::UNPROCESSABLE_ENTITY, Some(text)).await
+        }
+        Err(e) => error_page(e),
+    }
 }

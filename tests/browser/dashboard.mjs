@@ -112,6 +112,16 @@ test("create a draft plan with tags, find it by tag, activate it", async () => {
   assert.equal((await ok("GET", `/v1/plans/${plan.id}`)).status, "active");
   const [type, actor, data] = await lastEvent(plan.id);
   assert.deepEqual([type, actor, data.to], ["status_changed", "merchant", "active"]);
+  // Edit: a description and one more tag.
+  await page.getByRole("link", { name: "Edit Gold box" }).click();
+  await page.getByLabel("Description").fill("A box of gold, monthly");
+  await page.getByLabel("Tags (comma-separated)").fill("boxes, premium, gift");
+  await accessible(page, "dashboard plan edit");
+  await page.getByRole("button", { name: "Save plan" }).click();
+  await page.getByText("The plan is saved.").waitFor();
+  const edited = await ok("GET", `/v1/plans/${plan.id}`);
+  assert.deepEqual([edited.description, edited.tags], ["A box of gold, monthly", ["boxes", "premium", "gift"]]);
+  assert.deepEqual((await lastEvent(plan.id)).slice(0, 2), ["updated", "merchant"]);
   return page;
 });
 
@@ -330,6 +340,21 @@ test("a checkout link, payment series, webhooks and their deliveries, the sandbo
   await page.getByRole("button", { name: "Send again" }).first().click();
   await page.getByText("The delivery will be sent again now.").waitFor();
   assert.deepEqual((await lastEvent(endpoint.id)).slice(0, 2), ["delivery_retried", "merchant"]);
+
+  // Portal settings: what customers may do.
+  await page.getByRole("link", { name: "Settings" }).click();
+  await page.getByLabel("Pause and resume").check();
+  await page.getByLabel("Switch plan, to one of:").check();
+  await page.getByLabel(/Gold box/).check();
+  await accessible(page, "dashboard settings");
+  await page.getByRole("button", { name: "Save settings" }).click();
+  await page.getByText("The settings are saved.").waitFor();
+  const settings = await ok("GET", "/v1/settings");
+  const gold = (await ok("GET", "/v1/plans?tag=premium")).data[0].id;
+  assert.deepEqual([settings.portal.pause, settings.portal.switchPlan, settings.portal.switchablePlanIds],
+    [true, true, [gold]]);
+  const me = (await ok("GET", "/v1/events?objectType=settings&limit=100")).data.at(-1);
+  assert.deepEqual([me.type, me.actor], ["updated", "merchant"]);
 
   await page.getByRole("link", { name: "Sandbox ledger" }).click();
   await page.locator("#ledger tbody tr").first().waitFor();
