@@ -5,6 +5,7 @@ mod support;
 
 mod auth;
 mod checkout;
+mod dashboard;
 mod edges;
 mod fuzz_regressions;
 mod health;
