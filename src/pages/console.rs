@@ -60,7 +60,7 @@ async fn posted(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<(Ctx, For
     let form = Form::parse(body);
     let ctx = match signed_in(app, headers).await {
         Ok(c) => c,
-        Err(r) if r.status() == StatusCode::NOT_FOUND => return Err(r),
+        Err(r) if r.status() != StatusCode::SEE_OTHER => return Err(r),
         Err(_) => {
             return Err(super::message(StatusCode::FORBIDDEN, "You are signed out", "Sign in to the console again."));
         }
@@ -468,7 +468,6 @@ async fn dead_letter(State(app): State<App>, headers: HeaderMap, Path(id): Path<
             dt { "Failed" } dd { (when(d.failed_at, now)) }
             dt { "Last error" } dd class="error-text" { (d.last_error) }
             dt { "Billing object" } dd { (d.object_type) " " code { (d.object_id) } }
-            @if let Some(m) = evs.first() { dt { "Merchant" } dd { code { (m.data.get("merchantId").and_then(|v| v.as_str()).unwrap_or("")) } } }
         }
         form method="post" action="/console/dead-letters/replay" {
             (ctx.field())

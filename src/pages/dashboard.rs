@@ -70,13 +70,14 @@ pub(super) async fn posted(app: &App, headers: &HeaderMap, body: &[u8]) -> Resul
     let (ctx, m) = match signed_in(app, headers).await {
         Ok(found) => found,
         // A POST without a live session changes nothing and says so.
-        Err(_) => {
+        Err(r) if r.status() == StatusCode::SEE_OTHER => {
             return Err(super::message(
                 StatusCode::FORBIDDEN,
                 "You are signed out",
                 "Sign in again to the dashboard, then repeat what you were doing.",
             ));
         }
+        Err(r) => return Err(r),
     };
     if !form_ok(app, &ctx.session, &form, headers) {
         return Err(signed_in::expired_form());
