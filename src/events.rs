@@ -236,3 +236,17 @@ pub async fn list(conn: &mut PgConnection, merchant_id: Uuid, f: &EventFilter) -
     .fetch_all(conn)
     .await?)
 }
+
+/// The events of one object, whatever its merchant, oldest first: the operator
+/// console's view of a dead letter's billing object (docs/dashboard.md#dead-letters).
+pub async fn for_object(conn: &mut PgConnection, object_id: Uuid, limit: i64) -> Result<Vec<Event>> {
+    Ok(sqlx::query_as!(
+        Event,
+        r#"SELECT seq, id, object_type, object_id, type AS kind, data, actor AS "actor: Actor", created_at FROM events
+         WHERE object_id = $1 ORDER BY seq LIMIT $2"#,
+        object_id,
+        limit,
+    )
+    .fetch_all(conn)
+    .await?)
+}

@@ -26,6 +26,7 @@ pub mod lease;
 pub mod merchants;
 pub mod money;
 pub mod ops;
+pub mod page_sessions;
 pub mod pages;
 pub mod plans;
 pub mod portal;

@@ -160,3 +160,24 @@ pub async fn view(pool: &PgPool, merchant_key: Uuid) -> Result<MerchantView> {
         .view(),
     })
 }
+
+/// A merchant by its id (a dashboard session names its merchant by id).
+pub async fn by_id(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<Merchant> {
+    sqlx::query_as!(Merchant, "SELECT id, name, merchant_key, sandbox, created_at FROM merchants WHERE id = $1", id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(Error::NotFound("merchant"))
+}
+
+/// Merchants by id (oldest first), after the cursor `after`: the operator console's list.
+pub async fn list(pool: &PgPool, after: Option<Uuid>, limit: i64) -> Result<Vec<Merchant>> {
+    Ok(sqlx::query_as!(
+        Merchant,
+        "SELECT id, name, merchant_key, sandbox, created_at FROM merchants
+         WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
+        after,
+        limit,
+    )
+    .fetch_all(pool)
+    .await?)
+}

@@ -14,7 +14,6 @@ use crate::app::App;
 use crate::billing::{CycleView, TransactionView, cycles, retry, transactions};
 use crate::db;
 use crate::error::{Error, FieldError};
-use crate::gateway::{ChargeOutcome, Gateway};
 use crate::subscriptions::repo as subscriptions;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -72,32 +71,16 @@ pub async fn retry_cycle(
     let now = crate::test_clocks::now_for_cycle(&mut *app.pool.acquire().await?, &app.clock, m.id, id).await?;
     // An errored attempt's outcome is unknown (e.g. a timeout after the charge went
     // through): ask the gateway before charging again, so a retry cannot charge twice.
-    let errored = retry::errored_attempt(&mut *app.pool.acquire().await?, m.id, id).await?;
-    let reconciled = match errored {
-        Some((txn, gateway_key)) => match app.gateway.lookup(m.merchant_key, &gateway_key).await {
-            Ok(Some(ChargeOutcome::Approved { reference })) => Some((txn, reference)),
-            Ok(_) => None,
-            Err(_) => {
-                return Err(
-                    Error::Unavailable("the gateway cannot confirm the last attempt; retry later".into()).into()
-                );
-            }
-        },
-        None => None,
-    };
+    let reconciled =
+        retry::reconcile_first(&mut *app.pool.acquire().await?, &app.gateway, m.merchant_key, m.id, id).await?;
     idempotency::run(&app, m.id, key, &format!("POST /v1/billing-cycles/{id}/retry"), &body, async |tx| {
-        if let Some((txn, reference)) = &reconciled
-            && retry::settle_errored(tx, *txn, reference).await?
-        {
-            let c = cycles::get(tx, m.id, id).await?;
-            let mut views = cycles::with_transactions(tx, std::slice::from_ref(&c)).await?;
-            let view = views.pop().ok_or(Error::NotFound("billing cycle"))?;
-            return Ok(Outcome::new(StatusCode::OK, view));
-        }
-        let (cycle, job) = retry::manual(tx, m.id, id, app.lease_secs, now).await?;
+        let (cycle, job) = retry::manual_or_settle(tx, m.id, id, reconciled.as_ref(), app.lease_secs, now).await?;
         let mut views = cycles::with_transactions(tx, std::slice::from_ref(&cycle)).await?;
         let view = views.pop().ok_or(Error::NotFound("billing cycle"))?;
-        Ok(Outcome::new(StatusCode::ACCEPTED, view).with_jobs(vec![job]))
+        Ok(match job {
+            Some(job) => Outcome::new(StatusCode::ACCEPTED, view).with_jobs(vec![job]),
+            None => Outcome::new(StatusCode::OK, view),
+        })
     })
     .await
 }

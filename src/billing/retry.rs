@@ -173,3 +173,44 @@ pub async fn settle_errored(conn: &mut PgConnection, transaction_id: Uuid, refer
     events::record(conn, &evs).await?;
     Ok(true)
 }
+
+/// Before a manual retry of an `error` cycle, ask the merchant's gateway whether its
+/// errored attempt went through after all (a timeout after the charge): the attempt
+/// to settle (transaction id, gateway reference), or `None` to charge again. An
+/// unreachable gateway is `Unavailable`: retrying blind could charge twice.
+pub async fn reconcile_first(
+    conn: &mut PgConnection,
+    gateways: &crate::gateway::registry::Gateways,
+    merchant_key: Uuid,
+    merchant_id: Uuid,
+    cycle_id: Uuid,
+) -> Result<Option<(Uuid, String)>> {
+    use crate::gateway::{ChargeOutcome, Gateway};
+    let Some((txn, gateway_key)) = errored_attempt(conn, merchant_id, cycle_id).await? else { return Ok(None) };
+    match gateways.lookup(merchant_key, &gateway_key).await {
+        Ok(Some(ChargeOutcome::Approved { reference })) => Ok(Some((txn, reference))),
+        Ok(_) => Ok(None),
+        Err(_) => Err(Error::Unavailable("the gateway cannot confirm the last attempt; retry later".into())),
+    }
+}
+
+/// A merchant's manual retry (`POST /v1/billing-cycles/{id}/retry`, the dashboard's
+/// "Retry now"), in the caller's transaction, after [`reconcile_first`]: settles the
+/// errored attempt the gateway approved (no job), or opens a `manual_retry` attempt
+/// and returns the job that charges it.
+pub async fn manual_or_settle(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    cycle_id: Uuid,
+    reconciled: Option<&(Uuid, String)>,
+    lease_secs: i64,
+    now: DateTime<Utc>,
+) -> Result<(BillingCycle, Option<Job>)> {
+    if let Some((txn, reference)) = reconciled
+        && settle_errored(conn, *txn, reference).await?
+    {
+        return Ok((cycles::get(conn, merchant_id, cycle_id).await?, None));
+    }
+    let (cycle, job) = manual(conn, merchant_id, cycle_id, lease_secs, now).await?;
+    Ok((cycle, Some(job)))
+}

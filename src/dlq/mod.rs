@@ -223,3 +223,51 @@ pub async fn drain(pool: &PgPool, q: &Enqueuer, f: &Filter, dry_run: bool) -> Re
     metrics::counter!("recur_dlq_drained_total").increment(found.len() as u64);
     Ok(found)
 }
+
+/// A drained dead letter, as kept in Postgres (`dead_letter_archive`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Archived {
+    pub id: Uuid,
+    pub queue: String,
+    pub job: serde_json::Value,
+    pub attempts: i32,
+    pub last_error: String,
+    pub failed_at: DateTime<Utc>,
+    pub object_type: String,
+    pub object_id: Uuid,
+    pub drained_at: DateTime<Utc>,
+}
+
+/// The archive, newest drained first, filtered like the live entries (queue, error
+/// text), paged by `before` (the last id of the previous page).
+pub async fn archive(pool: &PgPool, f: &Filter, before: Option<Uuid>, limit: i64) -> Result<Vec<Archived>> {
+    let queue = f.queue.map(|q| q.name().to_owned());
+    let pattern = f
+        .error_contains
+        .as_ref()
+        .map(|s| format!("%{}%", s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+    Ok(sqlx::query_as!(
+        Archived,
+        "SELECT id, queue, job, attempts, last_error, failed_at, object_type, object_id, drained_at
+         FROM dead_letter_archive
+         WHERE ($1::text IS NULL OR queue = $1)
+           AND ($2::text IS NULL OR last_error ILIKE $2)
+           AND ($3::uuid IS NULL OR id < $3)
+         ORDER BY id DESC LIMIT $4",
+        queue,
+        pattern,
+        before,
+        limit,
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A page of dead letters matching `f`, oldest first, after the entry `after`.
+pub async fn find_after(q: &Enqueuer, f: &Filter, after: Option<Uuid>, limit: usize) -> Result<Vec<DeadLetter>> {
+    let mut all = find(q, f, usize::MAX).await?;
+    all.retain(|d| after.is_none_or(|a| d.id > a));
+    all.truncate(limit);
+    Ok(all)
+}

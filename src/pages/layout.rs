@@ -30,6 +30,32 @@ pub fn layout(title: &str, main: Markup, scripts: &[&str]) -> Markup {
     }
 }
 
+/// A page of the dashboard or the console: a wider main column under a header with
+/// the site's navigation (`nav`), and a link that skips to the content.
+pub fn app_layout(title: &str, nav: Markup, main: Markup, scripts: &[&str]) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="robots" content="noindex, nofollow";
+                link rel="icon" href="data:,";
+                title { (title) }
+                link rel="stylesheet" href={ "/assets/recur.css?v=" (ASSET_VERSION) };
+                @for s in scripts {
+                    script src={ (s) "?v=" (ASSET_VERSION) } defer {}
+                }
+            }
+            body class="app" {
+                a class="skip" href="#main" { "Skip to content" }
+                header class="top" { (nav) }
+                main id="main" class="wide" { (main) }
+            }
+        }
+    }
+}
+
 /// An amount in its currency's format: the currency's minor units, its symbol when
 /// it has a well-known one ("€9.99", "¥1200", "9.990 KWD").
 pub fn format_money(amount: Decimal, currency: &str) -> String {

@@ -3,9 +3,13 @@
 //! compiled into the binary. No page loads anything from outside recur.
 
 pub mod checkout;
+pub mod console;
 pub mod csrf;
+pub mod dashboard;
+mod dashboard_more;
 mod layout;
 pub mod portal;
+pub mod signed_in;
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -14,11 +18,13 @@ use axum::routing::get;
 
 use crate::app::App;
 
-pub use layout::{format_money, layout};
+pub use layout::{app_layout, format_money, layout};
 
 /// The stylesheet and scripts, served by recur itself.
 pub const CSS: &str = include_str!("assets/recur.css");
 pub const CHECKOUT_JS: &str = include_str!("assets/checkout.js");
+/// The console's live queue table (docs/dashboard.md#queues).
+pub const CONSOLE_JS: &str = include_str!("assets/console.js");
 /// `Recur.mount` for merchants' pages (docs/pages.md#the-widget).
 pub const WIDGET_JS: &str = include_str!("assets/widget.js");
 
@@ -34,10 +40,13 @@ pub fn router(app: &App) -> Router<App> {
     Router::new()
         .route("/assets/recur.css", get(|| async { asset(CSS, "text/css; charset=utf-8") }))
         .route("/assets/checkout.js", get(|| async { asset(CHECKOUT_JS, "text/javascript; charset=utf-8") }))
+        .route("/assets/console.js", get(|| async { asset(CONSOLE_JS, "text/javascript; charset=utf-8") }))
         .route("/widget.js", get(widget))
         .route("/checkout/{token}", get(checkout::show).post(checkout::submit).route_layer(card_submissions()))
         .route("/checkout/{token}/status", get(checkout::status))
         .route("/portal/{token}", get(portal::show).post(portal::submit))
+        .merge(dashboard::router())
+        .merge(console::router())
 }
 
 /// The widget is loaded by merchants' pages, on their origins.

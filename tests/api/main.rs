@@ -6,6 +6,7 @@ mod support;
 mod amendments;
 mod auth;
 mod checkout;
+mod dashboard;
 mod edges;
 mod fuzz_regressions;
 mod health;

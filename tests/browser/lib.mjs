@@ -83,7 +83,13 @@ export async function fits(page, what) {
     scroll: document.documentElement.scrollWidth,
     width: window.innerWidth,
   }));
-  assert.ok(scroll <= width, `${what}: ${scroll}px wide in a ${width}px viewport`);
+  const widest = scroll <= width ? [] : await page.evaluate((w) =>
+    [...document.querySelectorAll("body *")]
+      .filter((e) => e.getBoundingClientRect().right > w && !e.closest(".table"))
+      .slice(0, 5)
+      .map((e) => `${e.tagName.toLowerCase()}${e.id ? "#" + e.id : ""}.${e.className} ${Math.round(e.getBoundingClientRect().right)}px`),
+  width);
+  assert.ok(scroll <= width, `${what}: ${scroll}px wide in a ${width}px viewport (${widest.join(", ")})`);
 }
 
 export const axeChecked = [];

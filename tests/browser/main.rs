@@ -182,3 +182,13 @@ async fn checkout_in_chromium() {
 async fn portal_in_chromium() {
     run("portal.mjs", "customer_sessions", "/portal/").await;
 }
+
+#[tokio::test]
+async fn dashboard_in_chromium() {
+    run("dashboard.mjs", "page_sessions", "/dashboard/").await;
+}
+
+#[tokio::test]
+async fn console_in_chromium() {
+    run("console.mjs", "page_sessions", "/console/").await;
+}

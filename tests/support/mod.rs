@@ -292,6 +292,7 @@ pub const STATE_TABLES: &[&str] = &[
     "events",
     "idempotency_keys",
     "sandbox_charges",
+    "page_sessions",
     "merchant_settings",
     "checkout_sessions",
     "customer_sessions",
