@@ -163,21 +163,68 @@ pub async fn view(pool: &PgPool, merchant_key: Uuid) -> Result<MerchantView> {
 
 /// A merchant by its id (a dashboard session names its merchant by id).
 pub async fn by_id(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<Merchant> {
-    sqlx::query_as!(Merchant, "SELECT id, name, merchant_key, sandbox, created_at FROM merchants WHERE id = $1", id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or(Error::NotFound("merchant"))
+    let r = sqlx::query!(
+        "SELECT id, name, merchant_key, sandbox, created_at,
+             rate_limit_reads_per_second, rate_limit_reads_burst, rate_limit_writes_per_second, rate_limit_writes_burst
+         FROM merchants WHERE id = $1",
+        id
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound("merchant"))?;
+    Ok(Merchant {
+        id: r.id,
+        name: r.name,
+        merchant_key: r.merchant_key,
+        sandbox: r.sandbox,
+        created_at: r.created_at,
+        rate_limits: rates(
+            r.rate_limit_reads_per_second,
+            r.rate_limit_reads_burst,
+            r.rate_limit_writes_per_second,
+            r.rate_limit_writes_burst,
+        ),
+    })
 }
 
 /// Merchants by id (oldest first), after the cursor `after`: the operator console's list.
 pub async fn list(pool: &PgPool, after: Option<Uuid>, limit: i64) -> Result<Vec<Merchant>> {
-    Ok(sqlx::query_as!(
-        Merchant,
-        "SELECT id, name, merchant_key, sandbox, created_at FROM merchants
-         WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
+    let rows = sqlx::query!(
+        "SELECT id, name, merchant_key, sandbox, created_at,
+             rate_limit_reads_per_second, rate_limit_reads_burst, rate_limit_writes_per_second, rate_limit_writes_burst
+         FROM merchants WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
         after,
         limit,
     )
     .fetch_all(pool)
-    .await?)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Merchant {
+            id: r.id,
+            name: r.name,
+            merchant_key: r.merchant_key,
+            sandbox: r.sandbox,
+            created_at: r.created_at,
+            rate_limits: rates(
+                r.rate_limit_reads_per_second,
+                r.rate_limit_reads_burst,
+                r.rate_limit_writes_per_second,
+                r.rate_limit_writes_burst,
+            ),
+        })
+        .collect())
+}
+
+/// A merchant's stored rates (NULL columns: the process defaults).
+fn rates(
+    reads_per_second: Option<i32>,
+    reads_burst: Option<i32>,
+    writes_per_second: Option<i32>,
+    writes_burst: Option<i32>,
+) -> limits::MerchantRates {
+    limits::MerchantRates {
+        reads: limits::stored(reads_per_second, reads_burst),
+        writes: limits::stored(writes_per_second, writes_burst),
+    }
 }

@@ -164,9 +164,6 @@ pub fn error_page(e: Error) -> Response {
         Error::RetryRefused(r) => {
             super::message(StatusCode::CONFLICT, "The card networks' rules refuse this retry", &r.to_string())
         }
-        Error::RateLimited { .. } => {
-            super::message(StatusCode::TOO_MANY_REQUESTS, "Too many requests", "Wait a minute, then try again.")
-        }
         Error::Unavailable(detail) => {
             super::message(StatusCode::SERVICE_UNAVAILABLE, "Not possible right now", &format!("{detail}."))
         }
