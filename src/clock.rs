@@ -40,6 +40,16 @@ impl Clock {
         }
     }
 
+    /// `now`, read on a connection the caller already holds: a caller holding one
+    /// connection must not wait for a second from the pool (docs/lock-order.md), or
+    /// enough such callers at once take the whole pool and wait for each other.
+    pub async fn now_on(&self, conn: &mut sqlx::PgConnection) -> Result<DateTime<Utc>> {
+        match self {
+            Clock::System => Ok(truncate(Utc::now())),
+            Clock::Manual(_) => Ok(sqlx::query_scalar!("SELECT now FROM clock WHERE id").fetch_one(conn).await?),
+        }
+    }
+
     /// Move a manual clock to `to`; moving backwards is a conflict.
     pub async fn set(&self, to: DateTime<Utc>) -> Result<DateTime<Utc>> {
         let Clock::Manual(pool) = self else {

@@ -137,7 +137,7 @@ pub async fn frozen_times(conn: &mut PgConnection, ids: &[Uuid]) -> Result<HashM
 pub async fn now_of(conn: &mut PgConnection, clock: &Clock, test_clock: Option<Uuid>) -> Result<DateTime<Utc>> {
     match test_clock {
         Some(id) => frozen_times(conn, &[id]).await?.remove(&id).ok_or(Error::NotFound("test clock")),
-        None => clock.now().await,
+        None => clock.now_on(conn).await,
     }
 }
 
@@ -156,11 +156,11 @@ pub async fn now_for_subscription(
         merchant_id,
         id
     )
-    .fetch_optional(conn)
+    .fetch_optional(&mut *conn)
     .await?;
     match frozen {
         Some(t) => Ok(t),
-        None => clock.now().await,
+        None => clock.now_on(conn).await,
     }
 }
 
@@ -170,7 +170,7 @@ pub async fn frozen_of_subscription(conn: &mut PgConnection, id: Uuid) -> Result
         "SELECT t.frozen_time FROM subscriptions s JOIN test_clocks t ON t.id = s.test_clock_id WHERE s.id = $1",
         id
     )
-    .fetch_optional(conn)
+    .fetch_optional(&mut *conn)
     .await?)
 }
 
@@ -188,11 +188,11 @@ pub async fn now_for_cycle(
         merchant_id,
         id
     )
-    .fetch_optional(conn)
+    .fetch_optional(&mut *conn)
     .await?;
     match frozen {
         Some(t) => Ok(t),
-        None => clock.now().await,
+        None => clock.now_on(conn).await,
     }
 }
 
