@@ -27,6 +27,7 @@ pub mod merchants;
 pub mod money;
 pub mod ops;
 pub mod pages;
+pub mod paylinks;
 pub mod plans;
 pub mod portal;
 pub mod queue;

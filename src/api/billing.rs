@@ -102,6 +102,28 @@ pub async fn retry_cycle(
     .await
 }
 
+#[utoipa::path(post, path = "/v1/billing-cycles/{id}/payment-link", tag = "billing", params(("id" = uuid::Uuid, Path)),
+    responses((status = 201, body = CycleView, description = "A fresh payment link (`paymentLink`); earlier links of the cycle are closed"),
+        (status = 404, body = Problem), (status = 409, body = Problem, description = "The cycle is not failed or error, or its subscription has ended")))]
+pub async fn payment_link(
+    State(app): State<App>,
+    Authed(m): Authed,
+    Id(id): Id,
+    key: IdempotencyKey,
+    Body(body): Body,
+) -> Result<Response> {
+    extract::parse::<extract::NoFields>(&body, true)?;
+    let now = app.clock.now().await?;
+    idempotency::run(&app, m.id, key, &format!("POST /v1/billing-cycles/{id}/payment-link"), &body, async |tx| {
+        crate::paylinks::fresh(tx, m.id, id, now).await?;
+        let c = cycles::get(tx, m.id, id).await?;
+        let mut views = cycles::with_transactions(tx, std::slice::from_ref(&c)).await?;
+        let view = views.pop().ok_or(Error::NotFound("billing cycle"))?;
+        Ok(Outcome::new(StatusCode::CREATED, view))
+    })
+    .await
+}
+
 #[utoipa::path(get, path = "/v1/transactions/{id}", tag = "billing", params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = TransactionView), (status = 404, body = Problem)))]
 pub async fn get_transaction(State(app): State<App>, Authed(m): Authed, Id(id): Id) -> Result<Json<TransactionView>> {

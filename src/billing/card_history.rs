@@ -27,7 +27,9 @@ impl CardHistory {
         let counts = Counts::tally(now, self.declined_at.iter().copied());
         match kind {
             TransactionKind::Retry | TransactionKind::ManualRetry => governor::may_retry(last, &counts),
-            TransactionKind::Scheduled | TransactionKind::PaymentSeries => governor::may_attempt(last.scheme, &counts),
+            TransactionKind::Scheduled | TransactionKind::PaymentSeries | TransactionKind::PaymentLink => {
+                governor::may_attempt(last.scheme, &counts)
+            }
         }
     }
 }

@@ -120,7 +120,9 @@ pub fn after(
                 AfterDecline { retry: Retry::Schedule, cancel_subscription: false, rule: None },
                 governor::after_decline,
             );
-            let scheduled = kind != TransactionKind::ManualRetry;
+            // Only recur's own attempts follow the schedule: a merchant's manual retry and a
+            // customer's link payment fail at once (a link stays payable meanwhile).
+            let scheduled = !matches!(kind, TransactionKind::ManualRetry | TransactionKind::PaymentLink);
             let step = usize::try_from(attempt - 1)
                 .ok()
                 .and_then(|i| retry_schedule_hours.get(i))

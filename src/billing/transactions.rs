@@ -17,6 +17,8 @@ pub enum TransactionKind {
     Retry,
     ManualRetry,
     PaymentSeries,
+    /// A customer paid the cycle's payment link (docs/payment-links.md).
+    PaymentLink,
 }
 
 impl TransactionKind {
@@ -26,6 +28,7 @@ impl TransactionKind {
             TransactionKind::Retry => "retry",
             TransactionKind::ManualRetry => "manual_retry",
             TransactionKind::PaymentSeries => "payment_series",
+            TransactionKind::PaymentLink => "payment_link",
         }
     }
 }

@@ -8,6 +8,7 @@ use super::{DEFAULT_RETRY_SCHEDULE, PlanStatus};
 use crate::billing::calendar::Interval;
 use crate::error::{FieldError, Result};
 use crate::money::{AmountInput, Currency, parse_amount};
+use crate::paylinks::{CollectionMethod, DEFAULT_DAYS_UNTIL_DUE};
 use crate::validate::{self, Errors, double_option};
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -27,6 +28,10 @@ pub struct CreatePlan {
     pub metadata: Option<Value>,
     /// `draft` (default) or `active`.
     pub status: Option<PlanStatus>,
+    /// The default of its subscriptions: `charge_automatically` (default) or `send_payment_link`.
+    pub collection_method: Option<CollectionMethod>,
+    /// The default of its subscriptions, 1–60 (default 7).
+    pub days_until_due: Option<i32>,
 }
 
 /// A plan request that passed every check.
@@ -43,6 +48,8 @@ pub struct ValidPlan {
     pub retry_schedule_hours: Vec<i32>,
     pub metadata: Value,
     pub status: PlanStatus,
+    pub collection_method: CollectionMethod,
+    pub days_until_due: i32,
 }
 
 pub(crate) fn check_currency(errors: &mut Errors, field: &str, code: &str) -> Option<Currency> {
@@ -95,6 +102,8 @@ impl CreatePlan {
         if status == PlanStatus::Archived {
             e.push(FieldError::new("status", "a new plan is draft or active"));
         }
+        let days_until_due = self.days_until_due.unwrap_or(DEFAULT_DAYS_UNTIL_DUE);
+        validate::range(&mut e, "daysUntilDue", days_until_due as i64, 1, 60);
         validate::finish(e)?;
         Ok(ValidPlan {
             name: self.name,
@@ -109,6 +118,8 @@ impl CreatePlan {
             retry_schedule_hours: retries,
             metadata,
             status,
+            collection_method: self.collection_method.unwrap_or(CollectionMethod::ChargeAutomatically),
+            days_until_due,
         })
     }
 }

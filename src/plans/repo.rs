@@ -9,6 +9,7 @@ use crate::billing::calendar::IntervalUnit;
 use crate::error::{Error, FieldError, Result};
 use crate::events::{self, Actor, NewEvent};
 use crate::money::{Currency, parse_amount};
+use crate::paylinks::CollectionMethod;
 
 /// A statement that yields whole plans: `$head`, every column of a plan (the enum
 /// columns typed), then `$tail`, checked as one query.
@@ -19,7 +20,8 @@ macro_rules! query_plans {
             $head
                 + r#"id, merchant_id, name, description, tags, amount, currency,
                     interval_unit AS "interval_unit: IntervalUnit", interval_count, trial_days, grace_period_days,
-                    retry_schedule_hours, metadata, status AS "status: PlanStatus", created_at, updated_at"#
+                    retry_schedule_hours, metadata, status AS "status: PlanStatus", created_at, updated_at,
+                    collection_method AS "collection_method: CollectionMethod", days_until_due"#
                 + $tail
             $(, $arg)*
         )
@@ -33,8 +35,9 @@ fn event(p: &Plan, kind: &'static str, data: Value) -> NewEvent {
 pub async fn insert(conn: &mut PgConnection, merchant_id: Uuid, v: ValidPlan) -> Result<Plan> {
     let plan = query_plans!(
         "INSERT INTO plans (id, merchant_id, name, description, tags, amount, currency, interval_unit,
-            interval_count, trial_days, grace_period_days, retry_schedule_hours, metadata, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING ",
+            interval_count, trial_days, grace_period_days, retry_schedule_hours, metadata, status,
+            collection_method, days_until_due)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING ",
         "",
         Uuid::now_v7(),
         merchant_id,
@@ -50,6 +53,8 @@ pub async fn insert(conn: &mut PgConnection, merchant_id: Uuid, v: ValidPlan) ->
         v.retry_schedule_hours.as_slice(),
         v.metadata,
         v.status as _,
+        v.collection_method as _,
+        v.days_until_due,
     )
     .fetch_one(&mut *conn)
     .await?;

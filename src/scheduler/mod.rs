@@ -7,6 +7,7 @@
 //! Enqueueing stops at a high-water mark so Redis never holds a large backlog.
 
 mod lifecycle;
+mod links;
 mod sample;
 
 use std::time::{Duration, Instant};
@@ -161,6 +162,7 @@ impl Scheduler {
             s.cancelled += lifecycle::cancel_at_period_end(&self.pool, now, self.opts.batch).await?;
             s.cancelled += lifecycle::cancel_after_grace(&self.pool, now, self.opts.batch).await?;
             s.completed += lifecycle::complete_ended(&self.pool, now, self.opts.batch).await?;
+            links::sweep(&self.pool, now, self.opts.batch).await?;
         }
 
         let room = self.room(&[Queue::GenerateCycle, Queue::ChargeTransaction]).await?;

@@ -8,7 +8,9 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::repo;
-use super::{NewSubscription, Subscription, SubscriptionChanges, SubscriptionStatus as S, SubscriptionView};
+use super::{
+    CollectionMethod, NewSubscription, Subscription, SubscriptionChanges, SubscriptionStatus as S, SubscriptionView,
+};
 use crate::billing::calendar::{Calendar, anchor_at};
 use crate::customers;
 use crate::error::{Error, FieldError, Result};
@@ -158,8 +160,11 @@ pub async fn create_by(
         payment_method_last4: card.map(|c| c.last4.clone()),
         payment_method_exp_month: card.map(|c| c.exp_month),
         payment_method_exp_year: card.map(|c| c.exp_year),
+        collection_method: n.collection_method,
+        days_until_due: n.days_until_due,
     };
-    if s.payment_method.is_some() {
+    // A subscription collected by payment links needs no card to start.
+    if s.payment_method.is_some() || s.collection_method == CollectionMethod::SendPaymentLink {
         start_schedule(&mut s, now);
     }
     let inserted = sqlx::query!(
@@ -168,9 +173,9 @@ pub async fn create_by(
             charge_hour, payment_method, trial_days, authorized_limit, partner_reference, metadata, status,
             anchor_at, anchor_sequence, next_sequence, next_charge_at, current_period_start,
             current_period_end, trial_end_at, payment_method_brand, payment_method_last4, payment_method_exp_month,
-            payment_method_exp_year)
+            payment_method_exp_year, collection_method, days_until_due)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-            $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)
+            $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)
          ON CONFLICT ON CONSTRAINT subscriptions_partner_reference_key DO NOTHING",
         s.id,
         s.merchant_id,
@@ -203,6 +208,8 @@ pub async fn create_by(
         s.payment_method_last4,
         s.payment_method_exp_month,
         s.payment_method_exp_year,
+        s.collection_method as _,
+        s.days_until_due,
     )
     .execute(&mut *conn)
     .await?;
@@ -506,6 +513,8 @@ pub async fn switch_plan(
         authorized_limit: None,
         partner_reference: None,
         metadata: Some(json!({"switchedFrom": s.id})),
+        collection_method: Some(s.collection_method),
+        days_until_due: Some(s.days_until_due),
     };
     // The token came from this merchant's gateway for this customer.
     let n = req.validate(Some(plan), true)?;

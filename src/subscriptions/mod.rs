@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::billing::calendar::{Calendar, Interval, IntervalUnit};
 use crate::money::format_amount;
 
+pub use crate::paylinks::CollectionMethod;
 pub use input::{CreateSubscription, NewSubscription, SubscriptionChanges, UpdateSubscription};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
@@ -101,6 +102,10 @@ pub struct Subscription {
     pub payment_method_last4: Option<String>,
     pub payment_method_exp_month: Option<i16>,
     pub payment_method_exp_year: Option<i16>,
+    /// How its cycles are collected (docs/payment-links.md).
+    pub collection_method: CollectionMethod,
+    /// Days a payment link stays payable after its cycle's due time.
+    pub days_until_due: i32,
 }
 
 impl Subscription {
@@ -177,6 +182,8 @@ pub struct SubscriptionView {
     pub cancellation_reason: Option<String>,
     pub grace_period_days: i32,
     pub retry_schedule_hours: Vec<i32>,
+    pub collection_method: CollectionMethod,
+    pub days_until_due: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -212,6 +219,8 @@ impl From<&Subscription> for SubscriptionView {
             cancellation_reason: s.cancellation_reason.clone(),
             grace_period_days: s.grace_period_days,
             retry_schedule_hours: s.retry_schedule_hours.clone(),
+            collection_method: s.collection_method,
+            days_until_due: s.days_until_due,
             created_at: s.created_at,
             updated_at: s.updated_at,
         }

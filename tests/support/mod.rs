@@ -266,6 +266,7 @@ pub const STATE_TABLES: &[&str] = &[
     "plans",
     "subscriptions",
     "billing_cycles",
+    "payment_links",
     "payment_series",
     "transactions",
     "events",
