@@ -5,6 +5,7 @@
 pub mod checkout;
 pub mod csrf;
 mod layout;
+pub mod pay;
 pub mod portal;
 
 use axum::Router;
@@ -33,6 +34,8 @@ pub fn router() -> Router<App> {
         .route("/checkout/{token}", get(checkout::show).post(checkout::submit))
         .route("/checkout/{token}/status", get(checkout::status))
         .route("/portal/{token}", get(portal::show).post(portal::submit))
+        .route("/pay/{token}", get(pay::show).post(pay::submit))
+        .route("/pay/{token}/status", get(pay::status))
 }
 
 /// The widget is loaded by merchants' pages, on their origins.
