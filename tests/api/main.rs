@@ -11,6 +11,7 @@ mod health;
 mod idempotency;
 mod merchant_gateway;
 mod openapi;
+mod paylinks;
 mod plans;
 mod portal;
 mod series;
