@@ -13,6 +13,7 @@ mod gateway_fault_run;
 mod http_gateway;
 mod lifecycle;
 mod merchant_gateway;
+mod paylinks;
 mod races;
 mod surge;
 mod webhooks;
