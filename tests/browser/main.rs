@@ -182,3 +182,8 @@ async fn checkout_in_chromium() {
 async fn portal_in_chromium() {
     run("portal.mjs", "customer_sessions", "/portal/").await;
 }
+
+#[tokio::test]
+async fn payment_link_in_chromium() {
+    run("pay.mjs", "payment_links", "/pay/").await;
+}
