@@ -141,6 +141,9 @@ pub struct UpdatePlan {
     pub retry_schedule_hours: Option<Vec<i32>>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// Defaults of subscriptions created afterwards.
+    pub collection_method: Option<CollectionMethod>,
+    pub days_until_due: Option<i32>,
 }
 
 /// The checked changes of a PATCH. Money fields are checked against the plan's
@@ -157,6 +160,8 @@ pub struct PlanChanges {
     pub grace_period_days: Option<i32>,
     pub retry_schedule_hours: Option<Vec<i32>>,
     pub metadata: Option<Value>,
+    pub collection_method: Option<CollectionMethod>,
+    pub days_until_due: Option<i32>,
 }
 
 impl PlanChanges {
@@ -199,6 +204,9 @@ impl UpdatePlan {
         if let Some(m) = &self.metadata {
             validate::metadata(&mut e, "metadata", m);
         }
+        if let Some(d) = self.days_until_due {
+            validate::range(&mut e, "daysUntilDue", d as i64, 1, 60);
+        }
         validate::finish(e)?;
         Ok(PlanChanges {
             name: self.name,
@@ -211,6 +219,8 @@ impl UpdatePlan {
             grace_period_days: self.grace_period_days,
             retry_schedule_hours: self.retry_schedule_hours,
             metadata: self.metadata,
+            collection_method: self.collection_method,
+            days_until_due: self.days_until_due,
         })
     }
 }

@@ -158,13 +158,21 @@ pub async fn update(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid, c: Pla
         changed.insert("metadata".into(), m.clone());
         plan.metadata = m;
     }
+    if let Some(cm) = c.collection_method {
+        changed.insert("collectionMethod".into(), json!(cm));
+        plan.collection_method = cm;
+    }
+    if let Some(d) = c.days_until_due {
+        changed.insert("daysUntilDue".into(), json!(d));
+        plan.days_until_due = d;
+    }
     if changed.is_empty() {
         return Ok(plan);
     }
     let plan = query_plans!(
         "UPDATE plans SET name = $3, description = $4, tags = $5, amount = $6, currency = $7,
             interval_unit = $8, interval_count = $9, trial_days = $10, grace_period_days = $11,
-            retry_schedule_hours = $12, metadata = $13
+            retry_schedule_hours = $12, metadata = $13, collection_method = $14, days_until_due = $15
          WHERE id = $1 AND merchant_id = $2 RETURNING ",
         "",
         plan.id,
@@ -180,6 +188,8 @@ pub async fn update(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid, c: Pla
         plan.grace_period_days,
         plan.retry_schedule_hours.as_slice(),
         plan.metadata,
+        plan.collection_method as _,
+        plan.days_until_due,
     )
     .fetch_one(&mut *conn)
     .await?;

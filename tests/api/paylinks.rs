@@ -27,14 +27,25 @@ async fn collection_method_defaults_from_the_plan_and_a_link_subscription_starts
         .post(
             "/v1/plans",
             json!({"name": "Link", "amount": "5.00", "currency": "EUR", "interval": {"unit": "week", "count": 1},
-            "status": "active", "collectionMethod": "send_payment_link", "daysUntilDue": 3}),
+            "status": "active", "collectionMethod": "send_payment_link", "daysUntilDue": 5}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{plan}");
     assert_eq!(
         (plan["collectionMethod"].as_str(), plan["daysUntilDue"].as_i64()),
-        (Some("send_payment_link"), Some(3))
+        (Some("send_payment_link"), Some(5))
     );
+    let (s, patched) =
+        app.patch(&format!("/v1/plans/{}", plan["id"].as_str().unwrap()), json!({"daysUntilDue": 3})).await;
+    assert_eq!((s, patched["daysUntilDue"].as_i64()), (StatusCode::OK, Some(3)), "{patched}");
+    let r = app
+        .send_full(
+            app.request(Method::PATCH, &format!("/v1/plans/{}", plan["id"].as_str().unwrap()))
+                .json(&json!({"daysUntilDue": 0})),
+        )
+        .await;
+    assert_problem(&r, 422);
+    assert_eq!(r.error_fields(), vec!["daysUntilDue"]);
     let linked = app.subscription(json!({"customer": {"customerAccountId": "c-2"}, "planId": plan["id"]})).await;
     assert_eq!(linked["status"], "active", "no payment method needed: {linked}");
     assert_eq!(
