@@ -13,10 +13,9 @@ use crate::events::{self, Actor, NewEvent};
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CustomerInput {
-    /// The merchant's id for the customer. Without one (empty), the customer is looked
-    /// up by `email` or `phone`, or created with a generated id (docs/payment-links.md#customer-lookup).
-    #[serde(default)]
-    pub customer_account_id: String,
+    /// The merchant's id for the customer. Without one, the customer is looked up by
+    /// `email` or `phone`, or created with a generated id (docs/payment-links.md#customer-lookup).
+    pub customer_account_id: Option<String>,
     pub email: Option<String>,
     pub phone: Option<String>,
     pub first_name: Option<String>,
@@ -25,17 +24,16 @@ pub struct CustomerInput {
 
 impl CustomerInput {
     pub fn check(&self, prefix: &str, errors: &mut Vec<FieldError>) {
-        let n = self.customer_account_id.chars().count();
-        if n == 0 && self.email.is_none() && self.phone.is_none() {
+        let id = self.customer_account_id.as_deref();
+        let n = id.map(|id| id.chars().count());
+        if id.is_none() && self.email.is_none() && self.phone.is_none() {
             errors.push(FieldError::new(
                 format!("{prefix}.customerAccountId"),
                 "is required unless the customer is given by email or phone",
             ));
-        } else if n == 0 {
-            // Looked up by email or phone at write time (`upsert`).
-        } else if n > 255 {
+        } else if n.is_some_and(|n| n == 0 || n > 255) {
             errors.push(FieldError::new(format!("{prefix}.customerAccountId"), "must be 1 to 255 characters"));
-        } else if self.customer_account_id.chars().any(char::is_control) {
+        } else if id.is_some_and(|id| id.chars().any(char::is_control)) {
             errors.push(FieldError::new(format!("{prefix}.customerAccountId"), "must not contain control characters"));
         }
         if let Some(email) = &self.email {
@@ -121,11 +119,11 @@ async fn look_up(conn: &mut PgConnection, merchant_id: Uuid, c: &CustomerInput) 
 /// creation or an actual change writes its event; naming an unchanged customer does not.
 /// A customer given by email or phone only is looked up first (`look_up`).
 pub async fn upsert(conn: &mut PgConnection, merchant_id: Uuid, c: &CustomerInput) -> Result<Uuid> {
-    if c.customer_account_id.is_empty() {
+    let Some(account) = c.customer_account_id.as_deref() else {
         let account = look_up(conn, merchant_id, c).await?;
-        let c = CustomerInput { customer_account_id: account, ..c.clone() };
+        let c = CustomerInput { customer_account_id: Some(account), ..c.clone() };
         return Box::pin(upsert(conn, merchant_id, &c)).await;
-    }
+    };
     let changed = sqlx::query!(
         r#"INSERT INTO customers (id, merchant_id, customer_account_id, email, phone, first_name, last_name)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -140,7 +138,7 @@ pub async fn upsert(conn: &mut PgConnection, merchant_id: Uuid, c: &CustomerInpu
          RETURNING id, (xmax = 0) AS "inserted!""#,
         Uuid::now_v7(),
         merchant_id,
-        c.customer_account_id,
+        account,
         c.email,
         c.phone,
         c.first_name,
@@ -162,7 +160,7 @@ pub async fn upsert(conn: &mut PgConnection, merchant_id: Uuid, c: &CustomerInpu
         None => Ok(sqlx::query_scalar!(
             "SELECT id FROM customers WHERE merchant_id = $1 AND customer_account_id = $2",
             merchant_id,
-            c.customer_account_id,
+            account,
         )
         .fetch_one(conn)
         .await?),

@@ -124,7 +124,8 @@ pub async fn create_by(
         id: Uuid::now_v7(),
         merchant_id,
         customer_id,
-        customer_account_id: n.customer.customer_account_id.clone(),
+        // The stored row decides (a customer given by email or phone is looked up).
+        customer_account_id: n.customer.customer_account_id.clone().unwrap_or_default(),
         plan_id: n.plan_id,
         description: n.description,
         amount: n.amount,
@@ -493,7 +494,7 @@ pub async fn switch_plan(
     let starts = s.current_period_end.filter(|e| *e > now).unwrap_or(now);
     let req = super::CreateSubscription {
         customer: crate::customers::CustomerInput {
-            customer_account_id: s.customer_account_id.clone(),
+            customer_account_id: Some(s.customer_account_id.clone()),
             email: None,
             phone: None,
             first_name: None,
