@@ -228,6 +228,15 @@ pub async fn insert(conn: &mut PgConnection, links: &[NewLink], actor: Actor, ev
 /// `POST /v1/billing-cycles/{id}/payment-link`: a fresh link for a `failed` or `error`
 /// cycle of the merchant; earlier links of the cycle close. Returns the new link.
 pub async fn fresh(conn: &mut PgConnection, merchant_id: Uuid, cycle_id: Uuid, now: DateTime<Utc>) -> Result<Link> {
+    // Links come first in the lock order (docs/lock-order.md#payment-links): a page
+    // paying one holds it while it waits for the subscription.
+    sqlx::query!(
+        "SELECT id FROM payment_links WHERE billing_cycle_id = $1 AND merchant_id = $2 ORDER BY id FOR UPDATE",
+        cycle_id,
+        merchant_id
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     let (sub, cycle) =
         locks::cycle(conn, cycle_id, Some(merchant_id)).await?.ok_or(Error::NotFound("billing cycle"))?;
     if !matches!(cycle.status, CycleStatus::Failed | CycleStatus::Error) {
