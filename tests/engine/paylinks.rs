@@ -625,3 +625,67 @@ async fn another_merchants_cycle_gets_no_link_and_is_404() {
     let (s, b) = app.post(&format!("/v1/billing-cycles/{id}/payment-link"), json!({})).await;
     assert_eq!(s, StatusCode::CREATED, "the owner may: {b}");
 }
+
+#[tokio::test]
+async fn a_fresh_link_queued_behind_a_payment_of_the_old_one_does_not_deadlock() {
+    let app = spawn_app().await;
+    app.set_clock("2027-01-15T12:00:00Z").await;
+    let _engine = app.start_engine(EngineOpts { max_attempts: Some(2), ..EngineOpts::stepped() });
+    const RUNS: usize = 6;
+    let mut subs = Vec::new();
+    for i in 0..RUNS {
+        let s = app
+            .subscription(
+                json!({"customer": {"customerAccountId": format!("fresh-{i}")}, "amount": "7.00", "currency": "EUR",
+                "interval": {"unit": "month", "count": 1}, "paymentMethod": "pm_sandbox_timeout"}),
+            )
+            .await;
+        subs.push(s["id"].as_str().unwrap().to_owned());
+    }
+    app.run_due().await;
+    for (i, sub) in subs.iter().enumerate() {
+        let c = cycles(&app, sub).await.remove(0);
+        assert_eq!(c["status"], "error", "{c}");
+        let cycle = c["id"].as_str().unwrap().to_owned();
+        let (s, link) = app.post(&format!("/v1/billing-cycles/{cycle}/payment-link"), json!({})).await;
+        assert_eq!(s, StatusCode::CREATED, "{link}");
+        let path = link_path(&link);
+        let tab = open_tab(&app, &path).await;
+        // A third connection holds the link while the page and a fresh link queue on
+        // it, the page first in even runs: a writer that took the subscription before
+        // the link would hold what the page waits for while waiting for the page.
+        let mut holder = app.pool().begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM payment_links WHERE billing_cycle_id = $1::uuid FOR UPDATE")
+            .bind(&cycle)
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let page_first = i % 2 == 0;
+        let pay = async {
+            if !page_first {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            submit_card(&app, &path, &tab, OK_CARD).await
+        };
+        let fresh = async {
+            if page_first {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            app.post(&format!("/v1/billing-cycles/{cycle}/payment-link"), json!({})).await
+        };
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            holder.commit().await.unwrap();
+        };
+        let (page, (st, body), ()) = tokio::join!(pay, fresh, release);
+        assert!(!page.status.is_server_error(), "run {i}: page {} {}", page.status, page.html);
+        assert!(st == StatusCode::CREATED || st == StatusCode::CONFLICT, "run {i}: fresh link {st} {body}");
+        // The second saw the first's work: a payment in flight refuses a fresh link, a
+        // fresh link closes the page's link.
+        let paid = page.status == StatusCode::SEE_OTHER;
+        assert!(paid ^ (st == StatusCode::CREATED), "run {i}: page {} / fresh link {st}", page.status);
+        app.run_due().await;
+        assert!(ledger_of_cycle(&app, &cycle).await <= 1, "cycle {cycle}: at most one approved charge");
+    }
+    app.assert_exactly_once().await;
+}
