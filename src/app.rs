@@ -26,6 +26,8 @@ pub struct App {
     pub lease_secs: i64,
     /// `RECUR_PUBLIC_URL`, without a trailing slash (docs/pages.md#urls).
     pub public_url: Arc<str>,
+    /// Rate limits and the authentication cache (docs/operations.md#rate-limits).
+    pub limits: Arc<crate::api::limits::Limits>,
 }
 
 impl App {

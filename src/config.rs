@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::ratelimit::Rate;
+
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Postgres connection URL; the database is created if missing.
@@ -63,6 +65,89 @@ pub struct Settings {
     /// The `http` gateway's settings (used when `--gateway http`).
     #[command(flatten)]
     pub http_gateway: HttpGatewaySettings,
+
+    /// Request rate limits (docs/operations.md#rate-limits).
+    #[command(flatten)]
+    pub rate_limits: RateLimitSettings,
+}
+
+/// Request rate limits, shared by every API process through Redis
+/// (docs/operations.md#rate-limits). A rate is `COUNT/UNIT[:BURST]`, UNIT `s`, `m` or
+/// `h`: `100/s:200` is 100 requests per second sustained and 200 at once.
+#[derive(Debug, Clone, Args)]
+pub struct RateLimitSettings {
+    /// `on` or `off`: off, no request is limited nor Redis asked.
+    #[arg(long = "rate-limits", env = "RECUR_RATE_LIMITS", default_value = "on", global = true)]
+    pub switch: Switch,
+
+    /// Each merchant's `/v1` writes (POST, PATCH, DELETE), unless the merchant has its own.
+    #[arg(long, env = "RECUR_RATE_LIMIT_WRITES", default_value = "100/s:200", value_parser = Rate::parse, global = true)]
+    pub rate_limit_writes: Rate,
+
+    /// Each merchant's `/v1` reads (GET), unless the merchant has its own.
+    #[arg(long, env = "RECUR_RATE_LIMIT_READS", default_value = "200/s:400", value_parser = Rate::parse, global = true)]
+    pub rate_limit_reads: Rate,
+
+    /// The admin API, all callers together.
+    #[arg(long, env = "RECUR_RATE_LIMIT_ADMIN", default_value = "50/s:100", value_parser = Rate::parse, global = true)]
+    pub rate_limit_admin: Rate,
+
+    /// Failed authentications per merchantKey and per client address; past it, 429
+    /// with a delay that grows while the failures go on.
+    #[arg(long, env = "RECUR_RATE_LIMIT_AUTH_FAILURES", default_value = "10/m:10", value_parser = Rate::parse, global = true)]
+    pub rate_limit_auth_failures: Rate,
+
+    /// Each merchant's checkout-session creations (the API's and the portal's card replacements).
+    #[arg(long, env = "RECUR_RATE_LIMIT_CHECKOUT_SESSIONS", default_value = "120/m:120", value_parser = Rate::parse, global = true)]
+    pub rate_limit_checkout_sessions: Rate,
+
+    /// Each merchant's customer-session creations.
+    #[arg(long, env = "RECUR_RATE_LIMIT_CUSTOMER_SESSIONS", default_value = "120/m:120", value_parser = Rate::parse, global = true)]
+    pub rate_limit_customer_sessions: Rate,
+
+    /// Card submissions on the checkout pages, per client address.
+    #[arg(long, env = "RECUR_RATE_LIMIT_CARD_SUBMISSIONS", default_value = "10/m:10", value_parser = Rate::parse, global = true)]
+    pub rate_limit_card_submissions: Rate,
+
+    /// Redis of the rate limiter (default: REDIS_URL). Every request writes to it: a
+    /// Redis without persistence suits it best.
+    #[arg(long, env = "RECUR_RATE_LIMIT_REDIS_URL", global = true)]
+    pub rate_limit_redis_url: Option<String>,
+
+    /// How long a request waits for the limiter's Redis before it is served unlimited (ms).
+    #[arg(long, env = "RECUR_RATE_LIMIT_TIMEOUT_MS", default_value_t = 250, global = true)]
+    pub rate_limit_timeout_ms: u64,
+
+    /// The header that holds the client's address, set by a proxy you trust in front
+    /// of recur (e.g. `X-Forwarded-For`: its last entry is used); unset, the TCP peer's.
+    #[arg(long, env = "RECUR_CLIENT_ADDRESS_HEADER", global = true)]
+    pub client_address_header: Option<String>,
+}
+
+impl Default for RateLimitSettings {
+    /// The flags' defaults.
+    fn default() -> RateLimitSettings {
+        let rate = |s: &str| Rate::parse(s).expect("a default rate parses");
+        RateLimitSettings {
+            switch: Switch::On,
+            rate_limit_writes: rate("100/s:200"),
+            rate_limit_reads: rate("200/s:400"),
+            rate_limit_admin: rate("50/s:100"),
+            rate_limit_auth_failures: rate("10/m:10"),
+            rate_limit_checkout_sessions: rate("120/m:120"),
+            rate_limit_customer_sessions: rate("120/m:120"),
+            rate_limit_card_submissions: rate("10/m:10"),
+            rate_limit_redis_url: None,
+            rate_limit_timeout_ms: 250,
+            client_address_header: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// The `http` gateway's settings (docs/gateway-protocol.md#recurs-http-gateway).

@@ -39,11 +39,11 @@ pub enum Error {
     RetryRefused(crate::billing::governor::Refusal),
     #[error("idempotency key reused with a different request")]
     IdempotencyMismatch,
+    /// Authenticated, but this merchant may not do this (a live merchant and test clocks).
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
     #[error("unavailable: {0}")]
     Unavailable(String),
-    /// Too many requests of one kind from one merchant (docs/pages.md#rate-limits).
-    #[error("rate limited")]
-    RateLimited { retry_after_secs: u64 },
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("redis error")]

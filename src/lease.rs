@@ -37,7 +37,9 @@ pub struct DueSubscription {
     pub next_charge_at: Option<DateTime<Utc>>,
 }
 
-/// Claim up to `limit` due subscriptions in (next_charge_at, id) order after `after`.
+/// Claim up to `limit` due subscriptions on the deployment's clock in
+/// (next_charge_at, id) order after `after`. The hot claim: it reads
+/// `subscriptions_due_idx`, whose predicate leaves out test-clock subscriptions.
 pub async fn claim_due_subscriptions(
     pool: &PgPool,
     now: DateTime<Utc>,
@@ -48,8 +50,8 @@ pub async fn claim_due_subscriptions(
     Ok(sqlx::query_as!(
         DueSubscription,
         "WITH due AS (SELECT id FROM subscriptions
-            WHERE status IN ('active', 'past_due') AND next_charge_at IS NOT NULL AND next_charge_at <= $1
-              AND (next_charge_at, id) > ($4, $5)
+            WHERE status IN ('active', 'past_due') AND next_charge_at IS NOT NULL AND test_clock_id IS NULL
+              AND next_charge_at <= $1 AND (next_charge_at, id) > ($4, $5)
               AND (enqueued_until IS NULL OR enqueued_until < now())
             ORDER BY next_charge_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
          UPDATE subscriptions s SET enqueued_until = now() + make_interval(secs => $3) FROM due WHERE s.id = due.id
@@ -64,33 +66,76 @@ pub async fn claim_due_subscriptions(
     .await?)
 }
 
-/// Claim trialing subscriptions whose trial has ended.
-pub async fn claim_trial_ends(pool: &PgPool, now: DateTime<Utc>, limit: i64, secs: i64) -> Result<Vec<Uuid>> {
-    Ok(sqlx::query_scalar!(
+/// Claim up to `limit` due subscriptions of test clock `clock`, whose time is `now`
+/// (through `subscriptions_test_clock_idx`).
+pub async fn claim_due_on_clock(
+    pool: &PgPool,
+    clock: Uuid,
+    now: DateTime<Utc>,
+    limit: i64,
+    secs: i64,
+) -> Result<Vec<DueSubscription>> {
+    Ok(sqlx::query_as!(
+        DueSubscription,
         "WITH due AS (SELECT id FROM subscriptions
-            WHERE status = 'trialing' AND trial_end_at <= $1 AND (enqueued_until IS NULL OR enqueued_until < now())
-            LIMIT $2 FOR UPDATE SKIP LOCKED)
+            WHERE test_clock_id = $4 AND next_charge_at <= $1 AND status IN ('active', 'past_due')
+              AND (enqueued_until IS NULL OR enqueued_until < now())
+            ORDER BY next_charge_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
          UPDATE subscriptions s SET enqueued_until = now() + make_interval(secs => $3) FROM due WHERE s.id = due.id
-         RETURNING s.id",
+         RETURNING s.id, s.next_sequence, s.next_charge_at",
         now,
         limit,
         secs as f64,
+        clock,
     )
     .fetch_all(pool)
     .await?)
 }
 
-/// Claim paused subscriptions whose resume date has come.
-pub async fn claim_resumes(pool: &PgPool, now: DateTime<Utc>, limit: i64, secs: i64) -> Result<Vec<Uuid>> {
+/// Claim trialing subscriptions whose trial has ended, on the deployment's clock
+/// (`clock` None) or on one test clock.
+pub async fn claim_trial_ends(
+    pool: &PgPool,
+    clock: Option<Uuid>,
+    now: DateTime<Utc>,
+    limit: i64,
+    secs: i64,
+) -> Result<Vec<Uuid>> {
     Ok(sqlx::query_scalar!(
         "WITH due AS (SELECT id FROM subscriptions
-            WHERE status = 'paused' AND resume_at <= $1 AND (enqueued_until IS NULL OR enqueued_until < now())
+            WHERE status = 'trialing' AND trial_end_at <= $1 AND (enqueued_until IS NULL OR enqueued_until < now())
+              AND test_clock_id IS NOT DISTINCT FROM $4
             LIMIT $2 FOR UPDATE SKIP LOCKED)
          UPDATE subscriptions s SET enqueued_until = now() + make_interval(secs => $3) FROM due WHERE s.id = due.id
          RETURNING s.id",
         now,
         limit,
         secs as f64,
+        clock,
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Claim paused subscriptions whose resume date has come (clock as for trials).
+pub async fn claim_resumes(
+    pool: &PgPool,
+    clock: Option<Uuid>,
+    now: DateTime<Utc>,
+    limit: i64,
+    secs: i64,
+) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar!(
+        "WITH due AS (SELECT id FROM subscriptions
+            WHERE status = 'paused' AND resume_at <= $1 AND (enqueued_until IS NULL OR enqueued_until < now())
+              AND test_clock_id IS NOT DISTINCT FROM $4
+            LIMIT $2 FOR UPDATE SKIP LOCKED)
+         UPDATE subscriptions s SET enqueued_until = now() + make_interval(secs => $3) FROM due WHERE s.id = due.id
+         RETURNING s.id",
+        now,
+        limit,
+        secs as f64,
+        clock,
     )
     .fetch_all(pool)
     .await?)
@@ -104,20 +149,29 @@ pub struct DueRetry {
     pub attempt: i32,
 }
 
-/// Claim retrying cycles whose retry is due, unless their subscription stopped.
-pub async fn claim_retries(pool: &PgPool, now: DateTime<Utc>, limit: i64, secs: i64) -> Result<Vec<DueRetry>> {
+/// Claim retrying cycles whose retry is due, unless their subscription stopped
+/// (clock as for trials: the subscription's).
+pub async fn claim_retries(
+    pool: &PgPool,
+    clock: Option<Uuid>,
+    now: DateTime<Utc>,
+    limit: i64,
+    secs: i64,
+) -> Result<Vec<DueRetry>> {
     Ok(sqlx::query_as!(
         DueRetry,
         r#"WITH due AS (SELECT c.id FROM billing_cycles c
             WHERE c.status = 'retrying' AND c.next_retry_at <= $1 AND (c.enqueued_until IS NULL OR c.enqueued_until < now())
-              AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = c.subscription_id
-                              AND s.status IN ('paused', 'cancelled', 'completed'))
+              AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = c.subscription_id
+                          AND s.status NOT IN ('paused', 'cancelled', 'completed')
+                          AND s.test_clock_id IS NOT DISTINCT FROM $4)
             LIMIT $2 FOR UPDATE OF c SKIP LOCKED)
          UPDATE billing_cycles c SET enqueued_until = now() + make_interval(secs => $3) FROM due WHERE c.id = due.id
          RETURNING c.id, c.attempts + 1 AS "attempt!""#,
         now,
         limit,
         secs as f64,
+        clock,
     )
     .fetch_all(pool)
     .await?)

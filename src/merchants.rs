@@ -1,6 +1,9 @@
-//! Merchants, their API credentials and their choice of gateway (`gateway`).
+//! Merchants, their API credentials, their choice of gateway (`gateway`) and their
+//! own request rates (`limits`); `update` reads the operator's changes.
 
 pub mod gateway;
+pub mod limits;
+pub mod update;
 
 use chrono::{DateTime, Utc};
 use rand::RngCore;
@@ -19,6 +22,8 @@ pub struct Merchant {
     pub merchant_key: Uuid,
     pub sandbox: bool,
     pub created_at: DateTime<Utc>,
+    /// The merchant's own `/v1` rates; `None`: the process defaults.
+    pub rate_limits: limits::MerchantRates,
 }
 
 /// Shown once, at creation: the secret is stored only as a hash.
@@ -44,6 +49,8 @@ pub struct MerchantView {
     pub created_at: DateTime<Utc>,
     /// The merchant's own gateway; `null`: the process default (`RECUR_GATEWAY`).
     pub gateway: Option<GatewayView>,
+    /// The merchant's own `/v1` rates (docs/operations.md#rate-limits).
+    pub rate_limits: limits::RateLimitsView,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -59,7 +66,12 @@ pub struct GatewayView {
 }
 
 fn hash(secret: &str) -> Vec<u8> {
-    Sha256::digest(secret.as_bytes()).to_vec()
+    secret_hash(secret).to_vec()
+}
+
+/// What is stored of a secret, and compared: its SHA-256.
+pub fn secret_hash(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
 }
 
 pub async fn create(pool: &PgPool, name: &str, sandbox: bool) -> Result<Credentials> {
@@ -87,20 +99,31 @@ pub async fn create(pool: &PgPool, name: &str, sandbox: bool) -> Result<Credenti
 
 /// The merchant whose key and secret these are; `None` when they name none.
 pub async fn authenticate(pool: &PgPool, merchant_key: Uuid, secret: &str) -> Result<Option<Merchant>> {
+    authenticate_hash(pool, merchant_key, &secret_hash(secret)).await
+}
+
+/// [`authenticate`] with the presented secret's [`secret_hash`] (compared in constant
+/// time). The merchant's own rates come with it: no other query is needed to limit it.
+pub async fn authenticate_hash(pool: &PgPool, merchant_key: Uuid, presented: &[u8; 32]) -> Result<Option<Merchant>> {
     let row = sqlx::query!(
-        "SELECT id, name, merchant_key, sandbox, created_at, secret_hash FROM merchants WHERE merchant_key = $1",
+        "SELECT id, name, merchant_key, sandbox, created_at, secret_hash,
+             rate_limit_reads_per_second, rate_limit_reads_burst, rate_limit_writes_per_second, rate_limit_writes_burst
+         FROM merchants WHERE merchant_key = $1",
         merchant_key,
     )
     .fetch_optional(pool)
     .await?;
-    // Hash even when the key is unknown, so timing does not reveal which keys exist.
-    let presented = hash(secret);
-    Ok(row.filter(|r| bool::from(presented.ct_eq(&r.secret_hash))).map(|r| Merchant {
+    // The hash is computed even when the key is unknown, so timing does not reveal which keys exist.
+    Ok(row.filter(|r| bool::from(presented.as_slice().ct_eq(&r.secret_hash))).map(|r| Merchant {
         id: r.id,
         name: r.name,
         merchant_key: r.merchant_key,
         sandbox: r.sandbox,
         created_at: r.created_at,
+        rate_limits: limits::MerchantRates {
+            reads: limits::stored(r.rate_limit_reads_per_second, r.rate_limit_reads_burst),
+            writes: limits::stored(r.rate_limit_writes_per_second, r.rate_limit_writes_burst),
+        },
     }))
 }
 
@@ -109,7 +132,8 @@ pub async fn authenticate(pool: &PgPool, merchant_key: Uuid, secret: &str) -> Re
 pub async fn view(pool: &PgPool, merchant_key: Uuid) -> Result<MerchantView> {
     let r = sqlx::query!(
         r#"SELECT id, name, merchant_key, sandbox, created_at, gateway_kind, gateway_base_url,
-               gateway_secret_enc IS NOT NULL AS "secret_set!", gateway_updated_at
+               gateway_secret_enc IS NOT NULL AS "secret_set!", gateway_updated_at,
+               rate_limit_reads_per_second, rate_limit_reads_burst, rate_limit_writes_per_second, rate_limit_writes_burst
            FROM merchants WHERE merchant_key = $1"#,
         merchant_key,
     )
@@ -129,5 +153,10 @@ pub async fn view(pool: &PgPool, merchant_key: Uuid) -> Result<MerchantView> {
         sandbox: r.sandbox,
         created_at: r.created_at,
         gateway,
+        rate_limits: limits::MerchantRates {
+            reads: limits::stored(r.rate_limit_reads_per_second, r.rate_limit_reads_burst),
+            writes: limits::stored(r.rate_limit_writes_per_second, r.rate_limit_writes_burst),
+        }
+        .view(),
     })
 }

@@ -29,6 +29,8 @@ pub struct Runtime {
     pub gateway: Arc<Gateways>,
     pub secret_key: Option<Arc<SecretKey>>,
     pub queue: Enqueuer,
+    /// The API's rate limits, shared by every `App` of this runtime.
+    pub limits: Arc<crate::api::limits::Limits>,
 }
 
 impl Runtime {
@@ -53,7 +55,12 @@ impl Runtime {
         };
         let http = settings.http_gateway.options();
         let gateway = Arc::new(Gateways::new(pool.clone(), default, sandbox, http, secret_key.clone()));
-        Ok(Runtime { settings: settings.clone(), pool, clock, gateway, secret_key, queue })
+        let limits = Arc::new(crate::api::limits::Limits::new(
+            &settings.rate_limits,
+            &settings.redis_url,
+            &settings.redis_namespace,
+        )?);
+        Ok(Runtime { settings: settings.clone(), pool, clock, gateway, secret_key, queue, limits })
     }
 
     pub fn engine(&self, args: &EngineArgs) -> anyhow::Result<Arc<crate::worker::Engine>> {
@@ -93,6 +100,7 @@ impl Runtime {
             admin_token: self.settings.admin_token.as_deref().map(Arc::from),
             lease_secs: self.settings.lease_seconds,
             public_url: Arc::from(self.settings.public_url.trim_end_matches('/')),
+            limits: self.limits.clone(),
         }
     }
 }

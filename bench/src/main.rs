@@ -11,6 +11,7 @@
 mod acquirer;
 mod baseline;
 mod procs;
+mod ratelimit;
 mod receiver;
 mod report;
 mod scenario;
@@ -111,9 +112,14 @@ pub struct BenchArgs {
     /// Only these scenarios (surge, baseline, latency, scale, webhooks: the surge with
     /// one webhook endpoint on billing_cycle.succeeded and .failed, one worker;
     /// http-surge: the surge over the http gateway against `recur acquirer`;
-    /// http-latency: that with --latency-ms added by the acquirer, one worker).
+    /// http-latency: that with --latency-ms added by the acquirer, one worker;
+    /// rate-limits: one `recur api`, a merchant at half its write limit alone and while
+    /// another floods at ten times its limit).
     #[arg(long, value_delimiter = ',', default_value = "surge,baseline,latency,scale")]
     pub only: Vec<String>,
+    /// Seconds of each phase of the rate-limits scenario (alone, flooded).
+    #[arg(long, default_value_t = 15)]
+    pub rate_limit_secs: u64,
     /// Write the report here as Markdown (table + JSON).
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
@@ -196,6 +202,23 @@ async fn run(args: BenchArgs, redis_url: String) -> anyhow::Result<()> {
                 eprintln!("latency c={c}: {:.0} charges/s (bound {:.0})", r.charges_per_s, r.bound);
                 report.latency(c, &r);
             }
+        }
+        if want("rate-limits") {
+            let r = ratelimit::run(&recur, &args, &redis_url).await?;
+            eprintln!(
+                "rate limits: calm alone p50 {:.2} ms p99 {:.2} ms ({:.1} % ok); flooded p50 {:.2} ms p99 {:.2} ms ({:.1} % ok); \
+                 flood {:.0}/s sent, {:.0}/s served, {:.0}/s refused",
+                r.calm_alone.p50_ms,
+                r.calm_alone.p99_ms,
+                r.calm_alone.success_pct(),
+                r.calm_flooded.p50_ms,
+                r.calm_flooded.p99_ms,
+                r.calm_flooded.success_pct(),
+                r.flood_sent_per_s,
+                r.flood_served_per_s,
+                r.flood_refused_per_s
+            );
+            report.rate_limits(&r);
         }
         if want("scale") {
             let r = scenario::scale(&recur, &args, &redis_url).await?;

@@ -120,6 +120,23 @@ impl Report {
         }
     }
 
+    /// The well-behaved merchant alone and under the other's flood, and the flood's fate.
+    pub fn rate_limits(&mut self, r: &crate::ratelimit::RateLimitResult) {
+        let g = "rate_limits";
+        for (phase, p) in [("alone", &r.calm_alone), ("flooded", &r.calm_flooded)] {
+            self.add(g, &format!("calm_{phase}_p50_ms"), p.p50_ms);
+            self.add(g, &format!("calm_{phase}_p99_ms"), p.p99_ms);
+            self.add(g, &format!("calm_{phase}_max_ms"), p.max_ms);
+            self.add(g, &format!("calm_{phase}_success_pct"), p.success_pct());
+            self.add(g, &format!("calm_{phase}_requests"), p.sent as f64);
+        }
+        self.add(g, "calm_p99_flooded_over_alone", r.calm_flooded.p99_ms / r.calm_alone.p99_ms.max(1e-9));
+        self.add(g, "flood_sent_per_s", r.flood_sent_per_s);
+        self.add(g, "flood_served_per_s", r.flood_served_per_s);
+        self.add(g, "flood_refused_per_s", r.flood_refused_per_s);
+        self.add(g, "flood_other_answers", r.flood_other as f64);
+    }
+
     pub fn scale(&mut self, r: &ScaleResult) {
         self.add("scale", "sweep_ms_per_tick_while_due", r.sweep_ms);
         self.add("scale", "sweep_ms_per_tick_idle", r.idle_sweep_ms);

@@ -69,7 +69,7 @@ pub async fn retry_cycle(
     Body(body): Body,
 ) -> Result<Response> {
     extract::parse::<extract::NoFields>(&body, true)?;
-    let now = app.clock.now().await?;
+    let now = crate::test_clocks::now_for_cycle(&mut *app.pool.acquire().await?, &app.clock, m.id, id).await?;
     // An errored attempt's outcome is unknown (e.g. a timeout after the charge went
     // through): ask the gateway before charging again, so a retry cannot charge twice.
     let errored = retry::errored_attempt(&mut *app.pool.acquire().await?, m.id, id).await?;
@@ -113,7 +113,8 @@ pub async fn payment_link(
     Body(body): Body,
 ) -> Result<Response> {
     extract::parse::<extract::NoFields>(&body, true)?;
-    let now = app.clock.now().await?;
+    // The cycle's subscription's clock (its test clock, if it follows one).
+    let now = crate::test_clocks::now_for_cycle(&mut *app.pool.acquire().await?, &app.clock, m.id, id).await?;
     idempotency::run(&app, m.id, key, &format!("POST /v1/billing-cycles/{id}/payment-link"), &body, async |tx| {
         crate::paylinks::fresh(tx, m.id, id, now).await?;
         let c = cycles::get(tx, m.id, id).await?;

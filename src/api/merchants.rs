@@ -33,12 +33,34 @@ impl<S: Send + Sync> FromRequestParts<S> for MerchantKey {
 }
 
 /// The body of `PATCH /admin/merchants/{merchantKey}`, for the OpenAPI document; the
-/// handler reads it with `merchants::gateway::parse`, which quotes no value back.
+/// handler reads it with `merchants::update::parse`, which quotes no value back. At
+/// least one of the fields; an absent one is left as it is.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateMerchant {
     /// The merchant's gateway; `null` returns it to the process default (`RECUR_GATEWAY`).
     pub gateway: Option<GatewayInput>,
+    /// The merchant's own `/v1` rates (docs/operations.md#rate-limits); `null` returns
+    /// both to the process defaults.
+    pub rate_limits: Option<RateLimitsInput>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimitsInput {
+    /// GET requests; `null`: the default (`RECUR_RATE_LIMIT_READS`).
+    pub reads: Option<RateInput>,
+    /// Other requests; `null`: the default (`RECUR_RATE_LIMIT_WRITES`).
+    pub writes: Option<RateInput>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateInput {
+    /// Requests per second, sustained: 1 to 100000.
+    pub per_second: u32,
+    /// Requests allowed at once: 1 to 1000000; defaults to perSecond.
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -73,10 +95,25 @@ pub async fn update(
     MerchantKey(key): MerchantKey,
     Body(body): Body,
 ) -> Result<Json<MerchantView>> {
-    let choice = gateway::parse(&extract::parse::<serde_json::Value>(&body, false)?)?;
-    let view = gateway::set(&app.pool, app.secret_key.as_deref(), key, &choice).await?;
-    // This process's next call reads the new choice; other processes' within the TTL.
-    app.gateway.forget(key);
-    tracing::info!(merchant_key = %key, gateway = choice.kind().unwrap_or("default"), "merchant gateway changed");
-    Ok(Json(view))
+    let update = merchants::update::parse(&extract::parse::<serde_json::Value>(&body, false)?)?;
+    // Both changes or neither.
+    let mut tx = app.pool.begin().await?;
+    if let Some(choice) = &update.gateway {
+        gateway::set(&mut tx, app.secret_key.as_deref(), key, choice).await?;
+    }
+    if let Some(patch) = &update.rate_limits {
+        merchants::limits::set(&mut tx, key, patch).await?;
+    }
+    tx.commit().await?;
+    // This process's next call reads the new settings; other processes' within their
+    // caches' TTLs (docs/operations.md#rate-limits).
+    if let Some(choice) = &update.gateway {
+        app.gateway.forget(key);
+        tracing::info!(merchant_key = %key, gateway = choice.kind().unwrap_or("default"), "merchant gateway changed");
+    }
+    if let Some(patch) = &update.rate_limits {
+        app.limits.auth.forget(key);
+        tracing::info!(merchant_key = %key, ?patch, "merchant rate limits changed");
+    }
+    Ok(Json(merchants::view(&app.pool, key).await?))
 }

@@ -9,6 +9,7 @@ pub mod customers;
 pub mod extract;
 pub mod health;
 pub mod idempotency;
+pub mod limits;
 pub mod merchants;
 pub mod openapi;
 pub mod ops;
@@ -19,8 +20,10 @@ pub mod request_id;
 pub mod series;
 pub mod settings;
 pub mod subscriptions;
+pub mod test_clocks;
 pub mod webhooks;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -36,9 +39,24 @@ use problem::{ApiError, Problem};
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 256 * 1024;
 
+/// Serve the API on `listener`, with each connection's peer address known to the rate
+/// limits (`limits::Limits::client_address`).
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    app: App,
+) -> axum::serve::Serve<
+    tokio::net::TcpListener,
+    axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, SocketAddr>,
+    axum::middleware::AddExtension<Router, axum::extract::ConnectInfo<SocketAddr>>,
+> {
+    axum::serve(listener, router(app).into_make_service_with_connect_info::<SocketAddr>())
+}
+
 pub fn router(app: App) -> Router {
     crate::telemetry::register_api_metrics();
-    let routes = Router::new()
+    // Every /v1 route is authenticated and limited by `limits::merchant`, every /admin
+    // route by `limits::admin` (docs/operations.md#rate-limits).
+    let v1 = Router::new()
         .route("/v1/plans", post(plans::create).get(plans::list))
         .route("/v1/plans/{id}", get(plans::get).patch(plans::update).delete(plans::delete))
         .route("/v1/plans/{id}/activate", post(plans::activate))
@@ -51,6 +69,11 @@ pub fn router(app: App) -> Router {
         .route("/v1/subscriptions/{id}/pause", post(subscriptions::pause))
         .route("/v1/subscriptions/{id}/resume", post(subscriptions::resume))
         .route("/v1/subscriptions/{id}/cancel", post(subscriptions::cancel))
+        .route("/v1/subscriptions/{id}/change", post(subscriptions::change))
+        .route("/v1/subscriptions/{id}/change/preview", post(subscriptions::change_preview))
+        .route("/v1/test-clocks", post(test_clocks::create).get(test_clocks::list))
+        .route("/v1/test-clocks/{id}", get(test_clocks::get))
+        .route("/v1/test-clocks/{id}/advance", post(test_clocks::advance))
         .route("/v1/subscriptions/{id}/billing-cycles", get(billing::list_cycles))
         .route("/v1/billing-cycles/{id}", get(billing::get_cycle))
         .route("/v1/billing-cycles/{id}/retry", post(billing::retry_cycle))
@@ -72,6 +95,8 @@ pub fn router(app: App) -> Router {
         .route("/v1/webhook-endpoints/{id}/deliveries", get(webhooks::deliveries))
         .route("/v1/webhook-endpoints/{id}/replay", post(webhooks::replay))
         .route("/v1/webhook-deliveries/{id}/retry", post(webhooks::retry))
+        .route_layer(middleware::from_fn_with_state(app.clone(), limits::merchant));
+    let admin = Router::new()
         .route("/admin/merchants", post(admin::create_merchant))
         .route("/admin/merchants/{merchantKey}", get(merchants::get).patch(merchants::update))
         .route("/admin/clock", get(admin::get_clock).post(admin::move_clock))
@@ -80,11 +105,15 @@ pub fn router(app: App) -> Router {
         .route("/admin/dlq", get(ops::list))
         .route("/admin/dlq/replay", post(ops::replay))
         .route("/admin/dlq/drain", post(ops::drain))
+        .route_layer(middleware::from_fn_with_state(app.clone(), limits::admin));
+    let routes = Router::new()
+        .merge(v1)
+        .merge(admin)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::serve))
         .route("/metrics", get(crate::telemetry::render))
-        .merge(crate::pages::router())
+        .merge(crate::pages::router(&app))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

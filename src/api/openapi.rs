@@ -12,9 +12,9 @@ use super::*;
     paths(
         plans::create, plans::list, plans::get, plans::update, plans::delete, plans::activate, plans::archive,
         subscriptions::create, subscriptions::list, subscriptions::get, subscriptions::update, subscriptions::delete,
-        subscriptions::pause, subscriptions::resume, subscriptions::cancel,
-        billing::list_cycles, billing::get_cycle, billing::retry_cycle, billing::payment_link,
-        billing::get_transaction,
+        subscriptions::pause, subscriptions::resume, subscriptions::cancel, subscriptions::change,
+        subscriptions::change_preview, test_clocks::create, test_clocks::list, test_clocks::get, test_clocks::advance,
+        billing::list_cycles, billing::get_cycle, billing::retry_cycle, billing::payment_link, billing::get_transaction,
         series::create, series::list, series::get, series::cancel, series::create_transaction,
         customers::get, customers::events,
         admin::create_merchant, admin::get_clock, admin::move_clock, admin::sandbox_charges,
@@ -26,7 +26,7 @@ use super::*;
         portal::create,
         health::healthz, health::readyz, serve,
     ),
-    modifiers(&Security, &Metrics, &ProblemMediaType, &WebhookTypes),
+    modifiers(&Security, &Metrics, &ProblemMediaType, &WebhookTypes, &RateLimited),
     security(("basic" = [], "apiKey" = [])),
 )]
 pub struct Doc;
@@ -109,6 +109,44 @@ impl Modify for ProblemMediaType {
                         response.content.insert("application/problem+json".to_owned(), content);
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Every `/v1` and `/admin` operation may answer 429 (docs/operations.md#rate-limits):
+/// documented once here rather than on each handler.
+struct RateLimited;
+
+impl Modify for RateLimited {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let response = ResponseBuilder::new()
+            .description(
+                "Too many requests: a rate limit or too many failed authentications (`Retry-After` says \
+                 when to retry; docs/operations.md#rate-limits)",
+            )
+            .content(
+                "application/problem+json",
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+            )
+            .build();
+        for (path, item) in doc.paths.paths.iter_mut() {
+            if !(path.starts_with("/v1/") || path.starts_with("/admin/")) {
+                continue;
+            }
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for op in ops.into_iter().flatten() {
+                op.responses.responses.entry("429".to_owned()).or_insert_with(|| response.clone().into());
             }
         }
     }

@@ -70,9 +70,9 @@ fn status_of(e: &Error) -> StatusCode {
         Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
         Error::Validation(_) | Error::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::NotAllowed(_) => StatusCode::FORBIDDEN,
         Error::Conflict { .. } | Error::RetryRefused(_) => StatusCode::CONFLICT,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::Database(_) | Error::Redis(_) | Error::Queue(_) | Error::Internal(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
@@ -91,6 +91,7 @@ fn problem_of(e: &Error) -> Problem {
             ..Problem::new(status, "validation", "Validation failed", "one or more fields are invalid")
         },
         Error::NotFound(what) => Problem::new(status, "not-found", "Not found", &format!("{what} not found")),
+        Error::NotAllowed(detail) => Problem::new(status, "not-allowed", "Not allowed", detail),
         Error::Conflict { detail, existing } => {
             Problem { existing_id: *existing, ..Problem::new(status, "conflict", "Conflict", detail) }
         }
@@ -105,12 +106,6 @@ fn problem_of(e: &Error) -> Problem {
             "this Idempotency-Key was used with a different request",
         ),
         Error::Unavailable(what) => Problem::new(status, "unavailable", "Service unavailable", what),
-        Error::RateLimited { retry_after_secs } => Problem::new(
-            status,
-            "rate-limited",
-            "Too many requests",
-            &format!("too many requests of this kind; retry in {retry_after_secs} s"),
-        ),
         Error::Database(_) | Error::Redis(_) | Error::Queue(_) | Error::Internal(_) => {
             Problem::new(status, "internal", "Internal error", "an internal error occurred; it has been logged")
         }
@@ -162,11 +157,7 @@ impl IntoResponse for ApiError {
             // The whole cause chain: the log is the only place a 500's cause is kept.
             tracing::error!(error = crate::error::chain(&self), "request failed");
         }
-        let mut res = self.problem().into_response_with(status);
-        if let ApiError::Domain(Error::RateLimited { retry_after_secs }) = &self {
-            res.headers_mut().insert(header::RETRY_AFTER, (*retry_after_secs).into());
-        }
-        res
+        self.problem().into_response_with(status)
     }
 }
 

@@ -14,9 +14,11 @@ use super::idempotency::{self, IdempotencyKey, Outcome};
 use super::problem::{Problem, Result};
 use crate::app::App;
 use crate::plans;
+use crate::subscriptions::changes::{self, ChangeRequest, ChangeStatus, ChangeView};
 use crate::subscriptions::{
     CreateSubscription, SubscriptionStatus, SubscriptionView, UpdateSubscription, lifecycle, repo,
 };
+use crate::test_clocks;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -55,7 +57,22 @@ pub async fn create(
 ) -> Result<Response> {
     let req = extract::parse::<CreateSubscription>(&body, false)?;
     let pm_accepted = app.accepts(m.merchant_key, req.payment_method.as_deref()).await?;
-    let now = app.clock.now().await?;
+    // A subscription on a test clock starts at the clock's frozen time
+    // (docs/api.md#test-clocks); only a sandbox merchant has one.
+    let now = match req.test_clock_id {
+        Some(clock) => {
+            test_clocks::sandbox_only(m.sandbox)?;
+            let mut conn = app.pool.acquire().await?;
+            match test_clocks::get(&mut conn, m.id, clock).await {
+                Ok(c) => c.frozen_time,
+                Err(crate::Error::NotFound(_)) => {
+                    return Err(crate::Error::validation("testClockId", "no such test clock").into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        None => app.clock.now().await?,
+    };
     idempotency::run(&app, m.id, key, "POST /v1/subscriptions", &body, async |tx| {
         // The plan is checked after the key is claimed: a replay returns the stored
         // response even if the plan has been archived since.
@@ -117,7 +134,7 @@ pub async fn update(
     let req = extract::parse::<UpdateSubscription>(&body, false)?;
     let pm_accepted = app.accepts(m.merchant_key, req.payment_method.as_deref()).await?;
     let changes = req.validate(pm_accepted)?;
-    let now = app.clock.now().await?;
+    let now = now_for(&app, m.id, id).await?;
     let mut tx = app.pool.begin().await?;
     let c = lifecycle::update(&mut tx, m.id, id, changes, now).await?;
     if !c.jobs.is_empty() {
@@ -131,7 +148,7 @@ pub async fn update(
 #[utoipa::path(delete, path = "/v1/subscriptions/{id}", tag = "subscriptions", params(("id" = Uuid, Path)),
     responses((status = 200, body = SubscriptionView, description = "Cancelled now"), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn delete(State(app): State<App>, Authed(m): Authed, Id(id): Id) -> Result<Json<SubscriptionView>> {
-    let now = app.clock.now().await?;
+    let now = now_for(&app, m.id, id).await?;
     let mut tx = app.pool.begin().await?;
     let c = lifecycle::cancel(&mut tx, m.id, id, false, now).await?;
     tx.commit().await?;
@@ -152,7 +169,7 @@ pub async fn pause(
     let mut e = Vec::new();
     crate::validate::instant(&mut e, "resumeAt", req.resume_at);
     crate::validate::finish(e)?;
-    let now = app.clock.now().await?;
+    let now = now_for(&app, m.id, id).await?;
     idempotency::run(&app, m.id, key, &format!("POST /v1/subscriptions/{id}/pause"), &body, async |tx| {
         let c = lifecycle::pause(tx, m.id, id, req.resume_at, now).await?;
         Ok(Outcome::new(StatusCode::OK, SubscriptionView::from(&c.subscription)).with_jobs(c.jobs))
@@ -170,7 +187,7 @@ pub async fn resume(
     Body(body): Body,
 ) -> Result<Response> {
     extract::parse::<extract::NoFields>(&body, true)?;
-    let now = app.clock.now().await?;
+    let now = now_for(&app, m.id, id).await?;
     idempotency::run(&app, m.id, key, &format!("POST /v1/subscriptions/{id}/resume"), &body, async |tx| {
         let c = lifecycle::resume(tx, m.id, id, now).await?;
         if !c.jobs.is_empty() {
@@ -192,10 +209,58 @@ pub async fn cancel(
     Body(body): Body,
 ) -> Result<Response> {
     let req = extract::parse::<CancelRequest>(&body, true)?;
-    let now = app.clock.now().await?;
+    let now = now_for(&app, m.id, id).await?;
     idempotency::run(&app, m.id, key, &format!("POST /v1/subscriptions/{id}/cancel"), &body, async |tx| {
         let c = lifecycle::cancel(tx, m.id, id, req.at_period_end, now).await?;
         Ok(Outcome::new(StatusCode::OK, SubscriptionView::from(&c.subscription)).with_jobs(c.jobs))
     })
     .await
+}
+
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/change", tag = "subscriptions", params(("id" = Uuid, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),
+    request_body = ChangeRequest,
+    responses((status = 200, body = ChangeView, description = "Applied now, or scheduled for the period's end"),
+        (status = 202, body = ChangeView, description = "The proration charge is in flight; the new terms apply once it is approved"),
+        (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn change(
+    State(app): State<App>,
+    Authed(m): Authed,
+    Id(id): Id,
+    key: IdempotencyKey,
+    Body(body): Body,
+) -> Result<Response> {
+    let input = extract::parse::<ChangeRequest>(&body, false)?.validate()?;
+    let now = now_for(&app, m.id, id).await?;
+    idempotency::run(&app, m.id, key, &format!("POST /v1/subscriptions/{id}/change"), &body, async |tx| {
+        let c = changes::change(tx, m.id, id, input, now, app.lease_secs).await?;
+        let status = if c.view.status == ChangeStatus::AwaitingPayment { StatusCode::ACCEPTED } else { StatusCode::OK };
+        Ok(Outcome::new(status, c.view).with_jobs(c.jobs))
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/change/preview", tag = "subscriptions", params(("id" = Uuid, Path)),
+    request_body = ChangeRequest,
+    responses((status = 200, body = ChangeView, description = "What the change would do now; nothing is stored"),
+        (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn change_preview(
+    State(app): State<App>,
+    Authed(m): Authed,
+    Id(id): Id,
+    Body(body): Body,
+) -> Result<Json<ChangeView>> {
+    let input = extract::parse::<ChangeRequest>(&body, false)?.validate()?;
+    let now = now_for(&app, m.id, id).await?;
+    let mut conn = app.pool.acquire().await?;
+    Ok(Json(changes::preview(&mut conn, m.id, id, input, now).await?))
+}
+
+/// The billing time of the merchant's subscription `id`: its test clock's, or the
+/// deployment's (docs/api.md#test-clocks).
+async fn now_for(app: &App, merchant_id: Uuid, id: Uuid) -> Result<DateTime<Utc>> {
+    let mut conn = app.pool.acquire().await?;
+    Ok(test_clocks::now_for_subscription(&mut conn, &app.clock, Some(merchant_id), id).await?)
 }

@@ -23,7 +23,7 @@ use super::locks::{self, LockedCycle, LockedSubscription};
 use super::transactions::{TransactionKind, TransactionStatus};
 use super::{cycle_state, transaction_state};
 use crate::events::{self, Actor, NewEvent};
-use crate::subscriptions::{SubscriptionStatus, lifecycle, repo};
+use crate::subscriptions::{SubscriptionStatus, changes, lifecycle, repo};
 
 /// Everything needed to charge one transaction, read in one batched query.
 #[derive(Debug, Clone)]
@@ -48,6 +48,8 @@ pub struct ChargeContext {
     pub retry_schedule_hours: Option<Vec<i32>>,
     pub authorized_limit: Option<Decimal>,
     pub series_id: Option<Uuid>,
+    /// The subscription's test clock, if it follows one (crate::test_clocks).
+    pub test_clock_id: Option<Uuid>,
 }
 
 impl ChargeContext {
@@ -66,7 +68,7 @@ pub async fn load_batch(pool: &PgPool, ids: Vec<Uuid>) -> anyhow::Result<Vec<Opt
                 c.id AS "cycle_id?", c.sequence AS "cycle_sequence?", c.status AS "cycle_status?: CycleStatus", c.due_at AS "due_at?",
                 s.id AS "subscription_id?", s.status AS "subscription_status?: SubscriptionStatus",
                 s.retry_schedule_hours AS "retry_schedule_hours?", s.authorized_limit,
-                t.payment_series_id AS series_id
+                t.payment_series_id AS series_id, s.test_clock_id AS "test_clock_id?"
          FROM transactions t
          JOIN merchants m ON m.id = t.merchant_id
          LEFT JOIN billing_cycles c ON c.id = t.billing_cycle_id
@@ -156,6 +158,7 @@ pub async fn record_batch(
     let mut rounds: Vec<Vec<cycle_state::Move>> = Vec::new();
     let mut sub_targets: HashMap<Uuid, SubscriptionStatus> = HashMap::new();
     let mut revoked: HashSet<Uuid> = HashSet::new();
+    let mut prorations: Vec<changes::ProrationOutcome> = Vec::new();
     for i in unique.iter().filter(|i| changed.contains(&i.ctx.id)) {
         let ctx = &i.ctx;
         let Some(cycle) = ctx.cycle_id.and_then(|id| cycles.get_mut(&id)) else { continue };
@@ -204,11 +207,25 @@ pub async fn record_batch(
             if change.cancel_subscription {
                 revoked.insert(sid);
             }
-            sub_targets.insert(sid, change.subscription);
+            if ctx.kind == TransactionKind::Proration {
+                // A proration decides its change, not the subscription's status: a
+                // declined one leaves the old terms in force (docs/amendments.md).
+                prorations.push(changes::ProrationOutcome {
+                    subscription_id: sid,
+                    billing_cycle_id: cycle.id,
+                    declined: i.outcome.decline_code().map(str::to_owned),
+                });
+            } else {
+                sub_targets.insert(sid, change.subscription);
+            }
         }
     }
     for round in &rounds {
         cycle_state::apply(&mut tx, round, &mut evs).await?;
+    }
+    if !prorations.is_empty() {
+        let at = unique.iter().map(|i| i.at).max().unwrap_or_else(Utc::now);
+        changes::settle_prorations(&mut tx, &prorations, at, &mut evs).await?;
     }
 
     // Only live subscriptions follow their cycles (active ⇄ past_due).

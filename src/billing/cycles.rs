@@ -23,12 +23,22 @@ pub enum CycleStatus {
     Cancelled,
 }
 
+/// A calendar period, or the proration of a change inside one (docs/amendments.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
+#[sqlx(type_name = "cycle_kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum CycleKind {
+    Period,
+    Proration,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct BillingCycle {
     pub id: Uuid,
     pub merchant_id: Uuid,
     pub subscription_id: Uuid,
     pub sequence: i32,
+    pub kind: CycleKind,
     pub period_start: DateTime<Utc>,
     pub period_end: DateTime<Utc>,
     pub due_at: DateTime<Utc>,
@@ -48,6 +58,8 @@ pub struct CycleView {
     pub id: Uuid,
     pub subscription_id: Uuid,
     pub sequence: i32,
+    /// `period`, or `proration` for the prorated charge of a change (docs/amendments.md).
+    pub kind: CycleKind,
     pub period_start: DateTime<Utc>,
     pub period_end: DateTime<Utc>,
     pub due_at: DateTime<Utc>,
@@ -79,6 +91,7 @@ impl CycleView {
             id: c.id,
             subscription_id: c.subscription_id,
             sequence: c.sequence,
+            kind: c.kind,
             period_start: c.period_start,
             period_end: c.period_end,
             due_at: c.due_at,
@@ -124,7 +137,8 @@ async fn select(
 ) -> Result<Vec<BillingCycle>> {
     Ok(sqlx::query_as!(
         BillingCycle,
-        r#"SELECT id, merchant_id, subscription_id, sequence, period_start, period_end, due_at, amount, currency,
+        r#"SELECT id, merchant_id, subscription_id, sequence, kind AS "kind: CycleKind", period_start, period_end,
+            due_at, amount, currency,
             status AS "status: CycleStatus", attempts, next_retry_at, failure_code, created_at, updated_at
          FROM billing_cycles
          WHERE ($1::uuid IS NULL OR merchant_id = $1) AND ($2::uuid IS NULL OR id = $2)
@@ -148,7 +162,8 @@ pub async fn get(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result
 pub async fn by_ids(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<BillingCycle>> {
     Ok(sqlx::query_as!(
         BillingCycle,
-        r#"SELECT id, merchant_id, subscription_id, sequence, period_start, period_end, due_at, amount, currency,
+        r#"SELECT id, merchant_id, subscription_id, sequence, kind AS "kind: CycleKind", period_start, period_end,
+            due_at, amount, currency,
             status AS "status: CycleStatus", attempts, next_retry_at, failure_code, created_at, updated_at
          FROM billing_cycles WHERE id = ANY($1)"#,
         ids,

@@ -120,9 +120,13 @@ pub fn after(
                 AfterDecline { retry: Retry::Schedule, cancel_subscription: false, rule: None },
                 governor::after_decline,
             );
-            // Only recur's own attempts follow the schedule: a merchant's manual retry and a
-            // customer's link payment fail at once (a link stays payable meanwhile).
-            let scheduled = !matches!(kind, TransactionKind::ManualRetry | TransactionKind::PaymentLink);
+            // Only recur's own attempts follow the schedule: a merchant's manual retry, a
+            // proration charge and a customer's link payment fail at once (a link stays
+            // payable meanwhile).
+            let scheduled = !matches!(
+                kind,
+                TransactionKind::ManualRetry | TransactionKind::Proration | TransactionKind::PaymentLink
+            );
             let step = usize::try_from(attempt - 1)
                 .ok()
                 .and_then(|i| retry_schedule_hours.get(i))
@@ -183,6 +187,7 @@ mod tests {
         let hard = Settled::declined(DeclineCode::ExpiredCard);
         assert_eq!(after(TransactionKind::Scheduled, 1, &[24], &hard, t0()).status, CycleStatus::Failed);
         assert_eq!(after(TransactionKind::ManualRetry, 2, &[24, 24], &soft(), t0()).status, CycleStatus::Failed);
+        assert_eq!(after(TransactionKind::Proration, 1, &[24, 24], &soft(), t0()).status, CycleStatus::Failed);
         let limit = Settled::Declined { code: "over_authorized_limit".into(), soft: false, network: None };
         assert_eq!(
             after(TransactionKind::Scheduled, 1, &[24], &limit, t0()).failure_code.as_deref(),

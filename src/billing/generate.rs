@@ -39,18 +39,23 @@ pub async fn generate_batch(
     ids.sort();
     ids.dedup();
     let locked = subs::lock_many(&mut tx, &ids, None).await?;
+    // Subscriptions on a test clock are due by its time (crate::test_clocks); the
+    // clocks are read only when the batch has such a subscription.
+    let clock_ids: Vec<Uuid> = locked.iter().filter_map(|s| s.test_clock_id).collect();
+    let frozen = crate::test_clocks::frozen_times(&mut tx, &clock_ids).await?;
+    let now_of = |s: &Subscription| s.test_clock_id.and_then(|c| frozen.get(&c).copied()).unwrap_or(now);
     let by_id: HashMap<Uuid, Subscription> = locked.into_iter().map(|s| (s.id, s)).collect();
     let mut due: Vec<Subscription> = Vec::new();
     for (id, seq) in &items {
         if let Some(s) = by_id.get(id)
             && s.next_sequence == *seq
-            && is_due(s, now)
+            && is_due(s, now_of(s))
             && !due.iter().any(|d| d.id == *id)
         {
             due.push(s.clone());
         }
     }
-    let opened = open_cycles(&mut tx, &due, now, lease_secs).await?;
+    let opened = open_cycles(&mut tx, due, now, lease_secs).await?;
     let mut out = Vec::with_capacity(items.len());
     for (id, seq) in &items {
         let Some(s) = by_id.get(id) else {
@@ -88,19 +93,22 @@ async fn pending_charge(conn: &mut PgConnection, subscription_id: Uuid, sequence
 }
 
 /// Open the next cycle of each (locked, due) subscription with its first transaction,
-/// and advance the subscription to the following period. Set-based: five statements
+/// and advance the subscription to the following period. A change of terms waiting
+/// for the period's end applies first (docs/amendments.md). Set-based: six statements
 /// whatever the batch size. Returns subscription id → new transaction id. A
 /// subscription collected by payment links gets its cycle with a link and no
 /// transaction: nothing is charged until the customer pays (docs/payment-links.md).
 pub async fn open_cycles(
     conn: &mut PgConnection,
-    due: &[Subscription],
+    mut due: Vec<Subscription>,
     now: DateTime<Utc>,
     lease_secs: i64,
 ) -> anyhow::Result<HashMap<Uuid, Uuid>> {
     if due.is_empty() {
         return Ok(HashMap::new());
     }
+    let mut evs = Vec::with_capacity(2 * due.len() + 1);
+    crate::subscriptions::changes::apply_scheduled(conn, &mut due, &mut evs).await?;
     let n = due.len();
     let (mut cyc_ids, mut merchants, mut sub_ids, mut seqs) =
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
@@ -108,9 +116,8 @@ pub async fn open_cycles(
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::<Decimal>::with_capacity(n));
     let (mut currencies, mut attempts) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut counts, mut links) = (Vec::with_capacity(n), Vec::new());
-    let (mut next_charge, mut evs, mut opened) =
-        (Vec::with_capacity(n), Vec::with_capacity(2 * n), HashMap::with_capacity(n));
-    for s in due {
+    let (mut next_charge, mut opened) = (Vec::with_capacity(n), HashMap::with_capacity(n));
+    for s in &due {
         let cal = s.calendar();
         let seq = s.next_sequence;
         let (start, end) = (cal.period_start(seq), cal.period_end(seq));
@@ -209,9 +216,9 @@ pub async fn trial_end(
     subscription_id: Uuid,
     lease_secs: i64,
 ) -> anyhow::Result<Vec<Job>> {
-    let now = clock.now().await?;
     let mut tx = pool.begin().await?;
     let Some(mut s) = subs::lock_any(&mut tx, subscription_id).await? else { return Ok(vec![]) };
+    let now = crate::test_clocks::now_of(&mut tx, clock, s.test_clock_id).await?;
     if s.status != S::Trialing || s.trial_end_at.is_none_or(|t| t > now) {
         return Ok(vec![]);
     }
@@ -234,7 +241,7 @@ pub async fn trial_end(
     )
     .await?;
     let jobs = if is_due(&s, now) {
-        open_cycles(&mut tx, std::slice::from_ref(&s), now, lease_secs).await?.into_values().map(charge).collect()
+        open_cycles(&mut tx, vec![s], now, lease_secs).await?.into_values().map(charge).collect()
     } else {
         vec![]
     };
@@ -244,9 +251,9 @@ pub async fn trial_end(
 
 /// `resume`: paused → active when resumeAt has come (docs/states.md#subscriptions).
 pub async fn resume(pool: &PgPool, clock: &Clock, subscription_id: Uuid) -> anyhow::Result<Vec<Job>> {
-    let now = clock.now().await?;
     let mut tx = pool.begin().await?;
     let Some(s) = subs::lock_any(&mut tx, subscription_id).await? else { return Ok(vec![]) };
+    let now = crate::test_clocks::now_of(&mut tx, clock, s.test_clock_id).await?;
     if s.status != S::Paused || s.resume_at.is_none_or(|t| t > now) {
         return Ok(vec![]);
     }
@@ -263,9 +270,9 @@ pub async fn retry_charge(
     cycle_attempt: i32,
     lease_secs: i64,
 ) -> anyhow::Result<Vec<Job>> {
-    let now = clock.now().await?;
     let mut tx = pool.begin().await?;
     let Some((sub, cycle)) = locks::cycle(&mut tx, cycle_id, None).await? else { return Ok(vec![]) };
+    let now = crate::test_clocks::now_for_subscription(&mut tx, clock, None, sub.id).await?;
     if cycle.attempts >= cycle_attempt {
         // Already opened: re-run the charge if it is still pending.
         let pending = sqlx::query_scalar!(

@@ -13,9 +13,10 @@ pub mod dunning;
 pub mod generate;
 pub mod governor;
 pub mod locks;
+pub mod proration;
 pub mod retry;
 pub mod transaction_state;
 pub mod transactions;
 
-pub use cycles::{BillingCycle, CycleStatus, CycleView};
+pub use cycles::{BillingCycle, CycleKind, CycleStatus, CycleView};
 pub use transactions::{Transaction, TransactionKind, TransactionStatus, TransactionView};

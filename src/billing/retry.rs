@@ -40,6 +40,9 @@ pub async fn manual_by(
 ) -> Result<(BillingCycle, Job)> {
     let (sub, cycle) =
         locks::cycle(conn, cycle_id, Some(merchant_id)).await?.ok_or(Error::NotFound("billing cycle"))?;
+    if crate::subscriptions::changes::is_proration_cycle(conn, cycle.id).await? {
+        return Err(Error::conflict("a proration charge is not retried: request the change again"));
+    }
     let cause = cycle_state::Cause::ManualRetry;
     if !cycle_state::permits(cause, cycle.status, CycleStatus::Retrying) {
         return Err(Error::conflict(format!(

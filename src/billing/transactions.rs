@@ -17,6 +17,8 @@ pub enum TransactionKind {
     Retry,
     ManualRetry,
     PaymentSeries,
+    /// The prorated charge of a subscription change (docs/amendments.md).
+    Proration,
     /// A customer paid the cycle's payment link (docs/payment-links.md).
     PaymentLink,
 }
@@ -28,6 +30,7 @@ impl TransactionKind {
             TransactionKind::Retry => "retry",
             TransactionKind::ManualRetry => "manual_retry",
             TransactionKind::PaymentSeries => "payment_series",
+            TransactionKind::Proration => "proration",
             TransactionKind::PaymentLink => "payment_link",
         }
     }

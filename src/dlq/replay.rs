@@ -70,13 +70,18 @@ pub async fn replay(
             if let (Some(r), Some((Some((_, cycle)), _))) = (reopened, locked) {
                 // The reopened transaction is the cycle's open attempt: no retry is
                 // scheduled beside it (that would open a second charge).
-                let to =
-                    if r.kind == TransactionKind::Scheduled { CycleStatus::Pending } else { CycleStatus::Retrying };
+                let to = if matches!(r.kind, TransactionKind::Scheduled | TransactionKind::Proration) {
+                    CycleStatus::Pending
+                } else {
+                    CycleStatus::Retrying
+                };
                 reopen_cycle(&mut tx, &cycle, to, None, &mut evs).await?;
             }
         }
         Job::RetryCharge(j) => {
-            if let Some((_, cycle)) = locks::cycle(&mut tx, j.billing_cycle_id, None).await? {
+            if let Some((sub, cycle)) = locks::cycle(&mut tx, j.billing_cycle_id, None).await? {
+                // Due at once on the subscription's own clock (a sandbox test clock).
+                let now = crate::test_clocks::frozen_of_subscription(&mut tx, sub.id).await?.unwrap_or(now);
                 evs.push(NewEvent::new(
                     cycle.merchant_id,
                     "billing_cycle",

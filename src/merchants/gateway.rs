@@ -5,11 +5,10 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use url::Url;
 use uuid::Uuid;
 
-use super::MerchantView;
 use crate::config::Secret;
 use crate::error::{Error, FieldError, Result};
 use crate::secrets::SecretKey;
@@ -38,46 +37,21 @@ impl Choice {
     }
 }
 
-/// Read the body `{"gateway": {kind, baseUrl, secret} | null}`. Read by hand rather
-/// than with serde: serde's type errors quote the value given (a secret sent in the
-/// wrong place would come back in the problem), and it stops at the first bad field.
-/// Fields of the wrong type or unknown make a 400, broken rules a 422; either way
-/// every bad field is listed (docs/api.md#errors).
-pub fn parse(body: &Value) -> Result<Choice> {
-    let mut shape = Errors::new();
-    let mut rules = Errors::new();
-    let choice = match body {
-        Value::Object(root) => {
-            unknown_fields(&mut shape, root, "", &["gateway"]);
-            match root.get("gateway") {
-                None => {
-                    rules.push(FieldError::new("gateway", "is required: an object, or null for the process default"));
-                    None
-                }
-                Some(Value::Null) => Some(Choice::Default),
-                Some(Value::Object(g)) => gateway(&mut shape, &mut rules, g),
-                Some(_) => {
-                    shape.push(FieldError::new("gateway", "must be an object or null"));
-                    None
-                }
-            }
-        }
+/// Read `gateway` of the body (`merchants::update` reads the rest): an object
+/// `{kind, baseUrl, secret}`, or null for the process default. `None` when it is
+/// invalid; every bad field is then in `shape` (400) or `rules` (422).
+pub fn parse_field(shape: &mut Errors, rules: &mut Errors, value: &Value) -> Option<Choice> {
+    match value {
+        Value::Null => Some(Choice::Default),
+        Value::Object(g) => gateway(shape, rules, g),
         _ => {
-            shape.push(FieldError::new("body", "must be a JSON object"));
+            shape.push(FieldError::new("gateway", "must be an object or null"));
             None
         }
-    };
-    if !shape.is_empty() {
-        shape.extend(rules);
-        return Err(Error::BadRequest { detail: "the body does not match the expected shape".into(), errors: shape });
-    }
-    match choice {
-        Some(c) if rules.is_empty() => Ok(c),
-        _ => Err(Error::Validation(rules)),
     }
 }
 
-fn unknown_fields(shape: &mut Errors, object: &Map<String, Value>, prefix: &str, known: &[&str]) {
+pub(super) fn unknown_fields(shape: &mut Errors, object: &Map<String, Value>, prefix: &str, known: &[&str]) {
     for name in object.keys().filter(|k| !known.contains(&k.as_str())) {
         let shown = if name.is_empty() { "\"\"" } else { name.as_str() };
         shape.push(FieldError::new(format!("{prefix}{shown}"), "is not a field of this object"));
@@ -188,11 +162,11 @@ fn check_secret(rules: &mut Errors, text: &str) -> Option<Secret> {
     Some(Secret::from(text.to_owned()))
 }
 
-/// Store a merchant's choice. A secret is sealed for the merchant's id with `key`;
-/// without a key a secret is refused, never stored in clear.
-pub async fn set(pool: &PgPool, key: Option<&SecretKey>, merchant_key: Uuid, choice: &Choice) -> Result<MerchantView> {
+/// Store a merchant's choice in the caller's transaction. A secret is sealed for the
+/// merchant's id with `key`; without a key a secret is refused, never stored in clear.
+pub async fn set(conn: &mut PgConnection, key: Option<&SecretKey>, merchant_key: Uuid, choice: &Choice) -> Result<()> {
     let id = sqlx::query_scalar!("SELECT id FROM merchants WHERE merchant_key = $1", merchant_key)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await?
         .ok_or(Error::NotFound("merchant"))?;
     let (base_url, sealed) = match choice {
@@ -216,9 +190,9 @@ pub async fn set(pool: &PgPool, key: Option<&SecretKey>, merchant_key: Uuid, cho
         base_url,
         sealed,
     )
-    .execute(pool)
+    .execute(conn)
     .await?;
-    super::view(pool, merchant_key).await
+    Ok(())
 }
 
 /// A merchant's stored choice, as the gateway registry builds it. No `Debug`: it
@@ -253,6 +227,11 @@ mod tests {
 
     const SECRET: &str = "whsec_c2VjcmV0LXZhbHVl";
 
+    fn parse(body: &Value) -> Result<Choice> {
+        let update = crate::merchants::update::parse(body)?;
+        Ok(update.gateway.expect("a gateway was given"))
+    }
+
     fn fields(e: Error) -> (u16, Vec<String>, String) {
         let p = e.problem();
         let text = serde_json::to_string(&p).unwrap();
@@ -275,7 +254,7 @@ mod tests {
     #[test]
     fn every_bad_field_is_named_and_no_value_is_quoted() {
         let cases = [
-            (json!({}), 422, vec!["gateway"]),
+            (json!({}), 422, vec!["body"]),
             (json!([]), 400, vec!["body"]),
             (json!({"gateway": SECRET}), 400, vec!["gateway"]),
             (json!({"gateway": {"kind": "paypal"}}), 422, vec!["gateway.kind"]),

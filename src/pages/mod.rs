@@ -26,12 +26,17 @@ pub const WIDGET_JS: &str = include_str!("assets/widget.js");
 /// Asset URLs carry the build's version, so a new release is never served a stale copy.
 pub const ASSET_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-pub fn router() -> Router<App> {
+/// The pages' routes; `app` gives the form posts their rate limits (docs/operations.md#rate-limits).
+pub fn router(app: &App) -> Router<App> {
+    use crate::api::limits;
+    use crate::ratelimit::Bucket;
+    let card_submissions =
+        || axum::middleware::from_fn_with_state((app.clone(), Bucket::CardSubmissions), limits::page_posts);
     Router::new()
         .route("/assets/recur.css", get(|| async { asset(CSS, "text/css; charset=utf-8") }))
         .route("/assets/checkout.js", get(|| async { asset(CHECKOUT_JS, "text/javascript; charset=utf-8") }))
         .route("/widget.js", get(widget))
-        .route("/checkout/{token}", get(checkout::show).post(checkout::submit))
+        .route("/checkout/{token}", get(checkout::show).post(checkout::submit).route_layer(card_submissions()))
         .route("/checkout/{token}/status", get(checkout::status))
         .route("/portal/{token}", get(portal::show).post(portal::submit))
         .route("/pay/{token}", get(pay::show).post(pay::submit))

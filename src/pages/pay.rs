@@ -40,9 +40,9 @@ fn not_found() -> Response {
 }
 
 async fn load(app: &App, token: &str) -> Result<Option<(Link, Due, PayState)>, Error> {
-    let now = app.clock.now().await?;
     let mut conn = crate::db::snapshot(&app.pool).await?;
     let Some(link) = paylinks::by_token(&mut conn, token).await? else { return Ok(None) };
+    let now = crate::test_clocks::now_for_cycle(&mut conn, &app.clock, link.merchant_id, link.billing_cycle_id).await?;
     let (due, state) = paylinks::state(&mut conn, &link, now).await?;
     Ok(Some((link, due, state)))
 }
@@ -212,7 +212,12 @@ pub async fn submit(State(app): State<App>, Path(token): Path<String>, headers: 
         // Paid or expired meanwhile: the page says which.
         _ => return render(&token, &headers, &link, &due, state, Form::default()),
     }
-    let now = match app.clock.now().await {
+    let now = match async {
+        let mut conn = app.pool.acquire().await?;
+        crate::test_clocks::now_for_cycle(&mut conn, &app.clock, link.merchant_id, link.billing_cycle_id).await
+    }
+    .await
+    {
         Ok(n) => n,
         Err(e) => return internal(e),
     };

@@ -321,6 +321,16 @@ pub async fn submit(State(app): State<App>, Path(token): Path<String>, headers: 
             if !portal::replaces_cards(&settings) {
                 return not_offered();
             }
+            // A new checkout session: drawn from the merchant's checkout-session bucket.
+            let draw = crate::api::limits::merchant_draw(
+                &app.limits,
+                crate::ratelimit::Bucket::CheckoutSessions,
+                s.merchant_id,
+            );
+            let outcome = app.limits.limiter.check(std::slice::from_ref(&draw)).await;
+            if !outcome.allowed() {
+                return crate::api::limits::page_refused(&outcome);
+            }
             let portal_url = format!("{}/portal/{token}", app.public_url);
             let made = async {
                 let mut tx = app.pool.begin().await?;

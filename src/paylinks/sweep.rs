@@ -7,6 +7,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use super::LINK_EXPIRED;
 use crate::billing::cycles::CycleStatus;
@@ -16,18 +17,22 @@ use crate::subscriptions::SubscriptionStatus;
 
 /// Send the reminders that are due: one `payment_link_reminder` event per open link
 /// whose cycle is still unpaid, in one transaction with the `reminded_at` stamp.
-pub async fn remind(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> crate::Result<usize> {
+/// `clock`: the links of subscriptions on this test clock (`None`: on the deployment's
+/// clock), whose time is `now` (docs/amendments.md, test clocks).
+pub async fn remind(pool: &PgPool, clock: Option<Uuid>, now: DateTime<Utc>, limit: i64) -> crate::Result<usize> {
     let mut tx = pool.begin().await?;
     let due = sqlx::query!(
         r#"WITH due AS (
              SELECT l.id FROM payment_links l JOIN billing_cycles c ON c.id = l.billing_cycle_id
+               JOIN subscriptions s ON s.id = c.subscription_id AND s.test_clock_id IS NOT DISTINCT FROM $3
              WHERE l.reminded_at IS NULL AND l.expired_at IS NULL AND l.remind_at <= $1 AND l.expires_at > $1
                AND c.status IN ('pending', 'retrying', 'failed', 'error')
              ORDER BY l.id LIMIT $2 FOR UPDATE OF l SKIP LOCKED)
            UPDATE payment_links l SET reminded_at = $1 FROM due WHERE l.id = due.id
            RETURNING l.id, l.merchant_id, l.billing_cycle_id, l.expires_at"#,
         now,
-        limit
+        limit,
+        clock
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -54,11 +59,14 @@ pub async fn remind(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> crate::Res
 /// and cancellation of docs/states.md#dunning apply. A link whose cycle has a payment
 /// in flight waits for that payment's answer. One transaction per link: the link row
 /// first, then its subscription and cycle (docs/lock-order.md).
-pub async fn expire(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> crate::Result<usize> {
+pub async fn expire(pool: &PgPool, clock: Option<Uuid>, now: DateTime<Utc>, limit: i64) -> crate::Result<usize> {
     let candidates = sqlx::query_scalar!(
-        "SELECT id FROM payment_links WHERE expired_at IS NULL AND expires_at <= $1 ORDER BY expires_at, id LIMIT $2",
+        "SELECT l.id FROM payment_links l JOIN billing_cycles c ON c.id = l.billing_cycle_id
+           JOIN subscriptions s ON s.id = c.subscription_id AND s.test_clock_id IS NOT DISTINCT FROM $3
+         WHERE l.expired_at IS NULL AND l.expires_at <= $1 ORDER BY l.expires_at, l.id LIMIT $2",
         now,
-        limit
+        limit,
+        clock
     )
     .fetch_all(pool)
     .await?;

@@ -104,7 +104,7 @@ pub async fn all(
         done?;
     }
     let mut api_stop = stopped.clone();
-    let api = axum::serve(listener, crate::api::router(rt.app())).with_graceful_shutdown(async move {
+    let api = crate::api::serve(listener, rt.app()).with_graceful_shutdown(async move {
         let _ = api_stop.wait_for(|s| *s).await;
     });
     let api = tokio::spawn(async move { api.await });
@@ -137,6 +137,6 @@ pub async fn serve_api(
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(%listen, "api listening");
-    axum::serve(listener, crate::api::router(app)).with_graceful_shutdown(shutdown).await?;
+    crate::api::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

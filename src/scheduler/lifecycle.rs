@@ -27,13 +27,22 @@ async fn cancel_all(
     Ok(ids.len())
 }
 
-pub async fn cancel_at_period_end(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> crate::Result<usize> {
+/// `clock`: the subscriptions on the deployment's clock (None), or on one test clock
+/// whose time is `now`; the same for the grace period.
+pub async fn cancel_at_period_end(
+    pool: &PgPool,
+    clock: Option<Uuid>,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> crate::Result<usize> {
     let mut tx = pool.begin().await?;
     let ids = sqlx::query_scalar!(
         "SELECT id FROM subscriptions WHERE cancel_at <= $1 AND status NOT IN ('cancelled', 'completed')
+           AND test_clock_id IS NOT DISTINCT FROM $3
          ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
         now,
-        limit
+        limit,
+        clock,
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -42,18 +51,25 @@ pub async fn cancel_at_period_end(pool: &PgPool, now: DateTime<Utc>, limit: i64)
     Ok(n)
 }
 
-pub async fn cancel_after_grace(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> crate::Result<usize> {
+pub async fn cancel_after_grace(
+    pool: &PgPool,
+    clock: Option<Uuid>,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> crate::Result<usize> {
     let mut tx = pool.begin().await?;
     // Starts from the failed cycles (a small partial index), not from the store.
     let ids = sqlx::query_scalar!(
         r#"SELECT DISTINCT c.subscription_id AS "id!" FROM billing_cycles c
-           WHERE c.status = 'failed' AND c.due_at <= $1
+           WHERE c.status = 'failed' AND c.kind = 'period' AND c.due_at <= $1
              AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = c.subscription_id
                          AND s.status NOT IN ('cancelled', 'completed')
+                         AND s.test_clock_id IS NOT DISTINCT FROM $3
                          AND c.due_at + make_interval(days => s.grace_period_days) <= $1)
            LIMIT $2"#,
         now,
-        limit
+        limit,
+        clock,
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -69,7 +85,8 @@ pub async fn complete_ended(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> cr
             WHERE s.status IN ('active', 'past_due') AND s.next_charge_at IS NULL AND s.end_at IS NOT NULL
               AND $1::timestamptz IS NOT NULL
               AND NOT EXISTS (SELECT 1 FROM billing_cycles c WHERE c.subscription_id = s.id
-                              AND c.status IN ('pending', 'retrying', 'failed', 'error'))
+                              AND (c.status IN ('pending', 'retrying')
+                                   OR (c.kind = 'period' AND c.status IN ('failed', 'error'))))
             LIMIT $2 FOR UPDATE SKIP LOCKED)
          UPDATE subscriptions s SET status = 'completed', enqueued_until = NULL FROM ended WHERE s.id = ended.id
          RETURNING s.id, s.merchant_id, ended.status AS "from: SubscriptionStatus""#,

@@ -3,10 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use uuid::Uuid;
 
-pub async fn sweep(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> crate::Result<()> {
-    let reminded = crate::paylinks::sweep::remind(pool, now, limit).await?;
-    let expired = crate::paylinks::sweep::expire(pool, now, limit).await?;
+pub async fn sweep(pool: &PgPool, clock: Option<Uuid>, now: DateTime<Utc>, limit: i64) -> crate::Result<()> {
+    let reminded = crate::paylinks::sweep::remind(pool, clock, now, limit).await?;
+    let expired = crate::paylinks::sweep::expire(pool, clock, now, limit).await?;
     if reminded + expired > 0 {
         tracing::info!(reminded, expired, "payment links");
     }

@@ -157,12 +157,16 @@ impl Scheduler {
     /// period end, grace expiry, completion), which the fast passes of a surge skip.
     pub async fn sweep_with(&self, transitions: bool) -> anyhow::Result<Sweep> {
         let now = self.clock.now().await?;
+        // The deployment's clock, then each test clock with running subscriptions at
+        // its own time (crate::test_clocks): every kind of work in the same order.
+        let clocks = crate::test_clocks::live(&mut *self.pool.acquire().await?).await?;
         let mut s = Sweep::default();
         if transitions {
-            s.cancelled += lifecycle::cancel_at_period_end(&self.pool, now, self.opts.batch).await?;
-            s.cancelled += lifecycle::cancel_after_grace(&self.pool, now, self.opts.batch).await?;
             s.completed += lifecycle::complete_ended(&self.pool, now, self.opts.batch).await?;
-            links::sweep(&self.pool, now, self.opts.batch).await?;
+            s.add(clock_transitions(&self.pool, &self.opts, None, now).await?);
+            for (clock, at) in &clocks {
+                s.add(clock_transitions(&self.pool, &self.opts, Some(*clock), *at).await?);
+            }
         }
 
         let room = self.room(&[Queue::GenerateCycle, Queue::ChargeTransaction]).await?;
@@ -174,27 +178,17 @@ impl Scheduler {
                 .map(|(id, seq)| Job::GenerateCycle(GenerateCycle { subscription_id: id, sequence: seq, attempt: 0 })),
         )
         .await?;
+        for (clock, at) in &clocks {
+            let room = self.room(&[Queue::GenerateCycle, Queue::ChargeTransaction]).await?;
+            let due = due_on_clock(&self.pool, &self.queue, &self.opts, *clock, *at, room).await?;
+            s.more |= room == 0 || due as i64 == room;
+            s.generated += due;
+        }
 
-        let trials = lease::claim_trial_ends(&self.pool, now, self.opts.batch, self.opts.lease_secs).await?;
-        s.trials = trials.len();
-        self.push(trials.into_iter().map(|id| Job::TrialEnd(TrialEnd { subscription_id: id, attempt: 0 }))).await?;
-
-        let resumes = lease::claim_resumes(&self.pool, now, self.opts.batch, self.opts.lease_secs).await?;
-        s.resumes = resumes.len();
-        self.push(resumes.into_iter().map(|id| Job::Resume(Resume { subscription_id: id, attempt: 0 }))).await?;
-
-        let room = self.room(&[Queue::RetryCharge, Queue::ChargeTransaction]).await?;
-        let retries = match room {
-            0 => vec![],
-            n => lease::claim_retries(&self.pool, now, n, self.opts.lease_secs).await?,
-        };
-        s.retries = retries.len();
-        self.push(
-            retries.into_iter().map(|r| {
-                Job::RetryCharge(RetryCharge { billing_cycle_id: r.id, cycle_attempt: r.attempt, attempt: 0 })
-            }),
-        )
-        .await?;
+        s.add(clock_claims(&self.pool, &self.queue, &self.opts, None, now).await?);
+        for (clock, at) in &clocks {
+            s.add(clock_claims(&self.pool, &self.queue, &self.opts, Some(*clock), *at).await?);
+        }
 
         // Charges whose job Redis lost: pending past their lease.
         let room = self.room(&[Queue::ChargeTransaction]).await?;
@@ -256,19 +250,138 @@ impl Scheduler {
 
     /// How many more jobs the given queues can take before the high-water mark.
     async fn room(&self, queues: &[Queue]) -> anyhow::Result<i64> {
-        let mut waiting = 0;
-        for q in queues {
-            waiting += self.queue.waiting(*q).await?;
-        }
-        Ok((self.opts.high_water.saturating_sub(waiting) as i64).min(self.opts.batch))
+        room_in(&self.queue, &self.opts, queues).await
     }
 
     async fn push(&self, jobs: impl Iterator<Item = Job>) -> anyhow::Result<()> {
-        let jobs: Vec<Job> = jobs.collect();
-        if jobs.is_empty() {
-            return Ok(());
-        }
-        // If this fails the leases expire and the next sweeps enqueue the work again.
-        Ok(self.queue.push(&jobs).await?)
+        push_all(&self.queue, jobs).await
     }
+}
+
+impl Sweep {
+    fn add(&mut self, o: Sweep) {
+        self.generated += o.generated;
+        self.trials += o.trials;
+        self.resumes += o.resumes;
+        self.retries += o.retries;
+        self.cancelled += o.cancelled;
+        self.completed += o.completed;
+        self.more |= o.more;
+    }
+}
+
+/// How many more jobs the given queues can take before the high-water mark.
+async fn room_in(queue: &Enqueuer, opts: &SchedulerOptions, queues: &[Queue]) -> anyhow::Result<i64> {
+    let mut waiting = 0;
+    for q in queues {
+        waiting += queue.waiting(*q).await?;
+    }
+    Ok((opts.high_water.saturating_sub(waiting) as i64).min(opts.batch))
+}
+
+async fn push_all(queue: &Enqueuer, jobs: impl Iterator<Item = Job>) -> anyhow::Result<()> {
+    let jobs: Vec<Job> = jobs.collect();
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    // If this fails the leases expire and the next sweeps enqueue the work again.
+    Ok(queue.push(&jobs).await?)
+}
+
+/// Claim and enqueue the due cycles of test clock `clock`, at its time `now`.
+pub async fn due_on_clock(
+    pool: &PgPool,
+    queue: &Enqueuer,
+    opts: &SchedulerOptions,
+    clock: Uuid,
+    now: chrono::DateTime<chrono::Utc>,
+    room: i64,
+) -> anyhow::Result<usize> {
+    if room <= 0 {
+        return Ok(0);
+    }
+    let due = lease::claim_due_on_clock(pool, clock, now, room, opts.lease_secs).await?;
+    let n = due.len();
+    push_all(
+        queue,
+        due.into_iter().map(|d| {
+            Job::GenerateCycle(GenerateCycle { subscription_id: d.id, sequence: d.next_sequence, attempt: 0 })
+        }),
+    )
+    .await?;
+    Ok(n)
+}
+
+/// The time-driven cancellations of one clock at its time `now`: the deployment's
+/// (`clock` None) or a test clock's. Cancel at period end, cancel after a grace period.
+async fn clock_transitions(
+    pool: &PgPool,
+    opts: &SchedulerOptions,
+    clock: Option<Uuid>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Sweep> {
+    let mut s = Sweep::default();
+    s.cancelled += lifecycle::cancel_at_period_end(pool, clock, now, opts.batch).await?;
+    s.cancelled += lifecycle::cancel_after_grace(pool, clock, now, opts.batch).await?;
+    links::sweep(pool, clock, now, opts.batch).await?;
+    Ok(s)
+}
+
+/// The claims of one clock at its time `now`, after its due cycles: ended trials,
+/// resumes and due retries.
+async fn clock_claims(
+    pool: &PgPool,
+    queue: &Enqueuer,
+    opts: &SchedulerOptions,
+    clock: Option<Uuid>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Sweep> {
+    let mut s = Sweep::default();
+    let trials = lease::claim_trial_ends(pool, clock, now, opts.batch, opts.lease_secs).await?;
+    s.trials = trials.len();
+    push_all(queue, trials.into_iter().map(|id| Job::TrialEnd(TrialEnd { subscription_id: id, attempt: 0 }))).await?;
+
+    let resumes = lease::claim_resumes(pool, clock, now, opts.batch, opts.lease_secs).await?;
+    s.resumes = resumes.len();
+    push_all(queue, resumes.into_iter().map(|id| Job::Resume(Resume { subscription_id: id, attempt: 0 }))).await?;
+
+    let room = room_in(queue, opts, &[Queue::RetryCharge, Queue::ChargeTransaction]).await?;
+    let retries = match room {
+        0 => vec![],
+        n => lease::claim_retries(pool, clock, now, n, opts.lease_secs).await?,
+    };
+    s.retries = retries.len();
+    push_all(
+        queue,
+        retries
+            .into_iter()
+            .map(|r| Job::RetryCharge(RetryCharge { billing_cycle_id: r.id, cycle_attempt: r.attempt, attempt: 0 })),
+    )
+    .await?;
+    Ok(s)
+}
+
+/// What an advance of test clock `clock` to `now` made due, enqueued before the
+/// request answers (docs/api.md#test-clocks). Due cycles are claimed until none is
+/// left (up to the high-water mark); catch-up cycles that opening these makes due
+/// come from the scheduler's next sweeps.
+pub async fn enqueue_clock(
+    pool: &PgPool,
+    queue: &Enqueuer,
+    opts: &SchedulerOptions,
+    clock: Uuid,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Sweep> {
+    let mut s = clock_transitions(pool, opts, Some(clock), now).await?;
+    loop {
+        let room = room_in(queue, opts, &[Queue::GenerateCycle, Queue::ChargeTransaction]).await?;
+        let n = due_on_clock(pool, queue, opts, clock, now, room).await?;
+        s.generated += n;
+        if n == 0 || (n as i64) < room {
+            s.more = room == 0;
+            break;
+        }
+    }
+    s.add(clock_claims(pool, queue, opts, Some(clock), now).await?);
+    Ok(s)
 }

@@ -36,6 +36,8 @@ pub struct CreateSubscription {
     pub partner_reference: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// A test clock of the (sandbox) merchant: the subscription follows its time.
+    pub test_clock_id: Option<Uuid>,
     /// `charge_automatically` (default: the plan's) or `send_payment_link`
     /// (docs/payment-links.md): then no payment method is needed.
     pub collection_method: Option<CollectionMethod>,
@@ -62,6 +64,7 @@ pub struct NewSubscription {
     pub authorized_limit: Option<Decimal>,
     pub partner_reference: Option<String>,
     pub metadata: Value,
+    pub test_clock_id: Option<Uuid>,
     pub collection_method: CollectionMethod,
     pub days_until_due: i32,
 }
@@ -206,6 +209,7 @@ impl CreateSubscription {
             authorized_limit,
             partner_reference: self.partner_reference,
             metadata,
+            test_clock_id: self.test_clock_id,
             collection_method,
             days_until_due,
         })
@@ -229,6 +233,10 @@ pub struct UpdateSubscription {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<AmountInput>)]
     pub authorized_limit: Option<Option<AmountInput>>,
+    /// UTC hour (0–23) at which cycles are charged, or null to keep the anchor's time
+    /// as it is. Moves the anchor to that hour of its day (docs/amendments.md#charge-hour).
+    #[serde(default, deserialize_with = "double_option")]
+    pub charge_hour: Option<Option<i16>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -239,6 +247,7 @@ pub struct SubscriptionChanges {
     pub trial_end_at: Option<DateTime<Utc>>,
     pub end_at: Option<Option<DateTime<Utc>>>,
     pub authorized_limit: Option<Option<AmountInput>>,
+    pub charge_hour: Option<Option<i16>>,
 }
 
 impl UpdateSubscription {
@@ -259,6 +268,9 @@ impl UpdateSubscription {
         {
             e.push(FieldError::new("authorizedLimit", m));
         }
+        if let Some(Some(h)) = self.charge_hour {
+            validate::range(&mut e, "chargeHour", h as i64, 0, 23);
+        }
         finish_with_payment_method(e)?;
         Ok(SubscriptionChanges {
             description: self.description,
@@ -267,6 +279,7 @@ impl UpdateSubscription {
             trial_end_at: self.trial_end_at,
             end_at: self.end_at,
             authorized_limit: self.authorized_limit,
+            charge_hour: self.charge_hour,
         })
     }
 }

@@ -155,6 +155,7 @@ pub async fn create_by(
         cancel_at: None,
         cancelled_at: None,
         cancellation_reason: None,
+        test_clock_id: n.test_clock_id,
         created_at: now,
         updated_at: now,
         payment_method_brand: card.map(|c| c.brand.clone()),
@@ -174,9 +175,9 @@ pub async fn create_by(
             charge_hour, payment_method, trial_days, authorized_limit, partner_reference, metadata, status,
             anchor_at, anchor_sequence, next_sequence, next_charge_at, current_period_start,
             current_period_end, trial_end_at, payment_method_brand, payment_method_last4, payment_method_exp_month,
-            payment_method_exp_year, collection_method, days_until_due)
+            payment_method_exp_year, test_clock_id, collection_method, days_until_due)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-            $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)
+            $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34)
          ON CONFLICT ON CONSTRAINT subscriptions_partner_reference_key DO NOTHING",
         s.id,
         s.merchant_id,
@@ -209,6 +210,7 @@ pub async fn create_by(
         s.payment_method_last4,
         s.payment_method_exp_month,
         s.payment_method_exp_year,
+        s.test_clock_id,
         s.collection_method as _,
         s.days_until_due,
     )
@@ -300,6 +302,21 @@ pub async fn update_by(
             s.next_charge_at = Some(s.calendar().period_start(s.next_sequence).max(now));
         }
         clamp_to_end(&mut s);
+    }
+    if let Some(hour) = c.charge_hour {
+        // The anchor moves to the new hour of its own day; every due date follows it
+        // (docs/amendments.md#charge-hour). A due time the move puts in the past is due now.
+        changed.insert("chargeHour".into(), json!(hour));
+        s.charge_hour = hour;
+        s.anchor_at = anchor_at(s.anchor_at, hour);
+        if matches!(s.status, S::Active | S::PastDue) && s.next_charge_at.is_some() {
+            let next = s.calendar().period_start(s.next_sequence);
+            if s.current_period_end.is_some() && s.next_sequence > 1 {
+                s.current_period_end = Some(next);
+            }
+            s.next_charge_at = Some(next.max(now));
+            clamp_to_end(&mut s);
+        }
     }
     if let Some(pm) = c.payment_method {
         changed.insert("paymentMethod".into(), json!(pm));
@@ -514,6 +531,8 @@ pub async fn switch_plan(
         authorized_limit: None,
         partner_reference: None,
         metadata: Some(json!({"switchedFrom": s.id})),
+        // The new subscription keeps the old one's test clock (docs/api.md#test-clocks).
+        test_clock_id: s.test_clock_id,
         collection_method: Some(s.collection_method),
         days_until_due: Some(s.days_until_due),
     };

@@ -1,6 +1,7 @@
 //! Subscriptions: a customer on a plan (or inline terms), moving through
 //! `pending → trialing | active ⇄ past_due → paused → … → cancelled | completed` (docs/states.md#subscriptions).
 
+pub mod changes;
 mod input;
 pub(crate) use input::{check_payment_method, finish_with_payment_method};
 pub mod lifecycle;
@@ -94,6 +95,8 @@ pub struct Subscription {
     pub cancel_at: Option<DateTime<Utc>>,
     pub cancelled_at: Option<DateTime<Utc>>,
     pub cancellation_reason: Option<String>,
+    /// The sandbox test clock it follows instead of the deployment's (crate::test_clocks).
+    pub test_clock_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// What is shown of a card collected by a checkout (docs/pages.md#card-handling);
@@ -182,6 +185,8 @@ pub struct SubscriptionView {
     pub cancellation_reason: Option<String>,
     pub grace_period_days: i32,
     pub retry_schedule_hours: Vec<i32>,
+    /// The test clock it follows (sandbox merchants only), if any.
+    pub test_clock_id: Option<Uuid>,
     pub collection_method: CollectionMethod,
     pub days_until_due: i32,
     pub created_at: DateTime<Utc>,
@@ -219,6 +224,7 @@ impl From<&Subscription> for SubscriptionView {
             cancellation_reason: s.cancellation_reason.clone(),
             grace_period_days: s.grace_period_days,
             retry_schedule_hours: s.retry_schedule_hours.clone(),
+            test_clock_id: s.test_clock_id,
             collection_method: s.collection_method,
             days_until_due: s.days_until_due,
             created_at: s.created_at,

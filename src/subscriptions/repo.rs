@@ -20,8 +20,8 @@ macro_rules! query_subscriptions {
             s.authorized_limit, s.partner_reference, s.metadata, s.status AS "status: SubscriptionStatus",
             s.anchor_at, s.anchor_sequence, s.next_sequence, s.next_charge_at, s.current_period_start,
             s.current_period_end, s.trial_end_at, s.paused_at, s.resume_at, s.cancel_at, s.cancelled_at,
-            s.cancellation_reason, s.created_at, s.updated_at, s.payment_method_brand, s.payment_method_last4,
-            s.payment_method_exp_month, s.payment_method_exp_year,
+            s.cancellation_reason, s.test_clock_id, s.created_at, s.updated_at, s.payment_method_brand,
+            s.payment_method_last4, s.payment_method_exp_month, s.payment_method_exp_year,
             s.collection_method AS "collection_method: CollectionMethod", s.days_until_due
          FROM subscriptions s JOIN customers c ON c.id = s.customer_id"#
                 + $tail
@@ -118,7 +118,7 @@ pub async fn save(conn: &mut PgConnection, s: &Subscription) -> Result<Subscript
             trial_end_at = $13, paused_at = $14, resume_at = $15, cancel_at = $16,
             cancelled_at = $17, cancellation_reason = $18, end_at = $19, enqueued_until = NULL,
             payment_method_brand = $20, payment_method_last4 = $21, payment_method_exp_month = $22,
-            payment_method_exp_year = $23
+            payment_method_exp_year = $23, charge_hour = $24
          WHERE id = $1 RETURNING id",
         s.id,
         s.description,
@@ -143,6 +143,7 @@ pub async fn save(conn: &mut PgConnection, s: &Subscription) -> Result<Subscript
         s.payment_method_last4,
         s.payment_method_exp_month,
         s.payment_method_exp_year,
+        s.charge_hour,
     )
     .fetch_one(&mut *conn)
     .await?;

@@ -15,11 +15,12 @@ use crate::billing::transactions::TransactionKind;
 use crate::subscriptions::SubscriptionStatus;
 
 const JOB_OUTCOMES: [&str; 3] = ["ok", "retry", "dead"];
-const TRANSACTION_KINDS: [TransactionKind; 5] = [
+const TRANSACTION_KINDS: [TransactionKind; 6] = [
     TransactionKind::Scheduled,
     TransactionKind::Retry,
     TransactionKind::ManualRetry,
     TransactionKind::PaymentSeries,
+    TransactionKind::Proration,
     TransactionKind::PaymentLink,
 ];
 /// The `kind` labels of `recur_scheduler_enqueued_total` (one per sweep claim).
@@ -94,6 +95,8 @@ pub fn register_scheduler_metrics() {
 /// The API (called by `api::router`): DLQ operations of the admin API and enqueueing.
 pub fn register_api_metrics() {
     zero("recur_dlq_drained_total", &[]);
+    crate::ratelimit::register_metrics();
+    zero(crate::api::auth::FAILURES_METRIC, &[]);
     for q in Queue::ALL {
         zero("recur_dlq_replayed_total", &[("queue", q.name())]);
         zero("recur_dlq_superseded_total", &[("queue", q.name())]);

@@ -178,6 +178,15 @@ impl Engine {
         Ok(())
     }
 
+    /// Billing time for a charge: its subscription's test clock, or the deployment's
+    /// clock (read only when the charge needs it).
+    async fn billing_now(&self, test_clock: Option<Uuid>) -> crate::Result<chrono::DateTime<chrono::Utc>> {
+        match test_clock {
+            Some(_) => crate::test_clocks::now_of(&mut *self.pool.acquire().await?, &self.clock, test_clock).await,
+            None => self.clock.now().await,
+        }
+    }
+
     async fn charge(&self, transaction_id: Uuid) -> Result<(), JobError> {
         let Some((ctx, card)) = self.loader.submit(transaction_id).await? else { return Ok(()) };
         if ctx.status != TransactionStatus::Pending {
@@ -190,7 +199,7 @@ impl Engine {
         // The card networks' retry rules (docs/governor.md), checked only for a card with
         // network declines: the clock is read only then.
         let refusal = match card.last {
-            Some(_) => card.check(ctx.kind, self.clock.now().await?).err(),
+            Some(_) => card.check(ctx.kind, self.billing_now(ctx.test_clock_id).await?).err(),
             None => None,
         };
         let outcome = if over_limit {
@@ -231,7 +240,8 @@ impl Engine {
                 }
             }
         };
-        let now = self.clock.now().await?;
+        // The subscription's billing time: retries are scheduled on its clock.
+        let now = self.billing_now(ctx.test_clock_id).await?;
         let label = outcome.outcome_label();
         let decline_code = match &outcome {
             Settled::Declined { code, .. } => Some(code.clone()),

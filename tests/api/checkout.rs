@@ -376,18 +376,35 @@ async fn an_expired_session_shows_its_page_with_410() {
 
 #[tokio::test]
 async fn session_creation_is_rate_limited_per_merchant() {
-    let app = spawn_app().await;
+    // The merchant's checkout_sessions bucket (docs/operations.md#rate-limits), small here:
+    // five at once, then one a minute.
+    let limits = recur::config::RateLimitSettings {
+        rate_limit_checkout_sessions: recur::ratelimit::Rate::parse("1/m:5").unwrap(),
+        ..crate::support::roomy_rate_limits()
+    };
+    let app = crate::support::spawn_app_with(recur::config::Settings {
+        rate_limits: limits,
+        ..crate::support::fresh_settings()
+    })
+    .await;
     let sub = pending_subscription(&app, "cust-9").await;
-    for n in 0..120 {
+    for n in 0..5 {
         let (s, b) = app.post("/v1/checkout-sessions", json!({"subscriptionId": sub})).await;
         assert_eq!(s, StatusCode::CREATED, "session {n}: {b}");
     }
+    let before = app.state_snapshot().await;
     let r =
         app.send_full(app.request(Method::POST, "/v1/checkout-sessions").json(&json!({"subscriptionId": sub}))).await;
     crate::support::assert_problem(&r, 429);
     assert_eq!(r.body["type"], "https://recur.dev/problems/rate-limited");
-    assert_eq!(r.header("retry-after"), Some("60"));
-    assert_eq!(app.count("SELECT count(*) FROM checkout_sessions").await, 120);
+    assert!(r.header("retry-after").and_then(|v| v.parse::<u64>().ok()).is_some_and(|s| s >= 1), "{:?}", r.headers);
+    assert_eq!(r.header("ratelimit-limit"), Some("5"));
+    app.assert_state_unchanged(&before, "a refused session creation").await;
+    assert_eq!(app.count("SELECT count(*) FROM checkout_sessions").await, 5);
+    // Refused before the input is read; the merchant's other writes are still served.
+    let (s, b) = app.post("/v1/checkout-sessions", json!({"subscriptionId": "not-a-uuid"})).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{b}");
+    app.active_plan("1.00").await;
     // Another merchant is not limited by this one.
     let other = app.new_merchant("other").await;
     let body = json!({"customer": {"customerAccountId": "o"}, "amount": "1.00", "currency": "EUR",

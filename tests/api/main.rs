@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod amendments;
 mod auth;
 mod checkout;
 mod edges;
@@ -14,10 +15,12 @@ mod openapi;
 mod paylinks;
 mod plans;
 mod portal;
+mod rate_limits;
 mod series;
 mod smoke;
 mod structure;
 mod subscriptions;
 mod tenants;
+mod test_clocks;
 mod validation;
 mod webhooks;

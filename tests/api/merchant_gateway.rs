@@ -167,7 +167,7 @@ async fn bad_input_is_a_problem_naming_every_bad_field_and_changes_nothing() {
     let cases: Vec<(&str, Value, u16, Vec<&str>)> = vec![
         ("unknown kind", json!({"gateway": {"kind": "paypal"}}), 422, vec!["gateway.kind"]),
         ("no kind", json!({"gateway": {}}), 422, vec!["gateway.kind"]),
-        ("no gateway", json!({}), 422, vec!["gateway"]),
+        ("nothing to change", json!({}), 422, vec!["body"]),
         ("missing baseUrl", json!({"gateway": {"kind": "http", "secret": secret}}), 422, vec!["gateway.baseUrl"]),
         ("missing both", json!({"gateway": {"kind": "http"}}), 422, vec!["gateway.baseUrl", "gateway.secret"]),
         ("bad URL", http("not a url", &secret), 422, vec!["gateway.baseUrl"]),

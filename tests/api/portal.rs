@@ -157,3 +157,25 @@ async fn an_expired_portal_link_answers_410() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn a_portal_action_on_a_test_clock_subscription_happens_at_the_clocks_time() {
+    let app = spawn_app().await;
+    app.set_clock("2027-01-01T00:00:00Z").await;
+    let (s, clock) = app.post("/v1/test-clocks", json!({"frozenTime": "2033-05-05T05:00:00Z"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{clock}");
+    let sub = app
+        .subscription(json!({"customer": {"customerAccountId": "clocked"}, "amount": "9.99", "currency": "EUR",
+            "interval": {"unit": "month", "count": 1}, "paymentMethod": "pm_sandbox_ok", "testClockId": clock["id"]}))
+        .await;
+    let id = sub["id"].as_str().unwrap();
+    let session = portal(&app, "clocked").await;
+    let path = path_of(session["url"].as_str().unwrap());
+    let page = app.page(&path, None).await;
+    let (cookie, csrf) = (page.cookie().unwrap(), page.csrf());
+    let fields = [("csrf", csrf.as_str()), ("subscription", id), ("action", "cancel"), ("reason", "other")];
+    let r = app.submit(&path, Some(&cookie), &fields).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.html);
+    let (_, after) = app.get(&format!("/v1/subscriptions/{id}")).await;
+    assert_eq!((&after["status"], &after["cancelledAt"]), (&json!("cancelled"), &json!("2033-05-05T05:00:00Z")));
+}

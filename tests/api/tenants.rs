@@ -114,6 +114,10 @@ fn object_routes(w: &World) -> Vec<(Method, String, Option<Value>)> {
         (Method::POST, format!("/v1/subscriptions/{s}/pause"), Some(json!({}))),
         (Method::POST, format!("/v1/subscriptions/{ps}/resume"), Some(json!({}))),
         (Method::POST, format!("/v1/subscriptions/{s}/cancel"), Some(json!({"atPeriodEnd": false}))),
+        (Method::POST, format!("/v1/subscriptions/{s}/change"), Some(json!({"amount": "99.00"}))),
+        (Method::POST, format!("/v1/subscriptions/{s}/change/preview"), Some(json!({"amount": "99.00"}))),
+        (Method::POST, format!("/v1/subscriptions/{s}/change"), Some(json!({"planId": p}))),
+        (Method::PATCH, format!("/v1/subscriptions/{s}"), Some(json!({"chargeHour": 3}))),
         (Method::GET, format!("/v1/subscriptions/{s}/billing-cycles"), None),
         (Method::GET, format!("/v1/billing-cycles/{}", w.cycle), None),
         (Method::POST, format!("/v1/billing-cycles/{}/retry", w.cycle), Some(json!({}))),
@@ -391,6 +395,8 @@ const ID_ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("POST", "/v1/subscriptions/{id}/pause", Some("{}")),
     ("POST", "/v1/subscriptions/{id}/resume", Some("{}")),
     ("POST", "/v1/subscriptions/{id}/cancel", Some(r#"{"atPeriodEnd": true}"#)),
+    ("POST", "/v1/subscriptions/{id}/change", Some(r#"{"amount": "99.00"}"#)),
+    ("POST", "/v1/subscriptions/{id}/change/preview", Some(r#"{"amount": "99.00"}"#)),
     ("GET", "/v1/subscriptions/{id}/billing-cycles", None),
     ("GET", "/v1/billing-cycles/{id}", None),
     ("POST", "/v1/billing-cycles/{id}/retry", Some("{}")),
@@ -407,6 +413,8 @@ const ID_ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("POST", "/v1/webhook-endpoints/{id}/replay", Some(r#"{"since": "2020-01-01T00:00:00Z"}"#)),
     ("POST", "/v1/webhook-deliveries/{id}/retry", Some("{}")),
     ("GET", "/v1/checkout-sessions/{id}", None),
+    ("GET", "/v1/test-clocks/{id}", None),
+    ("POST", "/v1/test-clocks/{id}/advance", Some(r#"{"to": "2099-01-01T00:00:00Z"}"#)),
 ];
 
 /// The tenant matrix: every id route × every object A owns (of every type and in
@@ -434,6 +442,11 @@ async fn every_id_route_with_every_object_of_another_merchant_is_404() {
         ("checkout session", more.checkout_session.clone()),
         ("payment series", w.series.clone()),
         ("series transaction", w.series_transaction.clone()),
+        ("test clock", {
+            let (s, c) = app.post("/v1/test-clocks", json!({"frozenTime": "2030-01-01T00:00:00Z"})).await;
+            assert_eq!(s, StatusCode::CREATED, "{c}");
+            c["id"].as_str().unwrap().to_owned()
+        }),
     ];
     // Every id route the API documents is in the matrix (a new route cannot skip it).
     let doc: Value = app.client.get(format!("{}/openapi.json", app.base)).send().await.unwrap().json().await.unwrap();

@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod amendments;
 mod calendar_walk;
 mod checkout;
 mod exactly_once;
@@ -16,4 +17,5 @@ mod merchant_gateway;
 mod paylinks;
 mod races;
 mod surge;
+mod test_clocks;
 mod webhooks;

@@ -172,6 +172,10 @@ async fn prom_get(client: &reqwest::Client, base: &str, path: &str, query: &[(&s
     res.json().await.expect("prometheus answers JSON")
 }
 
+/// What a `recur api` process exports of its own (the in-process API's scrape keeps only these).
+const API_METRICS: &str = "recur_http_.*|recur_rate_limit.*|recur_auth_failures_total";
+const API_PREFIXES: [&str; 3] = ["recur_http_", "recur_rate_limit", "recur_auth_failures_total"];
+
 #[tokio::test]
 async fn a_real_prometheus_answers_every_panel_query() {
     let queries = dashboard_queries();
@@ -191,13 +195,14 @@ async fn a_real_prometheus_answers_every_panel_query() {
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {rules}\nscrape_configs:\n\
          \x20 - job_name: recur-api\n    static_configs: [{{targets: ['{api}']}}]\n\
-         \x20   metric_relabel_configs: [{{source_labels: [__name__], regex: 'recur_http_.*', action: keep}}]\n\
+         \x20   metric_relabel_configs: [{{source_labels: [__name__], regex: '{api_metrics}', action: keep}}]\n\
          \x20 - job_name: recur-scheduler\n    static_configs: [{{targets: ['127.0.0.1:{sched}', '127.0.0.1:{sched2_port}']}}]\n\
          \x20 - job_name: recur-worker\n    static_configs: [{{targets: ['127.0.0.1:{worker}']}}]\n",
         rules = repo().join("dashboards/prometheus/alerts.yml").display(),
         api = app.addr,
         sched = stack.scheduler_port,
         worker = stack.worker_port,
+        api_metrics = API_METRICS,
     );
     let config_path = dir.0.join("prometheus.yml");
     std::fs::write(&config_path, config).unwrap();
@@ -261,7 +266,7 @@ async fn a_real_prometheus_answers_every_panel_query() {
     for base in [app.base.clone(), stack.scheduler_url(), stack.worker_url()] {
         let samples = stack.scrape(&base).await;
         // From the in-process API only what a `recur api` process exports (see above).
-        let mine = |n: &String| base != app.base || n.starts_with("recur_http_");
+        let mine = |n: &String| base != app.base || API_PREFIXES.iter().any(|p| n.starts_with(p));
         exported.extend(samples.iter().map(|s| s.name.clone()).filter(mine));
         exported.extend(families(&samples).into_iter().filter(mine));
     }

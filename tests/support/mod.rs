@@ -14,7 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use recur::cli::Runtime;
-use recur::config::{ClockMode, Settings};
+use recur::config::{ClockMode, RateLimitSettings, Settings};
+use recur::ratelimit::Rate;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -55,6 +56,24 @@ pub fn fresh_settings() -> Settings {
         // Replaced by the address the test app listens on (spawn_app_with).
         public_url: "http://127.0.0.1:8080".into(),
         http_gateway: Default::default(),
+        rate_limits: roomy_rate_limits(),
+    }
+}
+
+/// Rate limits no test meets unless it means to: the limiter still runs (one Redis
+/// call per request), at rates far above what a test sends. Tests of the limits set
+/// their own (tests/api/rate_limits.rs).
+pub fn roomy_rate_limits() -> RateLimitSettings {
+    let roomy = Rate::per_second(1_000_000, 1_000_000);
+    RateLimitSettings {
+        rate_limit_writes: roomy,
+        rate_limit_reads: roomy,
+        rate_limit_admin: roomy,
+        rate_limit_auth_failures: roomy,
+        rate_limit_checkout_sessions: roomy,
+        rate_limit_customer_sessions: roomy,
+        rate_limit_card_submissions: roomy,
+        ..RateLimitSettings::default()
     }
 }
 
@@ -86,8 +105,8 @@ pub async fn spawn_app_with(mut settings: Settings) -> TestApp {
     // The URLs recur hands out (checkout, portal) lead to this app.
     settings.public_url = format!("http://{addr}");
     let rt = Arc::new(Runtime::start(&settings).await.expect("runtime starts"));
-    let router = recur::api::router(rt.app());
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let serve = recur::api::serve(listener, rt.app());
+    tokio::spawn(async move { serve.await });
     let creds = recur::merchants::create(&rt.pool, "test merchant", true).await.unwrap();
     TestApp {
         addr,
@@ -265,6 +284,8 @@ pub const STATE_TABLES: &[&str] = &[
     "customers",
     "plans",
     "subscriptions",
+    "subscription_changes",
+    "test_clocks",
     "billing_cycles",
     "payment_links",
     "payment_series",
