@@ -40,9 +40,13 @@ fn not_found() -> Response {
 }
 
 async fn load(app: &App, token: &str) -> Result<Option<(Link, Due, PayState)>, Error> {
+    // The deployment's clock is read before a connection is held (the manual clock
+    // reads Postgres itself); a test clock's time is read on the snapshot.
+    let deployment_now = app.clock.now().await?;
     let mut conn = crate::db::snapshot(&app.pool).await?;
     let Some(link) = paylinks::by_token(&mut conn, token).await? else { return Ok(None) };
-    let now = crate::test_clocks::now_for_cycle(&mut conn, &app.clock, link.merchant_id, link.billing_cycle_id).await?;
+    let now =
+        paylinks::frozen_time(&mut conn, link.merchant_id, link.billing_cycle_id).await?.unwrap_or(deployment_now);
     let (due, state) = paylinks::state(&mut conn, &link, now).await?;
     Ok(Some((link, due, state)))
 }
@@ -213,8 +217,11 @@ pub async fn submit(State(app): State<App>, Path(token): Path<String>, headers: 
         _ => return render(&token, &headers, &link, &due, state, Form::default()),
     }
     let now = match async {
+        let deployment_now = app.clock.now().await?;
         let mut conn = app.pool.acquire().await?;
-        crate::test_clocks::now_for_cycle(&mut conn, &app.clock, link.merchant_id, link.billing_cycle_id).await
+        Ok::<_, Error>(
+            paylinks::frozen_time(&mut conn, link.merchant_id, link.billing_cycle_id).await?.unwrap_or(deployment_now),
+        )
     }
     .await
     {

@@ -152,6 +152,23 @@ pub async fn methods_of(conn: &mut PgConnection, cycle_ids: &[Uuid]) -> Result<H
     Ok(rows.into_iter().map(|r| (r.id, r.method)).collect())
 }
 
+/// The frozen time of the test clock a cycle's subscription follows, if any: "now"
+/// for its link is that, else the deployment's clock (docs/amendments.md, test clocks).
+///
+/// Callers read the deployment's clock before they hold a connection: the manual clock
+/// reads Postgres itself, and a request holding one connection while it waits for a
+/// second starves the pool under load.
+pub async fn frozen_time(conn: &mut PgConnection, merchant_id: Uuid, cycle_id: Uuid) -> Result<Option<DateTime<Utc>>> {
+    Ok(sqlx::query_scalar!(
+        "SELECT t.frozen_time FROM billing_cycles c JOIN subscriptions s ON s.id = c.subscription_id
+            JOIN test_clocks t ON t.id = s.test_clock_id WHERE c.id = $1 AND c.merchant_id = $2",
+        cycle_id,
+        merchant_id
+    )
+    .fetch_optional(conn)
+    .await?)
+}
+
 /// The link a page token opens. A string not shaped like a token is not looked up.
 pub async fn by_token(conn: &mut PgConnection, raw: &str) -> Result<Option<Link>> {
     if !token::well_formed(raw) {
