@@ -13,7 +13,9 @@ use crate::events::{self, Actor, NewEvent};
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CustomerInput {
-    pub customer_account_id: String,
+    /// The merchant's id for the customer. Without one, the customer is looked up by
+    /// `email` or `phone`, or created with a generated id (docs/payment-links.md#customer-lookup).
+    pub customer_account_id: Option<String>,
     pub email: Option<String>,
     pub phone: Option<String>,
     pub first_name: Option<String>,
@@ -22,10 +24,16 @@ pub struct CustomerInput {
 
 impl CustomerInput {
     pub fn check(&self, prefix: &str, errors: &mut Vec<FieldError>) {
-        let n = self.customer_account_id.chars().count();
-        if n == 0 || n > 255 {
+        let id = self.customer_account_id.as_deref();
+        let n = id.map(|id| id.chars().count());
+        if id.is_none() && self.email.is_none() && self.phone.is_none() {
+            errors.push(FieldError::new(
+                format!("{prefix}.customerAccountId"),
+                "is required unless the customer is given by email or phone",
+            ));
+        } else if n.is_some_and(|n| n == 0 || n > 255) {
             errors.push(FieldError::new(format!("{prefix}.customerAccountId"), "must be 1 to 255 characters"));
-        } else if self.customer_account_id.chars().any(char::is_control) {
+        } else if id.is_some_and(|id| id.chars().any(char::is_control)) {
             errors.push(FieldError::new(format!("{prefix}.customerAccountId"), "must not contain control characters"));
         }
         if let Some(email) = &self.email {
@@ -69,9 +77,53 @@ pub struct Customer {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The digits of a phone number (and a leading `+`), as phones are compared.
+fn phone_key(phone: &str) -> String {
+    phone.chars().filter(|c| c.is_ascii_digit() || *c == '+').collect()
+}
+
+/// Paymennt's customer lookup: the merchant's one customer with this email or phone
+/// (emails compared without case, phones by their digits), or a new account id
+/// (`cus_…`) when there is none. An email of one customer and a phone of another, or
+/// a value several customers share, is ambiguous: 422 on `customer`. Lookups of one
+/// merchant are serialised (a transaction-scoped advisory lock), so two requests for a
+/// new customer create one.
+async fn look_up(conn: &mut PgConnection, merchant_id: Uuid, c: &CustomerInput) -> Result<String> {
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('customer-lookup:' || $1::uuid::text, 0))",
+        merchant_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    let phone = c.phone.as_deref().map(phone_key);
+    let found = sqlx::query_scalar!(
+        "SELECT customer_account_id FROM customers WHERE merchant_id = $1
+           AND (lower(email) = lower($2) OR regexp_replace(phone, '[^0-9+]', '', 'g') = $3)
+         ORDER BY id LIMIT 3",
+        merchant_id,
+        c.email,
+        phone,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    match found.as_slice() {
+        [] => Ok(format!("cus_{}", Uuid::now_v7().simple())),
+        [one] => Ok(one.clone()),
+        _ => {
+            Err(Error::validation("customer", "the email and phone match different customers: give customerAccountId"))
+        }
+    }
+}
+
 /// Insert or update the customer; given fields overwrite, absent ones are kept. A
 /// creation or an actual change writes its event; naming an unchanged customer does not.
+/// A customer given by email or phone only is looked up first (`look_up`).
 pub async fn upsert(conn: &mut PgConnection, merchant_id: Uuid, c: &CustomerInput) -> Result<Uuid> {
+    let Some(account) = c.customer_account_id.as_deref() else {
+        let account = look_up(conn, merchant_id, c).await?;
+        let c = CustomerInput { customer_account_id: Some(account), ..c.clone() };
+        return Box::pin(upsert(conn, merchant_id, &c)).await;
+    };
     let changed = sqlx::query!(
         r#"INSERT INTO customers (id, merchant_id, customer_account_id, email, phone, first_name, last_name)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -86,7 +138,7 @@ pub async fn upsert(conn: &mut PgConnection, merchant_id: Uuid, c: &CustomerInpu
          RETURNING id, (xmax = 0) AS "inserted!""#,
         Uuid::now_v7(),
         merchant_id,
-        c.customer_account_id,
+        account,
         c.email,
         c.phone,
         c.first_name,
@@ -108,7 +160,7 @@ pub async fn upsert(conn: &mut PgConnection, merchant_id: Uuid, c: &CustomerInpu
         None => Ok(sqlx::query_scalar!(
             "SELECT id FROM customers WHERE merchant_id = $1 AND customer_account_id = $2",
             merchant_id,
-            c.customer_account_id,
+            account,
         )
         .fetch_one(conn)
         .await?),

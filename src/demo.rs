@@ -49,7 +49,7 @@ pub async fn announce(rt: &Runtime, addr: SocketAddr) -> anyhow::Result<()> {
             .await
             .map_err(operator_error)?;
     let portal = crate::portal::CreateCustomerSession {
-        customer_account_id: customer.customer_account_id.clone(),
+        customer_account_id: changed.subscription.customer_account_id.clone(),
         return_url: None,
         expires_in_seconds: Some(crate::portal::MAX_EXPIRY_SECS),
     };

@@ -28,6 +28,7 @@ pub mod money;
 pub mod ops;
 pub mod page_sessions;
 pub mod pages;
+pub mod paylinks;
 pub mod plans;
 pub mod portal;
 pub mod queue;

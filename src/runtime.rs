@@ -41,6 +41,7 @@ impl Runtime {
         }
         let queue = Enqueuer::connect(&settings.redis_url, &settings.redis_namespace).await?;
         let clock = Clock::new(settings.clock, &pool).await?;
+        crate::paylinks::set_public_url(&settings.public_url);
         let secret_key = match &settings.secret_key {
             Some(k) => Some(Arc::new(SecretKey::parse(k.expose())?)),
             None => None,

@@ -68,7 +68,7 @@ pub async fn retry_cycle(
     Body(body): Body,
 ) -> Result<Response> {
     extract::parse::<extract::NoFields>(&body, true)?;
-    let now = crate::test_clocks::now_for_cycle(&mut *app.pool.acquire().await?, &app.clock, m.id, id).await?;
+    let now = cycle_now(&app, m.id, id).await?;
     // An errored attempt's outcome is unknown (e.g. a timeout after the charge went
     // through): ask the gateway before charging again, so a retry cannot charge twice.
     let reconciled =
@@ -85,9 +85,44 @@ pub async fn retry_cycle(
     .await
 }
 
+#[utoipa::path(post, path = "/v1/billing-cycles/{id}/payment-link", tag = "billing", params(("id" = uuid::Uuid, Path)),
+    responses((status = 201, body = CycleView, description = "A fresh payment link (`paymentLink`); earlier links of the cycle are closed"),
+        (status = 404, body = Problem), (status = 409, body = Problem, description = "The cycle is not failed or error, or its subscription has ended")))]
+pub async fn payment_link(
+    State(app): State<App>,
+    Authed(m): Authed,
+    Id(id): Id,
+    key: IdempotencyKey,
+    Body(body): Body,
+) -> Result<Response> {
+    extract::parse::<extract::NoFields>(&body, true)?;
+    // The cycle's subscription's clock (its test clock, if it follows one).
+    let now = cycle_now(&app, m.id, id).await?;
+    idempotency::run(&app, m.id, key, &format!("POST /v1/billing-cycles/{id}/payment-link"), &body, async |tx| {
+        crate::paylinks::fresh(tx, m.id, id, now).await?;
+        let c = cycles::get(tx, m.id, id).await?;
+        let mut views = cycles::with_transactions(tx, std::slice::from_ref(&c)).await?;
+        let view = views.pop().ok_or(Error::NotFound("billing cycle"))?;
+        Ok(Outcome::new(StatusCode::CREATED, view))
+    })
+    .await
+}
+
 #[utoipa::path(get, path = "/v1/transactions/{id}", tag = "billing", params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = TransactionView), (status = 404, body = Problem)))]
 pub async fn get_transaction(State(app): State<App>, Authed(m): Authed, Id(id): Id) -> Result<Json<TransactionView>> {
     let mut conn = app.pool.acquire().await?;
     Ok(Json(TransactionView::from(&transactions::get(&mut conn, m.id, id).await?)))
+}
+
+/// "Now" for the merchant's cycle `id`: its test clock's time, or the deployment's
+/// clock, read before a connection is held (`crate::paylinks::frozen_time`).
+async fn cycle_now(
+    app: &App,
+    merchant_id: uuid::Uuid,
+    id: uuid::Uuid,
+) -> crate::error::Result<chrono::DateTime<chrono::Utc>> {
+    let deployment_now = app.clock.now().await?;
+    let frozen = crate::paylinks::frozen_time(&mut *app.pool.acquire().await?, merchant_id, id).await?;
+    Ok(frozen.unwrap_or(deployment_now))
 }

@@ -77,6 +77,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/subscriptions/{id}/billing-cycles", get(billing::list_cycles))
         .route("/v1/billing-cycles/{id}", get(billing::get_cycle))
         .route("/v1/billing-cycles/{id}/retry", post(billing::retry_cycle))
+        .route("/v1/billing-cycles/{id}/payment-link", post(billing::payment_link))
         .route("/v1/transactions/{id}", get(billing::get_transaction))
         .route("/v1/payment-series", post(series::create).get(series::list))
         .route("/v1/payment-series/{id}", get(series::get))

@@ -14,7 +14,7 @@ use super::*;
         subscriptions::create, subscriptions::list, subscriptions::get, subscriptions::update, subscriptions::delete,
         subscriptions::pause, subscriptions::resume, subscriptions::cancel, subscriptions::change,
         subscriptions::change_preview, test_clocks::create, test_clocks::list, test_clocks::get, test_clocks::advance,
-        billing::list_cycles, billing::get_cycle, billing::retry_cycle, billing::get_transaction,
+        billing::list_cycles, billing::get_cycle, billing::retry_cycle, billing::payment_link, billing::get_transaction,
         series::create, series::list, series::get, series::cancel, series::create_transaction,
         customers::get, customers::events,
         admin::create_merchant, admin::get_clock, admin::move_clock, admin::sandbox_charges,

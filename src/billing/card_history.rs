@@ -27,9 +27,10 @@ impl CardHistory {
         let counts = Counts::tally(now, self.declined_at.iter().copied());
         match kind {
             TransactionKind::Retry | TransactionKind::ManualRetry => governor::may_retry(last, &counts),
-            TransactionKind::Scheduled | TransactionKind::PaymentSeries | TransactionKind::Proration => {
-                governor::may_attempt(last.scheme, &counts)
-            }
+            TransactionKind::Scheduled
+            | TransactionKind::PaymentSeries
+            | TransactionKind::Proration
+            | TransactionKind::PaymentLink => governor::may_attempt(last.scheme, &counts),
         }
     }
 }

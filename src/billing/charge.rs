@@ -178,6 +178,15 @@ pub async fn record_batch(
                 Actor::System,
             ));
         }
+        // A declined link payment of a cycle still in its link's window leaves the cycle
+        // `pending` and the link payable: the customer may try another card
+        // (docs/payment-links.md#paying).
+        if ctx.kind == TransactionKind::PaymentLink
+            && cause == cycle_state::Cause::Declined
+            && cycle.status == CycleStatus::Pending
+        {
+            continue;
+        }
         if cycle_state::permits(cause, cycle.status, change.status) {
             let mut m = cycle_state::Move::new(cycle, cause, change.status, Actor::System);
             if let Some(rule) = change.rule {

@@ -31,6 +31,10 @@ pub enum Cause {
     Reconciled,
     /// Its subscription was cancelled.
     SubscriptionCancelled,
+    /// A customer paid its payment link: the attempt is open (docs/payment-links.md).
+    LinkPayment,
+    /// Its payment link expired unpaid (`failureCode: link_expired`).
+    LinkExpired,
 }
 
 /// (cause, from, to): every move a cycle can make.
@@ -42,6 +46,8 @@ pub const TRANSITIONS: &[(Cause, &[CycleStatus], &[CycleStatus])] = &[
     (Cause::Replayed, &[Error], &[Pending, Retrying]),
     (Cause::Reconciled, &[Error], &[Succeeded]),
     (Cause::SubscriptionCancelled, &[Pending, Retrying], &[Cancelled]),
+    (Cause::LinkPayment, &[Failed, Error], &[Retrying]),
+    (Cause::LinkExpired, &[Pending], &[Failed]),
 ];
 
 /// Whether `cause` may move a cycle from `from` to `to`.

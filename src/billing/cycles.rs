@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::transactions::{self, TransactionView};
 use crate::error::{Error, Result};
 use crate::money::format_amount;
+use crate::paylinks::{self, CollectionMethod, LinkView};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
 #[sqlx(type_name = "cycle_status", rename_all = "snake_case")]
@@ -70,12 +71,22 @@ pub struct CycleView {
     pub failure_code: Option<String>,
     /// Its attempts, oldest first.
     pub transactions: Vec<TransactionView>,
+    /// How the cycle is collected: its subscription's method (docs/payment-links.md).
+    pub collection_method: CollectionMethod,
+    /// The cycle's latest payment link, for a `send_payment_link` subscription's cycle
+    /// or one that got a fresh link; `null` otherwise.
+    pub payment_link: Option<LinkView>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 impl CycleView {
-    fn new(c: &BillingCycle, transactions: Vec<TransactionView>) -> CycleView {
+    fn new(
+        c: &BillingCycle,
+        transactions: Vec<TransactionView>,
+        collection_method: CollectionMethod,
+        payment_link: Option<LinkView>,
+    ) -> CycleView {
         CycleView {
             id: c.id,
             subscription_id: c.subscription_id,
@@ -91,6 +102,8 @@ impl CycleView {
             next_retry_at: c.next_retry_at,
             failure_code: c.failure_code.clone(),
             transactions,
+            collection_method,
+            payment_link,
             created_at: c.created_at,
             updated_at: c.updated_at,
         }
@@ -101,11 +114,14 @@ impl CycleView {
 pub async fn with_transactions(conn: &mut PgConnection, cycles: &[BillingCycle]) -> Result<Vec<CycleView>> {
     let ids: Vec<Uuid> = cycles.iter().map(|c| c.id).collect();
     let txns = transactions::for_cycles(conn, &ids).await?;
+    let methods = paylinks::methods_of(conn, &ids).await?;
+    let links = paylinks::latest_of(conn, &ids).await?;
     Ok(cycles
         .iter()
         .map(|c| {
             let mine = txns.iter().filter(|t| t.billing_cycle_id == Some(c.id)).map(TransactionView::from).collect();
-            CycleView::new(c, mine)
+            let method = methods.get(&c.id).copied().unwrap_or(CollectionMethod::ChargeAutomatically);
+            CycleView::new(c, mine, method, links.get(&c.id).map(|l| l.view(c.status)))
         })
         .collect())
 }

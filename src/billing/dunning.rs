@@ -120,8 +120,13 @@ pub fn after(
                 AfterDecline { retry: Retry::Schedule, cancel_subscription: false, rule: None },
                 governor::after_decline,
             );
-            // A manual retry and a proration charge are never retried by the schedule.
-            let scheduled = !matches!(kind, TransactionKind::ManualRetry | TransactionKind::Proration);
+            // Only recur's own attempts follow the schedule: a merchant's manual retry, a
+            // proration charge and a customer's link payment fail at once (a link stays
+            // payable meanwhile).
+            let scheduled = !matches!(
+                kind,
+                TransactionKind::ManualRetry | TransactionKind::Proration | TransactionKind::PaymentLink
+            );
             let step = usize::try_from(attempt - 1)
                 .ok()
                 .and_then(|i| retry_schedule_hours.get(i))

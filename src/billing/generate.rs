@@ -17,6 +17,7 @@ use super::transactions::TransactionKind;
 use super::{cycle_state, locks};
 use crate::clock::Clock;
 use crate::events::{self, Actor, NewEvent};
+use crate::paylinks::{self, CollectionMethod};
 use crate::subscriptions::lifecycle::clamp_to_end;
 use crate::subscriptions::{Subscription, SubscriptionStatus as S, repo as subs};
 
@@ -74,7 +75,7 @@ pub async fn generate_batch(
 
 fn is_due(s: &Subscription, now: DateTime<Utc>) -> bool {
     matches!(s.status, S::Active | S::PastDue)
-        && s.payment_method.is_some()
+        && (s.payment_method.is_some() || s.collection_method == CollectionMethod::SendPaymentLink)
         && s.next_charge_at.is_some_and(|t| t <= now)
         && s.cancel_at.is_none_or(|c| s.next_charge_at.is_none_or(|t| c > t))
 }
@@ -94,7 +95,9 @@ async fn pending_charge(conn: &mut PgConnection, subscription_id: Uuid, sequence
 /// Open the next cycle of each (locked, due) subscription with its first transaction,
 /// and advance the subscription to the following period. A change of terms waiting
 /// for the period's end applies first (docs/amendments.md). Set-based: six statements
-/// whatever the batch size. Returns subscription id → new transaction id.
+/// whatever the batch size. Returns subscription id → new transaction id. A
+/// subscription collected by payment links gets its cycle with a link and no
+/// transaction: nothing is charged until the customer pays (docs/payment-links.md).
 pub async fn open_cycles(
     conn: &mut PgConnection,
     mut due: Vec<Subscription>,
@@ -112,6 +115,7 @@ pub async fn open_cycles(
     let (mut starts, mut ends, mut dues, mut amounts) =
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::<Decimal>::with_capacity(n));
     let (mut currencies, mut attempts) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut counts, mut links) = (Vec::with_capacity(n), Vec::new());
     let (mut next_charge, mut opened) = (Vec::with_capacity(n), HashMap::with_capacity(n));
     for s in &due {
         let cal = s.calendar();
@@ -133,7 +137,6 @@ pub async fn open_cycles(
         amounts.push(s.amount);
         currencies.push(s.currency.clone());
         next_charge.push(next.next_charge_at);
-        opened.insert(s.id, txn_id);
         evs.push(NewEvent::new(
             s.merchant_id,
             "billing_cycle",
@@ -142,6 +145,18 @@ pub async fn open_cycles(
             json!({"subscriptionId": s.id, "sequence": seq, "dueAt": due_at, "periodStart": start, "periodEnd": end}),
             Actor::System,
         ));
+        if s.collection_method == CollectionMethod::SendPaymentLink {
+            counts.push(0);
+            links.push(paylinks::NewLink {
+                merchant_id: s.merchant_id,
+                billing_cycle_id: cycle_id,
+                expires_at: due_at + chrono::Duration::days(i64::from(s.days_until_due)),
+                issued_at: now,
+            });
+            continue;
+        }
+        counts.push(1);
+        opened.insert(s.id, txn_id);
         let attempt = NewAttempt {
             id: txn_id,
             merchant_id: s.merchant_id,
@@ -161,8 +176,8 @@ pub async fn open_cycles(
     }
     sqlx::query!(
         "INSERT INTO billing_cycles (id, merchant_id, subscription_id, sequence, period_start, period_end, due_at, amount, currency, attempts)
-         SELECT id, m, s, q, ps, pe, d, a, c, 1 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::timestamptz[],
-            $6::timestamptz[], $7::timestamptz[], $8::numeric[], $9::text[]) AS u(id, m, s, q, ps, pe, d, a, c)",
+         SELECT id, m, s, q, ps, pe, d, a, c, n FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::timestamptz[],
+            $6::timestamptz[], $7::timestamptz[], $8::numeric[], $9::text[], $10::int[]) AS u(id, m, s, q, ps, pe, d, a, c, n)",
         &cyc_ids,
         &merchants,
         &sub_ids,
@@ -172,10 +187,12 @@ pub async fn open_cycles(
         &dues,
         &amounts,
         &currencies,
+        &counts,
     )
     .execute(&mut *conn)
     .await?;
     transaction_state::open(conn, &attempts, lease_secs).await?;
+    paylinks::insert(conn, &links, Actor::System, &mut evs).await?;
     sqlx::query!(
         "UPDATE subscriptions s SET next_sequence = s.next_sequence + 1, next_charge_at = u.nc,
             current_period_start = u.ps, current_period_end = u.pe, enqueued_until = NULL

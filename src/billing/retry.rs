@@ -53,6 +53,11 @@ pub async fn manual_by(
     let Some(payment_method) = sub.payment_method.clone() else {
         return Err(Error::conflict("the subscription has no payment method"));
     };
+    // One attempt in flight per cycle (docs/guarantees.md#one-attempt-in-flight-per-cycle):
+    // an `error` cycle may still hold a pending attempt (a customer paying its link).
+    if transaction_state::in_flight(conn, cycle.id).await? {
+        return Err(Error::conflict("a payment of this billing cycle is in progress"));
+    }
     // The card networks' rules apply to a merchant's retry as to recur's own.
     let card = card_history::load(conn, &[(merchant_id, payment_method.clone())]).await?.pop().unwrap_or_default();
     if let Err(refusal) = card.check(TransactionKind::ManualRetry, now) {

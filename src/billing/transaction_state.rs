@@ -100,8 +100,28 @@ pub async fn open(conn: &mut PgConnection, attempts: &[NewAttempt], lease_secs: 
         lease_secs as f64,
     )
     .execute(conn)
-    .await?;
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(d) if d.constraint() == Some(ONE_PENDING_PER_CYCLE) => {
+            crate::Error::conflict("a payment of this billing cycle is in progress")
+        }
+        _ => e.into(),
+    })?;
     Ok(())
+}
+
+/// The unique index that keeps one attempt of a cycle in flight at a time
+/// (docs/guarantees.md#one-attempt-in-flight-per-cycle, `migrations/0012_payment_links.sql`).
+pub const ONE_PENDING_PER_CYCLE: &str = "transactions_one_pending_per_cycle";
+
+/// Whether a cycle (held locked by the caller) has an attempt in flight (`pending`).
+pub async fn in_flight(conn: &mut PgConnection, cycle_id: Uuid) -> Result<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM transactions WHERE billing_cycle_id = $1 AND status = 'pending') AS "e!""#,
+        cycle_id
+    )
+    .fetch_one(conn)
+    .await?)
 }
 
 /// The `created` event of a new attempt; `data` is what the caller's history has

@@ -19,6 +19,8 @@ pub enum TransactionKind {
     PaymentSeries,
     /// The prorated charge of a subscription change (docs/amendments.md).
     Proration,
+    /// A customer paid the cycle's payment link (docs/payment-links.md).
+    PaymentLink,
 }
 
 impl TransactionKind {
@@ -29,6 +31,7 @@ impl TransactionKind {
             TransactionKind::ManualRetry => "manual_retry",
             TransactionKind::PaymentSeries => "payment_series",
             TransactionKind::Proration => "proration",
+            TransactionKind::PaymentLink => "payment_link",
         }
     }
 }

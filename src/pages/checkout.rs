@@ -158,7 +158,7 @@ fn what_is_bought(s: &Summary) -> Markup {
     }
 }
 
-fn every(i: &crate::billing::calendar::Interval) -> String {
+pub(crate) fn every(i: &crate::billing::calendar::Interval) -> String {
     use crate::billing::calendar::IntervalUnit::*;
     let unit = match i.unit {
         Day => "day",
@@ -177,7 +177,7 @@ pub fn card_label(c: &Kept) -> String {
     format!("{brand} ending in {} (expires {:02}/{})", c.last4, c.exp_month, c.exp_year % 100)
 }
 
-fn decline_text(code: &str) -> &'static str {
+pub(crate) fn decline_text(code: &str) -> &'static str {
     match code {
         "insufficient_funds" => "Your card was declined: insufficient funds. Try another card.",
         "expired_card" => "Your card was declined: it has expired. Try another card.",
@@ -199,7 +199,54 @@ fn form_page(token: &str, headers: &HeaderMap, l: &Loaded, form: FormState) -> R
     let (nonce, fresh) = csrf::nonce(headers);
     let csrf_token = csrf::token(&l.session.csrf_key, &nonce);
     let s = &l.summary;
-    let error_of = |field: &str| form.errors.iter().find(|e| e.field == field).map(|e| e.message.clone());
+    let status = if form.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let body = layout(
+        &format!("Pay {}", s.merchant_name),
+        html! {
+            h1 { (s.merchant_name) }
+            (what_is_bought(s))
+            (card_form(CardFormArgs {
+                action: &format!("/checkout/{token}"),
+                csrf: &csrf_token,
+                errors: &form.errors,
+                holder: &form.holder,
+                declined: form.declined.as_deref(),
+                unavailable: form.unavailable,
+                submit: &submit_label(s),
+                merchant_name: &s.merchant_name,
+            }))
+        },
+        &["/assets/checkout.js"],
+    );
+    let form_to = l.session.return_url.as_deref().and_then(origin_of);
+    let mut r = super::html(status, body, Framing::Origins(&l.allowed_origins), form_to.as_deref());
+    if fresh {
+        r.headers_mut().append(header::SET_COOKIE, csrf::set_cookie(&nonce, SameSite::None));
+    }
+    r
+}
+
+/// What the card form shows besides its fields.
+pub(crate) struct CardFormArgs<'a> {
+    /// Where the form posts (the page itself).
+    pub action: &'a str,
+    pub csrf: &'a str,
+    /// Errors of the last submission, each linked from the summary.
+    pub errors: &'a [FieldError],
+    /// The name typed last (never the card's fields).
+    pub holder: &'a str,
+    /// The decline code of the last card.
+    pub declined: Option<&'a str>,
+    /// The gateway could not be reached: nothing was counted, try again.
+    pub unavailable: bool,
+    pub submit: &'a str,
+    pub merchant_name: &'a str,
+}
+
+/// The card form of every page that takes a card (the checkout, payment links):
+/// name, number, expiry, security code, the error summary and the decline.
+pub(crate) fn card_form(a: CardFormArgs<'_>) -> Markup {
+    let error_of = |field: &str| a.errors.iter().find(|e| e.field == field).map(|e| e.message.clone());
     let field = |id: &str, label: &str, hint: Option<&str>, input: Input<'_>| {
         let error = error_of(id);
         let described = [hint.map(|_| format!("{id}-hint")), error.as_ref().map(|_| format!("{id}-error"))]
@@ -219,58 +266,45 @@ fn form_page(token: &str, headers: &HeaderMap, l: &Loaded, form: FormState) -> R
             }
         }
     };
-    let status = if form.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
-    let body = layout(
-        &format!("Pay {}", s.merchant_name),
-        html! {
-            h1 { (s.merchant_name) }
-            (what_is_bought(s))
-            @if !form.errors.is_empty() {
-                div class="alert" role="alert" aria-labelledby="problem-title" {
-                    h2 id="problem-title" { "Check your card details" }
-                    ul { @for e in &form.errors { li { a href={ "#" (e.field) } { (e.message) } } } }
-                }
+    html! {
+        @if !a.errors.is_empty() {
+            div class="alert" role="alert" aria-labelledby="problem-title" {
+                h2 id="problem-title" { "Check your card details" }
+                ul { @for e in a.errors { li { a href={ "#" (e.field) } { (e.message) } } } }
             }
-            @if let Some(code) = &form.declined {
-                div class="alert" role="alert" { p { (decline_text(code)) } }
+        }
+        @if let Some(code) = a.declined {
+            div class="alert" role="alert" { p { (decline_text(code)) } }
+        }
+        @if a.unavailable {
+            div class="alert" role="alert" {
+                p { "We could not reach the payment processor. Your card was not charged; please try again." }
             }
-            @if form.unavailable {
-                div class="alert" role="alert" {
-                    p { "We could not reach the payment processor. Your card was not charged; please try again." }
-                }
-            }
-            form method="post" action={ "/checkout/" (token) } novalidate id="card-form" {
-                input type="hidden" name="csrf" value=(csrf_token);
-                (field("name", "Name on card", None, Input {
-                    inputmode: None, autocomplete: "cc-name", maxlength: 200, value: Some(&form.holder), required: false,
+        }
+        form method="post" action=(a.action) novalidate id="card-form" {
+            input type="hidden" name="csrf" value=(a.csrf);
+            (field("name", "Name on card", None, Input {
+                inputmode: None, autocomplete: "cc-name", maxlength: 200, value: Some(a.holder), required: false,
+            }))
+            (field("number", "Card number", None, Input {
+                inputmode: Some("numeric"), autocomplete: "cc-number", maxlength: 23, value: None, required: true,
+            }))
+            p id="brand" class="brand" aria-live="polite" {}
+            div class="row" {
+                (field("expiry", "Expiry date", Some("MM/YY"), Input {
+                    inputmode: Some("numeric"), autocomplete: "cc-exp", maxlength: 7, value: None, required: true,
                 }))
-                (field("number", "Card number", None, Input {
-                    inputmode: Some("numeric"), autocomplete: "cc-number", maxlength: 23, value: None, required: true,
+                (field("cvc", "Security code", Some("3 or 4 digits"), Input {
+                    inputmode: Some("numeric"), autocomplete: "cc-csc", maxlength: 4, value: None, required: true,
                 }))
-                p id="brand" class="brand" aria-live="polite" {}
-                div class="row" {
-                    (field("expiry", "Expiry date", Some("MM/YY"), Input {
-                        inputmode: Some("numeric"), autocomplete: "cc-exp", maxlength: 7, value: None, required: true,
-                    }))
-                    (field("cvc", "Security code", Some("3 or 4 digits"), Input {
-                        inputmode: Some("numeric"), autocomplete: "cc-csc", maxlength: 4, value: None, required: true,
-                    }))
-                }
-                button type="submit" class="primary" { (submit_label(s)) }
             }
-            p class="fineprint" {
-                "Your card goes straight to the payment processor: " (s.merchant_name)
-                " never sees its number."
-            }
-        },
-        &["/assets/checkout.js"],
-    );
-    let form_to = l.session.return_url.as_deref().and_then(origin_of);
-    let mut r = super::html(status, body, Framing::Origins(&l.allowed_origins), form_to.as_deref());
-    if fresh {
-        r.headers_mut().append(header::SET_COOKIE, csrf::set_cookie(&nonce, SameSite::None));
+            button type="submit" class="primary" { (a.submit) }
+        }
+        p class="fineprint" {
+            "Your card goes straight to the payment processor: " (a.merchant_name)
+            " never sees its number."
+        }
     }
-    r
 }
 
 /// A text input of the card form. Only the name is ever filled back in: the card's

@@ -8,6 +8,7 @@ pub mod csrf;
 pub mod dashboard;
 mod dashboard_more;
 mod layout;
+pub mod pay;
 pub mod portal;
 pub mod signed_in;
 
@@ -45,6 +46,8 @@ pub fn router(app: &App) -> Router<App> {
         .route("/checkout/{token}", get(checkout::show).post(checkout::submit).route_layer(card_submissions()))
         .route("/checkout/{token}/status", get(checkout::status))
         .route("/portal/{token}", get(portal::show).post(portal::submit))
+        .route("/pay/{token}", get(pay::show).post(pay::submit).route_layer(card_submissions()))
+        .route("/pay/{token}/status", get(pay::status))
         .merge(dashboard::router())
         .merge(console::router())
 }

@@ -8,6 +8,7 @@ use super::{DEFAULT_RETRY_SCHEDULE, PlanStatus};
 use crate::billing::calendar::Interval;
 use crate::error::{FieldError, Result};
 use crate::money::{AmountInput, Currency, parse_amount};
+use crate::paylinks::{CollectionMethod, DEFAULT_DAYS_UNTIL_DUE};
 use crate::validate::{self, Errors, double_option};
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -27,6 +28,10 @@ pub struct CreatePlan {
     pub metadata: Option<Value>,
     /// `draft` (default) or `active`.
     pub status: Option<PlanStatus>,
+    /// The default of its subscriptions: `charge_automatically` (default) or `send_payment_link`.
+    pub collection_method: Option<CollectionMethod>,
+    /// The default of its subscriptions, 1–60 (default 7).
+    pub days_until_due: Option<i32>,
 }
 
 /// A plan request that passed every check.
@@ -43,6 +48,8 @@ pub struct ValidPlan {
     pub retry_schedule_hours: Vec<i32>,
     pub metadata: Value,
     pub status: PlanStatus,
+    pub collection_method: CollectionMethod,
+    pub days_until_due: i32,
 }
 
 pub(crate) fn check_currency(errors: &mut Errors, field: &str, code: &str) -> Option<Currency> {
@@ -95,6 +102,8 @@ impl CreatePlan {
         if status == PlanStatus::Archived {
             e.push(FieldError::new("status", "a new plan is draft or active"));
         }
+        let days_until_due = self.days_until_due.unwrap_or(DEFAULT_DAYS_UNTIL_DUE);
+        validate::range(&mut e, "daysUntilDue", days_until_due as i64, 1, 60);
         validate::finish(e)?;
         Ok(ValidPlan {
             name: self.name,
@@ -109,6 +118,8 @@ impl CreatePlan {
             retry_schedule_hours: retries,
             metadata,
             status,
+            collection_method: self.collection_method.unwrap_or(CollectionMethod::ChargeAutomatically),
+            days_until_due,
         })
     }
 }
@@ -130,6 +141,9 @@ pub struct UpdatePlan {
     pub retry_schedule_hours: Option<Vec<i32>>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// Defaults of subscriptions created afterwards.
+    pub collection_method: Option<CollectionMethod>,
+    pub days_until_due: Option<i32>,
 }
 
 /// The checked changes of a PATCH. Money fields are checked against the plan's
@@ -146,6 +160,8 @@ pub struct PlanChanges {
     pub grace_period_days: Option<i32>,
     pub retry_schedule_hours: Option<Vec<i32>>,
     pub metadata: Option<Value>,
+    pub collection_method: Option<CollectionMethod>,
+    pub days_until_due: Option<i32>,
 }
 
 impl PlanChanges {
@@ -188,6 +204,9 @@ impl UpdatePlan {
         if let Some(m) = &self.metadata {
             validate::metadata(&mut e, "metadata", m);
         }
+        if let Some(d) = self.days_until_due {
+            validate::range(&mut e, "daysUntilDue", d as i64, 1, 60);
+        }
         validate::finish(e)?;
         Ok(PlanChanges {
             name: self.name,
@@ -200,6 +219,8 @@ impl UpdatePlan {
             grace_period_days: self.grace_period_days,
             retry_schedule_hours: self.retry_schedule_hours,
             metadata: self.metadata,
+            collection_method: self.collection_method,
+            days_until_due: self.days_until_due,
         })
     }
 }

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::billing::calendar::{Interval, IntervalUnit};
 use crate::money::format_amount;
+use crate::paylinks::CollectionMethod;
 
 pub(crate) use input::check_currency as repo_check_currency;
 pub use input::{CreatePlan, PlanChanges, UpdatePlan, ValidPlan};
@@ -45,6 +46,9 @@ pub struct Plan {
     pub status: PlanStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Defaults for the subscriptions made from it (docs/payment-links.md).
+    pub collection_method: CollectionMethod,
+    pub days_until_due: i32,
 }
 
 impl Plan {
@@ -71,6 +75,8 @@ pub struct PlanView {
     #[schema(value_type = Object)]
     pub metadata: Value,
     pub status: PlanStatus,
+    pub collection_method: CollectionMethod,
+    pub days_until_due: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -90,6 +96,8 @@ impl From<&Plan> for PlanView {
             retry_schedule_hours: p.retry_schedule_hours.clone(),
             metadata: p.metadata.clone(),
             status: p.status,
+            collection_method: p.collection_method,
+            days_until_due: p.days_until_due,
             created_at: p.created_at,
             updated_at: p.updated_at,
         }

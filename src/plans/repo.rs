@@ -9,6 +9,7 @@ use crate::billing::calendar::IntervalUnit;
 use crate::error::{Error, FieldError, Result};
 use crate::events::{self, Actor, NewEvent};
 use crate::money::{Currency, parse_amount};
+use crate::paylinks::CollectionMethod;
 
 /// A statement that yields whole plans: `$head`, every column of a plan (the enum
 /// columns typed), then `$tail`, checked as one query.
@@ -19,7 +20,8 @@ macro_rules! query_plans {
             $head
                 + r#"id, merchant_id, name, description, tags, amount, currency,
                     interval_unit AS "interval_unit: IntervalUnit", interval_count, trial_days, grace_period_days,
-                    retry_schedule_hours, metadata, status AS "status: PlanStatus", created_at, updated_at"#
+                    retry_schedule_hours, metadata, status AS "status: PlanStatus", created_at, updated_at,
+                    collection_method AS "collection_method: CollectionMethod", days_until_due"#
                 + $tail
             $(, $arg)*
         )
@@ -33,8 +35,9 @@ fn event(p: &Plan, kind: &'static str, data: Value) -> NewEvent {
 pub async fn insert(conn: &mut PgConnection, merchant_id: Uuid, v: ValidPlan) -> Result<Plan> {
     let plan = query_plans!(
         "INSERT INTO plans (id, merchant_id, name, description, tags, amount, currency, interval_unit,
-            interval_count, trial_days, grace_period_days, retry_schedule_hours, metadata, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING ",
+            interval_count, trial_days, grace_period_days, retry_schedule_hours, metadata, status,
+            collection_method, days_until_due)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING ",
         "",
         Uuid::now_v7(),
         merchant_id,
@@ -50,6 +53,8 @@ pub async fn insert(conn: &mut PgConnection, merchant_id: Uuid, v: ValidPlan) ->
         v.retry_schedule_hours.as_slice(),
         v.metadata,
         v.status as _,
+        v.collection_method as _,
+        v.days_until_due,
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -153,13 +158,21 @@ pub async fn update(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid, c: Pla
         changed.insert("metadata".into(), m.clone());
         plan.metadata = m;
     }
+    if let Some(cm) = c.collection_method {
+        changed.insert("collectionMethod".into(), json!(cm));
+        plan.collection_method = cm;
+    }
+    if let Some(d) = c.days_until_due {
+        changed.insert("daysUntilDue".into(), json!(d));
+        plan.days_until_due = d;
+    }
     if changed.is_empty() {
         return Ok(plan);
     }
     let plan = query_plans!(
         "UPDATE plans SET name = $3, description = $4, tags = $5, amount = $6, currency = $7,
             interval_unit = $8, interval_count = $9, trial_days = $10, grace_period_days = $11,
-            retry_schedule_hours = $12, metadata = $13
+            retry_schedule_hours = $12, metadata = $13, collection_method = $14, days_until_due = $15
          WHERE id = $1 AND merchant_id = $2 RETURNING ",
         "",
         plan.id,
@@ -175,6 +188,8 @@ pub async fn update(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid, c: Pla
         plan.grace_period_days,
         plan.retry_schedule_hours.as_slice(),
         plan.metadata,
+        plan.collection_method as _,
+        plan.days_until_due,
     )
     .fetch_one(&mut *conn)
     .await?;

@@ -7,6 +7,7 @@
 //! Enqueueing stops at a high-water mark so Redis never holds a large backlog.
 
 mod lifecycle;
+mod links;
 mod sample;
 
 use std::time::{Duration, Instant};
@@ -322,6 +323,7 @@ async fn clock_transitions(
     let mut s = Sweep::default();
     s.cancelled += lifecycle::cancel_at_period_end(pool, clock, now, opts.batch).await?;
     s.cancelled += lifecycle::cancel_after_grace(pool, clock, now, opts.batch).await?;
+    links::sweep(pool, clock, now, opts.batch).await?;
     Ok(s)
 }
 

@@ -693,6 +693,8 @@ mod tests {
             cancelled_at: None,
             cancellation_reason: None,
             test_clock_id: None,
+            collection_method: crate::paylinks::CollectionMethod::ChargeAutomatically,
+            days_until_due: crate::paylinks::DEFAULT_DAYS_UNTIL_DUE,
             created_at: at("2027-04-01T00:00:00Z"),
             updated_at: at("2027-04-01T00:00:00Z"),
             payment_method_brand: None,

@@ -10,6 +10,7 @@ use crate::billing::calendar::Interval;
 use crate::customers::CustomerInput;
 use crate::error::{Error, FieldError, Result};
 use crate::money::{AmountInput, Currency, parse_amount};
+use crate::paylinks::{CollectionMethod, DEFAULT_DAYS_UNTIL_DUE};
 use crate::plans::{Plan, PlanStatus};
 use crate::validate::{self, Errors, double_option};
 
@@ -37,6 +38,11 @@ pub struct CreateSubscription {
     pub metadata: Option<Value>,
     /// A test clock of the (sandbox) merchant: the subscription follows its time.
     pub test_clock_id: Option<Uuid>,
+    /// `charge_automatically` (default: the plan's) or `send_payment_link`
+    /// (docs/payment-links.md): then no payment method is needed.
+    pub collection_method: Option<CollectionMethod>,
+    /// Days a payment link stays payable after the due time, 1–60 (default: the plan's, or 7).
+    pub days_until_due: Option<i32>,
 }
 
 /// A checked subscription request, terms resolved from the plan or inline.
@@ -59,6 +65,8 @@ pub struct NewSubscription {
     pub partner_reference: Option<String>,
     pub metadata: Value,
     pub test_clock_id: Option<Uuid>,
+    pub collection_method: CollectionMethod,
+    pub days_until_due: i32,
 }
 
 /// Payment-method errors answer 400 (docs/api.md#sandbox-payment-methods);
@@ -169,6 +177,12 @@ impl CreateSubscription {
         }
         let metadata = self.metadata.unwrap_or_else(|| Value::Object(Default::default()));
         validate::metadata(&mut e, "metadata", &metadata);
+        let collection_method = self
+            .collection_method
+            .or(plan.map(|p| p.collection_method))
+            .unwrap_or(CollectionMethod::ChargeAutomatically);
+        let days_until_due = self.days_until_due.or(plan.map(|p| p.days_until_due)).unwrap_or(DEFAULT_DAYS_UNTIL_DUE);
+        validate::range(&mut e, "daysUntilDue", days_until_due as i64, 1, 60);
         finish_with_payment_method(e)?;
         let (Some(amount), Some(currency), Some(interval)) = (amount, currency, interval) else {
             return Err(Error::validation("amount", "is required"));
@@ -196,6 +210,8 @@ impl CreateSubscription {
             partner_reference: self.partner_reference,
             metadata,
             test_clock_id: self.test_clock_id,
+            collection_method,
+            days_until_due,
         })
     }
 }

@@ -8,7 +8,9 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::repo;
-use super::{NewSubscription, Subscription, SubscriptionChanges, SubscriptionStatus as S, SubscriptionView};
+use super::{
+    CollectionMethod, NewSubscription, Subscription, SubscriptionChanges, SubscriptionStatus as S, SubscriptionView,
+};
 use crate::billing::calendar::{Calendar, anchor_at};
 use crate::customers;
 use crate::error::{Error, FieldError, Result};
@@ -122,7 +124,8 @@ pub async fn create_by(
         id: Uuid::now_v7(),
         merchant_id,
         customer_id,
-        customer_account_id: n.customer.customer_account_id.clone(),
+        // The stored row decides (a customer given by email or phone is looked up).
+        customer_account_id: n.customer.customer_account_id.clone().unwrap_or_default(),
         plan_id: n.plan_id,
         description: n.description,
         amount: n.amount,
@@ -159,8 +162,11 @@ pub async fn create_by(
         payment_method_last4: card.map(|c| c.last4.clone()),
         payment_method_exp_month: card.map(|c| c.exp_month),
         payment_method_exp_year: card.map(|c| c.exp_year),
+        collection_method: n.collection_method,
+        days_until_due: n.days_until_due,
     };
-    if s.payment_method.is_some() {
+    // A subscription collected by payment links needs no card to start.
+    if s.payment_method.is_some() || s.collection_method == CollectionMethod::SendPaymentLink {
         start_schedule(&mut s, now);
     }
     let inserted = sqlx::query!(
@@ -169,9 +175,9 @@ pub async fn create_by(
             charge_hour, payment_method, trial_days, authorized_limit, partner_reference, metadata, status,
             anchor_at, anchor_sequence, next_sequence, next_charge_at, current_period_start,
             current_period_end, trial_end_at, payment_method_brand, payment_method_last4, payment_method_exp_month,
-            payment_method_exp_year, test_clock_id)
+            payment_method_exp_year, test_clock_id, collection_method, days_until_due)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-            $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)
+            $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34)
          ON CONFLICT ON CONSTRAINT subscriptions_partner_reference_key DO NOTHING",
         s.id,
         s.merchant_id,
@@ -205,6 +211,8 @@ pub async fn create_by(
         s.payment_method_exp_month,
         s.payment_method_exp_year,
         s.test_clock_id,
+        s.collection_method as _,
+        s.days_until_due,
     )
     .execute(&mut *conn)
     .await?;
@@ -503,7 +511,7 @@ pub async fn switch_plan(
     let starts = s.current_period_end.filter(|e| *e > now).unwrap_or(now);
     let req = super::CreateSubscription {
         customer: crate::customers::CustomerInput {
-            customer_account_id: s.customer_account_id.clone(),
+            customer_account_id: Some(s.customer_account_id.clone()),
             email: None,
             phone: None,
             first_name: None,
@@ -525,6 +533,8 @@ pub async fn switch_plan(
         metadata: Some(json!({"switchedFrom": s.id})),
         // The new subscription keeps the old one's test clock (docs/api.md#test-clocks).
         test_clock_id: s.test_clock_id,
+        collection_method: Some(s.collection_method),
+        days_until_due: Some(s.days_until_due),
     };
     // The token came from this merchant's gateway for this customer.
     let n = req.validate(Some(plan), true)?;

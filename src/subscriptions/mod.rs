@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::billing::calendar::{Calendar, Interval, IntervalUnit};
 use crate::money::format_amount;
 
+pub use crate::paylinks::CollectionMethod;
 pub use input::{CreateSubscription, NewSubscription, SubscriptionChanges, UpdateSubscription};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
@@ -104,6 +105,10 @@ pub struct Subscription {
     pub payment_method_last4: Option<String>,
     pub payment_method_exp_month: Option<i16>,
     pub payment_method_exp_year: Option<i16>,
+    /// How its cycles are collected (docs/payment-links.md).
+    pub collection_method: CollectionMethod,
+    /// Days a payment link stays payable after its cycle's due time.
+    pub days_until_due: i32,
 }
 
 impl Subscription {
@@ -182,6 +187,8 @@ pub struct SubscriptionView {
     pub retry_schedule_hours: Vec<i32>,
     /// The test clock it follows (sandbox merchants only), if any.
     pub test_clock_id: Option<Uuid>,
+    pub collection_method: CollectionMethod,
+    pub days_until_due: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -218,6 +225,8 @@ impl From<&Subscription> for SubscriptionView {
             grace_period_days: s.grace_period_days,
             retry_schedule_hours: s.retry_schedule_hours.clone(),
             test_clock_id: s.test_clock_id,
+            collection_method: s.collection_method,
+            days_until_due: s.days_until_due,
             created_at: s.created_at,
             updated_at: s.updated_at,
         }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Subscription, SubscriptionStatus};
+use super::{CollectionMethod, Subscription, SubscriptionStatus};
 use crate::billing::calendar::IntervalUnit;
 use crate::error::{Error, Result};
 
@@ -21,7 +21,8 @@ macro_rules! query_subscriptions {
             s.anchor_at, s.anchor_sequence, s.next_sequence, s.next_charge_at, s.current_period_start,
             s.current_period_end, s.trial_end_at, s.paused_at, s.resume_at, s.cancel_at, s.cancelled_at,
             s.cancellation_reason, s.test_clock_id, s.created_at, s.updated_at, s.payment_method_brand,
-            s.payment_method_last4, s.payment_method_exp_month, s.payment_method_exp_year
+            s.payment_method_last4, s.payment_method_exp_month, s.payment_method_exp_year,
+            s.collection_method AS "collection_method: CollectionMethod", s.days_until_due
          FROM subscriptions s JOIN customers c ON c.id = s.customer_id"#
                 + $tail
             $(, $arg)*

@@ -15,12 +15,13 @@ use crate::billing::transactions::TransactionKind;
 use crate::subscriptions::SubscriptionStatus;
 
 const JOB_OUTCOMES: [&str; 3] = ["ok", "retry", "dead"];
-const TRANSACTION_KINDS: [TransactionKind; 5] = [
+const TRANSACTION_KINDS: [TransactionKind; 6] = [
     TransactionKind::Scheduled,
     TransactionKind::Retry,
     TransactionKind::ManualRetry,
     TransactionKind::PaymentSeries,
     TransactionKind::Proration,
+    TransactionKind::PaymentLink,
 ];
 /// The `kind` labels of `recur_scheduler_enqueued_total` (one per sweep claim).
 const SWEEP_KINDS: [&str; 6] = ["generate", "trial_end", "resume", "retry", "recovered", "webhook"];

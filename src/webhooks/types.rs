@@ -32,6 +32,8 @@ pub const ALL: &[&str] = &[
     "billing_cycle.cancelled",
     "billing_cycle.dead_lettered",
     "billing_cycle.replayed",
+    "billing_cycle.payment_link_created",
+    "billing_cycle.payment_link_reminder",
     "transaction.created",
     "transaction.succeeded",
     "transaction.declined",

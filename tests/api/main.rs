@@ -13,6 +13,7 @@ mod health;
 mod idempotency;
 mod merchant_gateway;
 mod openapi;
+mod paylinks;
 mod plans;
 mod portal;
 mod rate_limits;

@@ -27,6 +27,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/subscriptions/{id}/billing-cycles", &["get"]),
     ("/v1/billing-cycles/{id}", &["get"]),
     ("/v1/billing-cycles/{id}/retry", &["post"]),
+    ("/v1/billing-cycles/{id}/payment-link", &["post"]),
     ("/v1/transactions/{id}", &["get"]),
     ("/v1/payment-series", &["post", "get"]),
     ("/v1/payment-series/{id}", &["get"]),

@@ -400,6 +400,7 @@ const ID_ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("GET", "/v1/subscriptions/{id}/billing-cycles", None),
     ("GET", "/v1/billing-cycles/{id}", None),
     ("POST", "/v1/billing-cycles/{id}/retry", Some("{}")),
+    ("POST", "/v1/billing-cycles/{id}/payment-link", Some("{}")),
     ("GET", "/v1/transactions/{id}", None),
     ("GET", "/v1/payment-series/{id}", None),
     ("POST", "/v1/payment-series/{id}/cancel", Some("{}")),

@@ -192,3 +192,8 @@ async fn dashboard_in_chromium() {
 async fn console_in_chromium() {
     run("console.mjs", "page_sessions", "/console/").await;
 }
+
+#[tokio::test]
+async fn payment_link_in_chromium() {
+    run("pay.mjs", "payment_links", "/pay/").await;
+}

@@ -14,6 +14,7 @@ mod gateway_fault_run;
 mod http_gateway;
 mod lifecycle;
 mod merchant_gateway;
+mod paylinks;
 mod races;
 mod surge;
 mod test_clocks;

@@ -220,7 +220,7 @@ async fn a_fresh_worker_exports_its_known_series_at_zero() {
         }
         assert_eq!(value(&worker, "recur_worker_restarts_total", &[("queue", q)]), 0.0, "{q}");
     }
-    for kind in ["scheduled", "retry", "manual_retry", "payment_series"] {
+    for kind in ["scheduled", "retry", "manual_retry", "payment_series", "payment_link"] {
         assert_eq!(value(&worker, "recur_gateway_errors_total", &[("kind", kind)]), 0.0, "{kind}");
     }
     let names = families(&worker);

@@ -287,6 +287,7 @@ pub const STATE_TABLES: &[&str] = &[
     "subscription_changes",
     "test_clocks",
     "billing_cycles",
+    "payment_links",
     "payment_series",
     "transactions",
     "events",
