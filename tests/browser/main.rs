@@ -6,8 +6,9 @@
 //! key of the namespace, the metrics and every log line: they must be nowhere.
 //!
 //! Needs `/usr/bin/chromium` (or `RECUR_CHROMIUM`) and Node.js; `scripts/test` installs
-//! Chromium when it is missing, and this harness runs `npm ci` when
-//! `tests/browser/node_modules` is missing. Screenshots go to `target/browser/`.
+//! Chromium and Node.js when they are missing, and this harness installs the npm
+//! packages under `target/browser-deps` (see `node_modules`). Screenshots go to
+//! `target/browser/`.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -78,18 +79,35 @@ fn chromium() -> String {
     path
 }
 
-/// `npm ci` when the driver packages are missing; never downloads a browser.
+/// The driver packages (playwright-core, axe-core) are installed under `target/`
+/// (build output, not the source tree) by `npm ci` when they are missing or the lock
+/// file changed, never with a browser (Debian's Chromium is the one used), and linked
+/// as `tests/browser/node_modules` so that the scripts resolve them.
 fn node_modules() {
-    if dir().join("node_modules/playwright-core").exists() && dir().join("node_modules/axe-core").exists() {
-        return;
+    let deps = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-deps");
+    let lock = std::fs::read(dir().join("package-lock.json")).expect("tests/browser/package-lock.json");
+    let installed = std::fs::read(deps.join("package-lock.json")).is_ok_and(|l| l == lock)
+        && deps.join("node_modules/playwright-core").exists()
+        && deps.join("node_modules/axe-core").exists();
+    if !installed {
+        std::fs::create_dir_all(&deps).unwrap();
+        std::fs::copy(dir().join("package.json"), deps.join("package.json")).unwrap();
+        std::fs::write(deps.join("package-lock.json"), &lock).unwrap();
+        let out = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&deps)
+            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+            .output()
+            .expect("npm runs (install Node.js)");
+        assert!(out.status.success(), "npm ci failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let out = std::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(dir())
-        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-        .output()
-        .expect("npm runs (install Node.js)");
-    assert!(out.status.success(), "npm ci failed: {}", String::from_utf8_lossy(&out.stderr));
+    let link = dir().join("node_modules");
+    let target = deps.join("node_modules");
+    if std::fs::read_link(&link).ok() != Some(target.clone()) {
+        let _ = std::fs::remove_file(&link);
+        let _ = std::fs::remove_dir_all(&link);
+        std::os::unix::fs::symlink(&target, &link).expect("tests/browser/node_modules links to target/browser-deps");
+    }
 }
 
 /// Every value stored under the app's Redis namespace, as text.
