@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use maud::{Markup, html};
@@ -376,8 +376,8 @@ pub async fn status(State(app): State<App>, Path(token): Path<String>) -> Respon
         Ok(Some(p))
     }
     .await;
-    let state = match found {
-        Ok(Some((_, p))) => match p {
+    let state = found.map(|found| {
+        found.map(|(_, p)| match p {
             Progress::Form { .. } => "form",
             Progress::Processing => "processing",
             Progress::Failed { .. } => "failed",
@@ -385,19 +385,9 @@ pub async fn status(State(app): State<App>, Path(token): Path<String>) -> Respon
             Progress::Complete => "complete",
             Progress::Expired => "expired",
             Progress::Locked => "locked",
-        },
-        Ok(None) => {
-            return (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"state": "not_found"}))).into_response();
-        }
-        Err(e) => {
-            tracing::error!(error = crate::error::chain(&e), "checkout status failed");
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        }
-    };
-    let mut r = axum::Json(serde_json::json!({"state": state})).into_response();
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    r
+        })
+    });
+    super::poll_answer(state, "checkout")
 }
 
 pub async fn submit(State(app): State<App>, Path(token): Path<String>, headers: HeaderMap, body: Bytes) -> Response {

@@ -52,6 +52,25 @@ pub fn router(app: &App) -> Router<App> {
         .merge(console::router())
 }
 
+/// A page's `/status` poll (docs/pages.md): `{"state": …}` for the page's script,
+/// never cached; `not_found` (404) for an unknown token; no error text.
+pub(crate) fn poll_answer(state: crate::error::Result<Option<&'static str>>, page: &'static str) -> Response {
+    let state = match state {
+        Ok(Some(state)) => state,
+        Ok(None) => {
+            return (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"state": "not_found"}))).into_response();
+        }
+        Err(e) => {
+            tracing::error!(error = crate::error::chain(&e), page, "status poll failed");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    let mut r = axum::Json(serde_json::json!({"state": state})).into_response();
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    r
+}
+
 /// The widget is loaded by merchants' pages, on their origins.
 async fn widget() -> Response {
     let mut r = asset(WIDGET_JS, "text/javascript; charset=utf-8");

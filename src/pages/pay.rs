@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::html;
 
@@ -158,26 +158,16 @@ fn render(token: &str, headers: &HeaderMap, link: &Link, due: &Due, state: PaySt
 
 /// The page's progress for its script: `{state}`.
 pub async fn status(State(app): State<App>, Path(token): Path<String>) -> Response {
-    let state = match load(&app, &token).await {
-        Ok(Some((_, _, s))) => match s {
+    let state = load(&app, &token).await.map(|found| {
+        found.map(|(_, _, s)| match s {
             PayState::Payable { .. } => "form",
             PayState::Processing => "processing",
             PayState::Paid => "paid",
             PayState::Expired => "expired",
             PayState::Closed => "closed",
-        },
-        Ok(None) => {
-            return (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"state": "not_found"}))).into_response();
-        }
-        Err(e) => {
-            tracing::error!(error = crate::error::chain(&e), "payment link status failed");
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        }
-    };
-    let mut r = axum::Json(serde_json::json!({"state": state})).into_response();
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    r
+        })
+    });
+    super::poll_answer(state, "payment link")
 }
 
 pub async fn submit(State(app): State<App>, Path(token): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
