@@ -65,6 +65,22 @@ pub async fn create(
         Ok(Outcome::new(StatusCode::CREATED, SessionView::of(&s, now)))
     })
     .await?;
+    // A retry of a lost answer gets a new token for the same session (the old one,
+    // never delivered, stops working); a session no longer open gets none.
+    with_token(&app, res, minted, "checkout", async |tx, id| checkout::reissue_token(tx, m.id, id, now).await).await
+}
+
+/// The answer of a page session's creation (a checkout session, a customer session):
+/// the stored answer with the token minted by this request, or for a replayed one a
+/// token `reissue` makes, added as `token` and `url` (`/{page}/<token>`). The stored
+/// answer itself never holds a token.
+pub(super) async fn with_token(
+    app: &App,
+    res: Response,
+    minted: Option<String>,
+    page: &str,
+    reissue: impl AsyncFnOnce(&mut sqlx::PgConnection, Uuid) -> crate::Result<Option<String>>,
+) -> Result<Response> {
     let replayed = res.headers().contains_key("idempotent-replayed");
     let status = res.status();
     let bytes = axum::body::to_bytes(res.into_body(), super::BODY_LIMIT)
@@ -74,14 +90,11 @@ pub async fn create(
         .map_err(|e| crate::Error::Internal(anyhow::anyhow!("a stored answer is not JSON: {e}")))?;
     let token = match minted {
         Some(t) => Some(t),
-        // A retry of a lost answer gets a new token for the same session (the old one,
-        // never delivered, stops working); a session no longer open gets none.
         None if replayed && status == StatusCode::CREATED => {
-            let id = view["id"].as_str().and_then(|s| Uuid::parse_str(s).ok());
-            match id {
+            match view["id"].as_str().and_then(|s| Uuid::parse_str(s).ok()) {
                 Some(id) => {
                     let mut tx = app.pool.begin().await?;
-                    let t = checkout::reissue_token(&mut tx, m.id, id, now).await?;
+                    let t = reissue(&mut tx, id).await?;
                     tx.commit().await?;
                     t
                 }
@@ -91,7 +104,7 @@ pub async fn create(
         None => None,
     };
     if let Some(t) = token {
-        view["url"] = format!("{}/checkout/{t}", app.public_url).into();
+        view["url"] = format!("{}/{page}/{t}", app.public_url).into();
         view["token"] = t.into();
     }
     let mut out = (status, Json(view)).into_response();

@@ -1,10 +1,8 @@
 //! `POST /v1/customer-sessions` (docs/pages.md#customer-sessions).
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use uuid::Uuid;
+use axum::response::Response;
 
 use super::auth::Authed;
 use super::extract::{self, Body};
@@ -36,35 +34,8 @@ pub async fn create(
         Ok(Outcome::new(StatusCode::CREATED, CustomerSessionView::of(&s)))
     })
     .await?;
-    let replayed = res.headers().contains_key("idempotent-replayed");
-    let status = res.status();
-    let bytes = axum::body::to_bytes(res.into_body(), super::BODY_LIMIT)
-        .await
-        .map_err(|e| crate::Error::Internal(anyhow::anyhow!("reading a stored answer: {e}")))?;
-    let mut view: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| crate::Error::Internal(anyhow::anyhow!("a stored answer is not JSON: {e}")))?;
-    let token = match minted {
-        Some(t) => Some(t),
-        None if replayed && status == StatusCode::CREATED => {
-            match view["id"].as_str().and_then(|s| Uuid::parse_str(s).ok()) {
-                Some(id) => {
-                    let mut tx = app.pool.begin().await?;
-                    let t = portal::reissue_token(&mut tx, m.id, id, now).await?;
-                    tx.commit().await?;
-                    t
-                }
-                None => None,
-            }
-        }
-        None => None,
-    };
-    if let Some(t) = token {
-        view["url"] = format!("{}/portal/{t}", app.public_url).into();
-        view["token"] = t.into();
-    }
-    let mut out = (status, Json(view)).into_response();
-    if replayed {
-        out.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
-    }
-    Ok(out)
+    super::checkout::with_token(&app, res, minted, "portal", async |tx, id| {
+        portal::reissue_token(tx, m.id, id, now).await
+    })
+    .await
 }
