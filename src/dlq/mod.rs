@@ -142,13 +142,7 @@ pub async fn list(q: &Enqueuer, queue: Queue) -> queue::Result<Vec<DeadLetter>> 
 
 /// Dead letters matching `f`, oldest first, at most `limit`.
 pub async fn find(q: &Enqueuer, f: &Filter, limit: usize) -> Result<Vec<DeadLetter>> {
-    let mut out = Vec::new();
-    for queue in f.queues() {
-        out.extend(all_of(q, queue).await?.into_iter().filter(|d| f.matches(d)));
-    }
-    out.sort_by_key(|d| d.id);
-    out.truncate(limit);
-    Ok(out)
+    find_after(q, f, None, limit).await
 }
 
 /// One dead letter by id, searching every queue.
@@ -264,10 +258,59 @@ pub async fn archive(pool: &PgPool, f: &Filter, before: Option<Uuid>, limit: i64
     .await?)
 }
 
-/// A page of dead letters matching `f`, oldest first, after the entry `after`.
+/// Entries read from Redis at a time while filtering (one `HMGET` per queue).
+const CHUNK: usize = 200;
+
+/// The entry ids of these queues with their queue, oldest first: entry ids are UUID
+/// v7, so their order is the order the jobs died in. Only the ids are read (the
+/// hash's fields), not the entries.
+async fn ids_of(q: &Enqueuer, queues: &[Queue]) -> queue::Result<Vec<(Uuid, Queue)>> {
+    let mut conn = q.connection();
+    let mut pipe = redis::pipe();
+    for &queue in queues {
+        pipe.hkeys(q.keys().dead_letters(queue));
+    }
+    let keys: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
+    let mut ids: Vec<(Uuid, Queue)> = queues
+        .iter()
+        .zip(keys)
+        .flat_map(|(&queue, ids)| ids.into_iter().filter_map(move |id| Some((Uuid::parse_str(&id).ok()?, queue))))
+        .collect();
+    ids.sort_by_key(|(id, _)| *id);
+    Ok(ids)
+}
+
+/// The entries of `ids` still there (a replay or drain may have removed some since),
+/// in the order of `ids`.
+async fn entries(q: &Enqueuer, ids: &[(Uuid, Queue)]) -> queue::Result<Vec<DeadLetter>> {
+    let mut conn = q.connection();
+    let mut pipe = redis::pipe();
+    let queues: Vec<Queue> = Queue::ALL.into_iter().filter(|q| ids.iter().any(|(_, of)| of == q)).collect();
+    for &queue in &queues {
+        let fields: Vec<String> = ids.iter().filter(|(_, of)| *of == queue).map(|(id, _)| id.to_string()).collect();
+        pipe.cmd("HMGET").arg(q.keys().dead_letters(queue)).arg(fields);
+    }
+    let raw: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
+    let mut out: Vec<DeadLetter> =
+        raw.into_iter().flatten().flatten().filter_map(|r| serde_json::from_str(&r).ok()).collect();
+    out.sort_by_key(|d| d.id);
+    Ok(out)
+}
+
+/// A page of dead letters matching `f`, oldest first, after the entry `after`, at
+/// most `limit`. The ids are listed first, then the entries after `after` are read
+/// and filtered [`CHUNK`] at a time until the page is full: a huge DLQ is never
+/// loaded whole to show 25 of it.
 pub async fn find_after(q: &Enqueuer, f: &Filter, after: Option<Uuid>, limit: usize) -> Result<Vec<DeadLetter>> {
-    let mut all = find(q, f, usize::MAX).await?;
-    all.retain(|d| after.is_none_or(|a| d.id > a));
-    all.truncate(limit);
-    Ok(all)
+    let mut ids = ids_of(q, &f.queues()).await?;
+    ids.retain(|(id, _)| after.is_none_or(|a| *id > a));
+    let mut out = Vec::new();
+    for chunk in ids.chunks(CHUNK) {
+        if out.len() >= limit {
+            break;
+        }
+        let room = limit - out.len();
+        out.extend(entries(q, chunk).await?.into_iter().filter(|d| f.matches(d)).take(room));
+    }
+    Ok(out)
 }
