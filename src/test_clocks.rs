@@ -96,6 +96,48 @@ pub async fn list(
     .await?)
 }
 
+/// The ids of the merchant's subscriptions that follow clock `id`, in id order, after
+/// `after`, at most `limit` (the dashboard's clock page).
+pub async fn subscription_ids(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    id: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM subscriptions WHERE merchant_id = $1 AND test_clock_id = $2
+           AND ($3::uuid IS NULL OR id > $3) ORDER BY id LIMIT $4",
+        merchant_id,
+        id,
+        after,
+        limit
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// How many of the merchant's subscriptions follow each of these clocks: (still
+/// running, in all). A clock with running subscriptions is one the scheduler sweeps
+/// ([`live`]). Clocks without any are not in the map.
+pub async fn subscription_counts(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, (i64, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT test_clock_id AS "id!",
+                  count(*) FILTER (WHERE status NOT IN ('cancelled', 'completed')) AS "running!",
+                  count(*) AS "all!"
+           FROM subscriptions WHERE merchant_id = $1 AND test_clock_id = ANY($2) GROUP BY test_clock_id"#,
+        merchant_id,
+        ids
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, (r.running, r.all))).collect())
+}
+
 /// Move the clock forward to `to` (409 backwards), locking its row: two advances of
 /// one clock take turns.
 pub async fn advance(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid, to: DateTime<Utc>) -> Result<TestClock> {

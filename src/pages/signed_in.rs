@@ -133,6 +133,36 @@ pub fn form_ok(app: &App, session: &PageSession, form: &Form, headers: &HeaderMa
     csrf::verify(&session.csrf_key, form.get("csrf"), headers, &app.public_url)
 }
 
+/// A signed-in POST's form, if it carries its session's CSRF token; else the
+/// "This form has expired" page (403), and nothing changes.
+pub fn checked_form(app: &App, session: &PageSession, headers: &HeaderMap, body: &[u8]) -> Result<Form, Response> {
+    let form = Form::parse(body);
+    if form_ok(app, session, &form, headers) { Ok(form) } else { Err(expired_form()) }
+}
+
+/// A signed-in POST of `area`: `signed` is the area's check of its session (a redirect
+/// to the sign-in page means there is none: the POST changes nothing and says so,
+/// 403), then the form is read and must carry its session's CSRF token.
+pub async fn post_form<T>(
+    app: &App,
+    area: &Area,
+    signed: Result<T, Response>,
+    session: impl Fn(&T) -> &PageSession,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<(T, Form), Response> {
+    let signed = match signed {
+        Ok(s) => s,
+        Err(r) if r.status() == StatusCode::SEE_OTHER => return Err(signed_out(area)),
+        Err(r) => return Err(r),
+    };
+    let body = axum::body::to_bytes(body, 256 * 1024)
+        .await
+        .map_err(|_| super::message(StatusCode::PAYLOAD_TOO_LARGE, "Too large", "This form is too large."))?;
+    let form = checked_form(app, session(&signed), headers, &body)?;
+    Ok((signed, form))
+}
+
 /// 303 to `path` (after a form), with the pages' headers.
 pub fn redirect(path: &str) -> Response {
     let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, path.to_owned())]).into_response();
@@ -171,6 +201,195 @@ pub fn error_page(e: Error) -> Response {
             tracing::error!(error = crate::error::chain(&other), "page failed");
             super::message(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Please try again in a moment.")
         }
+    }
+}
+
+// ---- what every handler of both areas does ------------------------------------------
+
+/// What a page handler answers: its page, or the page to show instead (an error page,
+/// the sign-in page, a redirect). Handlers use `?` on both.
+pub type Answer = Result<Response, Response>;
+
+/// Read through the API's domain functions on one pooled connection.
+pub async fn read<T>(
+    app: &App,
+    f: impl AsyncFnOnce(&mut sqlx::PgConnection) -> Result<T, Error>,
+) -> Result<T, Response> {
+    async {
+        let mut conn = app.pool.acquire().await?;
+        f(&mut conn).await
+    }
+    .await
+    .map_err(error_page)
+}
+
+/// Change through the API's domain functions in one transaction, committed.
+pub async fn in_tx<T>(app: &App, f: impl AsyncFnOnce(&mut sqlx::PgConnection) -> Result<T, Error>) -> Result<T, Error> {
+    let mut tx = app.pool.begin().await?;
+    let out = f(&mut tx).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// A list's cursor from the query string (`field` names it in the error).
+pub fn cursor<T: std::str::FromStr>(given: Option<&str>, field: &str) -> Result<Option<T>, Response> {
+    given
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| c.parse::<T>().map_err(|_| error_page(Error::validation(field, "is not a cursor this page made"))))
+        .transpose()
+}
+
+/// One page of `rows` fetched with one row more than `page`: the page, and the cursor
+/// of the next one if there is more.
+pub fn paged<T>(mut rows: Vec<T>, page: usize, key: impl Fn(&T) -> String) -> (Vec<T>, Option<String>) {
+    let more = rows.len() > page;
+    rows.truncate(page);
+    let next = if more { rows.last().map(key) } else { None };
+    (rows, next)
+}
+
+/// The "Next page" link of a list: `path` with the filters and `cursor_name=next`.
+pub fn pager(path: &str, filters: &[(&str, Option<&str>)], cursor_name: &str, next: Option<&str>) -> Markup {
+    let Some(next) = next else { return html! {} };
+    let mut pairs = filters.to_vec();
+    pairs.push((cursor_name, Some(next)));
+    html! { nav class="pager" aria-label="Pages" { a href={ (path) (query(&pairs)) } { "Next page" } } }
+}
+
+/// A table in a region of its own that scrolls sideways at 360 px and is reached by
+/// keyboard: its label, its `id` (for links and tests), its column headers (one in
+/// brackets, `"[Action]"`, is for screen readers only) and its rows.
+pub fn data_table(label: &str, id: Option<&str>, columns: &[&str], rows: Markup) -> Markup {
+    html! {
+        div class="table" tabindex="0" role="region" aria-label=(label) {
+            table id=[id] {
+                thead { tr { @for c in columns {
+                    @if let Some(hidden) = c.strip_prefix('[').and_then(|c| c.strip_suffix(']')) {
+                        th scope="col" { span class="visually-hidden" { (hidden) } }
+                    } @else {
+                        th scope="col" { (c) }
+                    }
+                } } }
+                tbody { (rows) }
+            }
+        }
+    }
+}
+
+/// What was done (after a redirect), or nothing.
+pub fn notice(text: Option<&str>) -> Markup {
+    html! { @if let Some(n) = text { div class="notice" role="status" { p { (n) } } } }
+}
+
+/// What is wrong with a form, or nothing.
+pub fn alert(text: Option<&str>) -> Markup {
+    html! { @if let Some(p) = text { div class="alert" role="alert" { p { (p) } } } }
+}
+
+/// A form's problem as the page shows it ("field: message."): `Ok` for a refusal of
+/// the form's content (422), the error itself for anything else.
+pub fn form_problem(e: Error) -> Result<String, Error> {
+    match e {
+        Error::Validation(errors) | Error::BadRequest { errors, .. } => {
+            Ok(errors.iter().map(|e| format!("{}: {}.", e.field, e.message)).collect::<Vec<_>>().join(" "))
+        }
+        other => Err(other),
+    }
+}
+
+/// The sign-in forms' MAC key: not a secret (there is no session yet); the cookie
+/// and the browser's Fetch Metadata are what protect them (docs/dashboard.md#sessions).
+pub const SIGN_IN_KEY: &[u8] = b"recur sign-in form";
+
+/// What a sign-in page shows: its title, a heading, the form's fields and action, and
+/// a line under the form.
+pub struct SignIn {
+    pub title: &'static str,
+    pub action: &'static str,
+    pub heading: &'static str,
+    pub fields: Markup,
+    pub after: Markup,
+}
+
+impl SignIn {
+    /// The page (no session yet): the form's token is bound to the browser's nonce
+    /// cookie only (double submit), and the browser must say the form is recur's own.
+    pub fn page(self, status: StatusCode, headers: &HeaderMap, problem: Option<&str>) -> Response {
+        let (nonce, fresh) = csrf::nonce(headers);
+        let token = csrf::token(SIGN_IN_KEY, &nonce);
+        let page = super::layout(
+            self.title,
+            html! {
+                h1 { (self.heading) }
+                (alert(problem))
+                form method="post" action=(self.action) {
+                    input type="hidden" name="csrf" value=(token);
+                    (self.fields)
+                    button type="submit" class="primary" { "Sign in" }
+                }
+                (self.after)
+            },
+            &[],
+        );
+        let mut r = super::html(status, page, Framing::Nobody, None);
+        if fresh {
+            r.headers_mut().append(header::SET_COOKIE, csrf::set_cookie(&nonce, SameSite::Strict));
+        }
+        r
+    }
+}
+
+/// Whether a sign-in form's CSRF token is good (there is no session yet).
+pub fn sign_in_form_ok(app: &App, form: &Form, headers: &HeaderMap) -> bool {
+    csrf::verify(SIGN_IN_KEY, form.get("csrf"), headers, &app.public_url)
+}
+
+/// A POST of a signed-in area without a live session: it changes nothing, and says so.
+pub fn signed_out(area: &Area) -> Response {
+    let again = match area.kind {
+        Kind::Merchant => "Sign in again to the dashboard, then repeat what you were doing.",
+        Kind::Operator => "Sign in to the console again.",
+    };
+    super::message(StatusCode::FORBIDDEN, "You are signed out", again)
+}
+
+/// A sign-in refused for too many failures (docs/dashboard.md#sessions): the API's
+/// 429, as a page, with its `Retry-After`.
+pub fn too_many_sign_ins(refusal: &Response) -> Response {
+    let secs = refusal
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(1);
+    let mut r = super::message(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many attempts",
+        &format!("Too many failed sign-ins. Please wait {secs} seconds, then try again."),
+    );
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
+/// A sign-in's request as the API's limits see it: its client address
+/// (`RECUR_CLIENT_ADDRESS_HEADER` or the peer), its headers and its form.
+pub struct SignInRequest {
+    pub address: String,
+    pub headers: HeaderMap,
+    pub form: Form,
+}
+
+impl axum::extract::FromRequest<App> for SignInRequest {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, app: &App) -> Result<Self, Self::Rejection> {
+        let address = app.limits.client_address(&req);
+        let headers = req.headers().clone();
+        let body = axum::body::to_bytes(req.into_body(), 64 * 1024)
+            .await
+            .map_err(|_| super::message(StatusCode::PAYLOAD_TOO_LARGE, "Too large", "This form is too large."))?;
+        Ok(SignInRequest { address, headers, form: Form::parse(&body) })
     }
 }
 
