@@ -1,7 +1,9 @@
 // The operator console in a real Chromium (docs/dashboard.md#the-operator-console): the
-// queues, dead letters filtered by error text, one opened and replayed (its cycle then
-// succeeds), a drain with a dry run first then for real, the archive, a merchant
-// created with its secret shown once; axe-core on each page; 360 px.
+// queues with their depth and throughput charts, dead letters filtered by error text,
+// one opened and replayed (its cycle then succeeds), a drain with a dry run first then
+// for real, the archive, a merchant created with its secret shown once, two selected
+// dead letters replayed and then all those matching an error text (without
+// JavaScript); axe-core on each page; 360 px.
 // Run by tests/browser/main.rs.
 
 import assert from "node:assert/strict";
@@ -60,6 +62,9 @@ test("the queues, the workers and the chart, refreshed live", async () => {
   assert.equal((await dead.textContent()).trim(), "3");
   assert.ok(Number(await page.textContent("#workers")) >= 1, "a worker is alive");
   await page.locator("svg.chart polyline.depth").waitFor({ state: "attached" });
+  // Throughput a queue, in the chart's table: every queue has its row.
+  assert.equal(await page.locator("#throughput tbody tr").count(), 6);
+  await page.locator("#throughput tr", { hasText: "charge-transaction" }).waitFor();
   await accessible(page, "console queues");
   await page.screenshot({ path: `${env.screenshots}/console-queues.png`, fullPage: true });
   // The script refreshes the table in place every 5 seconds (time fast-forwarded).
@@ -147,6 +152,80 @@ test("create a merchant: its secret is shown once, and works", async () => {
   assert.ok(!(await page.content()).includes(secret), "never shown again");
   await page.setViewportSize({ width: 360, height: 740 });
   await fits(page, "console merchants at 360 px");
+  return page;
+});
+
+/** The row of the dead letter of `sub`'s first charge on the list. */
+const row = async (page, sub) => page.locator("#dead-letters tr", { hasText: (await cycleOne(sub)).transactions[0].id });
+
+/** Subscriptions whose first charge dies: `card` fails every attempt (a flaky card that
+ * recovers is tried again with a new subscription until one dies). */
+async function deadCharge(customer, card) {
+  for (let i = 0; ; i++) {
+    const id = (await ok("POST", "/v1/subscriptions", {
+      customer: { customerAccountId: `${customer}-${i}` }, amount: "4.20", currency: "EUR",
+      interval: { unit: "month", count: 1 }, paymentMethod: card,
+    }, 201)).id;
+    const status = await waitFor("the charge's end", async () => {
+      const s = (await cycleOne(id))?.status;
+      return ["error", "succeeded"].includes(s) && s;
+    });
+    if (status === "error") return id;
+  }
+}
+
+test("replay the selected dead letters, then all those matching an error text (without JavaScript)", async () => {
+  const timeouts = [];
+  for (const c of ["kai", "lea", "max"]) timeouts.push(await deadCharge(c, "pm_sandbox_timeout"));
+  const unavailable = [await deadCharge("ned", "pm_sandbox_flaky_99"), await deadCharge("oda", "pm_sandbox_flaky_99")];
+  const page = await signIn();
+  await page.goto(`${base}/console/dead-letters`);
+  assert.equal(await page.locator("#dead-letters tbody tr").count(), 5);
+
+  // Two selected by their checkboxes (their cards fixed first): exactly those two go.
+  for (const s of timeouts.slice(0, 2)) {
+    await ok("PATCH", `/v1/subscriptions/${s}`, { paymentMethod: "pm_sandbox_ok" });
+    await (await row(page, s)).getByRole("checkbox").check();
+  }
+  await page.getByRole("button", { name: "Replay the selected" }).click();
+  await page.getByText("Replayed 2 dead letter(s); 0 superseded by a later attempt.").waitFor();
+  assert.equal(await page.locator("#dead-letters tbody tr").count(), 3);
+  for (const s of timeouts.slice(0, 2)) {
+    await waitFor("the replayed charge", async () => (await cycleOne(s)).status === "succeeded");
+    assert.equal(await (await row(page, s)).count(), 0);
+  }
+  await (await row(page, timeouts[2])).waitFor();
+  await page.screenshot({ path: `${env.screenshots}/console-replayed.png`, fullPage: true });
+
+  // Every dead letter whose error says 503, by plain forms: the timeout stays.
+  await page.goto(`${base}/console/dead-letters?error=simulated+503`);
+  assert.equal(await page.locator("#dead-letters tbody tr").count(), 2);
+  await accessible(page, "console dead letters filtered by an error text");
+  const plain = await signIn({ javaScriptEnabled: false });
+  for (const s of unavailable) await ok("PATCH", `/v1/subscriptions/${s}`, { paymentMethod: "pm_sandbox_ok" });
+  await plain.goto(`${base}/console/dead-letters`);
+  await plain.getByLabel("Error contains").fill("simulated 503");
+  await plain.getByRole("button", { name: "Filter" }).click();
+  assert.equal(await plain.locator("#dead-letters tbody tr").count(), 2);
+  await plain.getByRole("button", { name: "Replay all matching" }).click();
+  await plain.getByText("Replayed 2 dead letter(s); 0 superseded by a later attempt.").waitFor();
+  for (const s of unavailable) {
+    await waitFor("the replayed charge", async () => (await cycleOne(s)).status === "succeeded");
+  }
+  await plain.goto(`${base}/console/dead-letters`);
+  assert.equal(await plain.locator("#dead-letters tbody tr").count(), 1, "only the timeout is left");
+  await (await row(plain, timeouts[2])).waitFor();
+  assert.equal((await cycleOne(timeouts[2])).status, "error");
+  const evs = (await ok("GET", `/v1/events?objectId=${(await cycleOne(unavailable[0])).transactions[0].id}&limit=100`)).data;
+  assert.ok(evs.some((e) => e.actor === "operator"), JSON.stringify(evs));
+  await plain.context().close();
+
+  // The throughput chart counted the replayed charges.
+  await page.goto(`${base}/console`);
+  const done = page.locator("#throughput tr", { hasText: "charge-transaction" }).locator("td").nth(2);
+  assert.ok(Number(await done.textContent()) >= 1, `charges completed: ${await done.textContent()}`);
+  await accessible(page, "console queues with throughput");
+  await page.screenshot({ path: `${env.screenshots}/console-throughput.png`, fullPage: true });
   return page;
 });
 

@@ -1,12 +1,15 @@
 // The merchant dashboard in a real Chromium (docs/dashboard.md): signing in and out,
 // plans, subscriptions (search, a subscription's cycles, pause, resume, cancel with
-// confirmation, manual retry), each checked through the API and its events (actor
-// `merchant`); another merchant's ids answer 404; a replayed cookie and a form without
-// its CSRF token are refused; axe-core on each page; 360 px; JavaScript off.
+// confirmation, manual retry), payment series (payments, cancel with confirmation),
+// webhook endpoints (edit, delete with confirmation), the sandbox merchant's test
+// clocks (a subscription on one charged, the clock advanced a month by the form),
+// each checked through the API and its events (actor `merchant`); another merchant's
+// ids answer 404; a live merchant has no test clocks; a replayed cookie and a form
+// without its CSRF token are refused; axe-core on each page; 360 px; JavaScript off.
 // Run by tests/browser/main.rs.
 
 import assert from "node:assert/strict";
-import { env, base, ok, admin, open, accessible, fits, test, run } from "./lib.mjs";
+import { env, base, api, ok, admin, open, accessible, fits, test, run } from "./lib.mjs";
 
 async function waitFor(what, check, timeout = 20000) {
   const until = Date.now() + timeout;
@@ -26,12 +29,12 @@ async function lastEvent(id) {
 
 const cycleOne = async (id) => (await ok("GET", `/v1/subscriptions/${id}/billing-cycles`)).data[0];
 
-/** Sign in on a fresh page; returns it on the subscriptions page. */
-async function signIn(options = {}) {
+/** Sign in on a fresh page (as the test's merchant, or `as`); returns it on the subscriptions page. */
+async function signIn(options = {}, as = { key: env.key, secret: env.secret }) {
   const { page } = await open(options);
   await page.goto(`${base}/dashboard`);
-  await page.getByLabel("Merchant key").fill(env.key);
-  await page.getByLabel("Secret").fill(env.secret);
+  await page.getByLabel("Merchant key").fill(as.key);
+  await page.getByLabel("Secret").fill(as.secret);
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.getByRole("heading", { name: "Subscriptions" }).waitFor();
   return page;
@@ -361,6 +364,159 @@ test("a checkout link, payment series, webhooks and their deliveries, the sandbo
   await page.getByRole("cell", { name: "dana" }).first().waitFor();
   await accessible(page, "dashboard sandbox ledger");
   await page.screenshot({ path: `${env.screenshots}/dashboard-ledger.png`, fullPage: true });
+  return page;
+});
+
+/** The billing cycle `n` of a subscription, through the API. */
+const cycle = async (id, n) => (await ok("GET", `/v1/subscriptions/${id}/billing-cycles`)).data.find((c) => c.sequence === n);
+
+/** Submit the focused page's form and wait for its answer: the answer's status. */
+async function submitted(page, button, path) {
+  const [res] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith(path) && r.request().method() === "POST"),
+    button.click(),
+  ]);
+  return res.status();
+}
+
+test("a sandbox merchant's test clock: a subscription on it charges, the form advances it a month", async () => {
+  const page = await signIn();
+  await page.getByRole("link", { name: "Test clocks" }).click();
+  await page.getByRole("heading", { name: "Test clocks", exact: true }).waitFor();
+  await page.getByText("No test clock yet.").waitFor();
+  await accessible(page, "dashboard test clocks");
+  // A time that is not one is refused on the form, naming the field.
+  await page.getByLabel("Name (optional)").fill("Renewals");
+  await page.getByLabel("Starts at (UTC)").evaluate((e) => { e.type = "text"; e.value = "next tuesday"; });
+  assert.equal(await submitted(page, page.getByRole("button", { name: "Create test clock" }), "/dashboard/test-clocks"), 422);
+  await page.getByRole("alert").getByText("frozenTime:").waitFor();
+  assert.deepEqual((await ok("GET", "/v1/test-clocks")).data, [], "nothing created");
+  await page.getByLabel("Starts at (UTC)").evaluate((e) => { e.type = "datetime-local"; });
+  await page.getByLabel("Starts at (UTC)").fill("2030-01-15T10:00");
+  await page.getByRole("button", { name: "Create test clock" }).click();
+  await page.getByText("The test clock is created.").waitFor();
+  const clock = (await ok("GET", "/v1/test-clocks")).data.find((c) => c.name === "Renewals");
+  assert.equal(clock.frozenTime, "2030-01-15T10:00:00Z");
+  await page.locator("#frozen-time", { hasText: "2030-01-15 10:00 UTC" }).waitFor();
+
+  // A subscription on the clock: due at the clock's time, charged at once.
+  const sub = (await ok("POST", "/v1/subscriptions", {
+    customer: { customerAccountId: "otto" }, amount: "9.00", currency: "EUR", interval: { unit: "month", count: 1 },
+    paymentMethod: "pm_sandbox_ok", testClockId: clock.id,
+  }, 201)).id;
+  await waitFor("cycle 1 on the clock", async () => (await cycle(sub, 1))?.status === "succeeded");
+  await page.reload();
+  await page.getByRole("link", { name: "otto" }).waitFor();
+  await accessible(page, "dashboard test clock");
+
+  // Backwards is refused on the form (409), naming the field; the clock stays.
+  // (The field's `min` stops a browser from sending it; the server refuses it all the same.)
+  await page.getByLabel("Advance to (UTC)").evaluate((e) => e.removeAttribute("min"));
+  await page.getByLabel("Advance to (UTC)").fill("2030-01-01T00:00");
+  const advance = page.getByRole("button", { name: "Advance the clock" });
+  assert.equal(await submitted(page, advance, `/dashboard/test-clocks/${clock.id}/advance`), 409);
+  await page.getByRole("alert").getByText("to: a test clock only moves forward").waitFor();
+  await accessible(page, "dashboard test clock refused");
+  assert.equal((await ok("GET", `/v1/test-clocks/${clock.id}`)).frozenTime, "2030-01-15T10:00:00Z");
+
+  // A month on: cycle 2 falls due and is charged, once.
+  await page.getByLabel("Advance to (UTC)").fill("2030-02-15T10:01");
+  await page.getByRole("button", { name: "Advance the clock" }).click();
+  await page.getByText("The test clock moved").waitFor();
+  assert.equal((await ok("GET", `/v1/test-clocks/${clock.id}`)).frozenTime, "2030-02-15T10:01:00Z");
+  await waitFor("cycle 2 on the clock", async () => (await cycle(sub, 2))?.status === "succeeded");
+  const cycles = (await ok("GET", `/v1/subscriptions/${sub}/billing-cycles`)).data;
+  assert.deepEqual(cycles.map((c) => [c.sequence, c.status]).sort(), [[1, "succeeded"], [2, "succeeded"]]);
+  await page.screenshot({ path: `${env.screenshots}/dashboard-test-clock.png`, fullPage: true });
+  await page.getByRole("link", { name: "otto" }).click();
+  await page.locator("#cycle-2 .status", { hasText: "succeeded" }).waitFor();
+  await page.getByRole("link", { name: /^at 2030-02-15 10:01 UTC/ }).waitFor();
+  await page.setViewportSize({ width: 360, height: 740 });
+  await page.goto(`${base}/dashboard/test-clocks/${clock.id}`);
+  await fits(page, "test clock at 360 px");
+  return page;
+});
+
+test("a live merchant has no test clocks", async () => {
+  const live = await admin("POST", "/admin/merchants", { name: "Live shop", sandbox: false });
+  const page = await signIn({}, { key: live.merchantKey, secret: live.secret });
+  assert.equal(await page.getByRole("link", { name: "Test clocks" }).count(), 0);
+  assert.equal(await page.getByRole("link", { name: "Sandbox ledger" }).count(), 0);
+  const clock = (await ok("GET", "/v1/test-clocks")).data[0];
+  for (const path of ["/dashboard/test-clocks", `/dashboard/test-clocks/${clock.id}`]) {
+    assert.equal((await page.goto(base + path)).status(), 404, path);
+  }
+  return page;
+});
+
+test("a payment series: its payments, cancelled after a confirmation", async () => {
+  const series = await ok("POST", "/v1/payment-series", {
+    customer: { customerAccountId: "ivo" }, paymentMethod: "pm_sandbox_ok", currency: "EUR", description: "Refills",
+  }, 201);
+  const t = await ok("POST", `/v1/payment-series/${series.id}/transactions`, { amount: "3.25", description: "First refill" }, 202);
+  await waitFor("the series' charge", async () => (await ok("GET", `/v1/transactions/${t.id}`)).status === "succeeded");
+  const page = await signIn();
+  await page.getByRole("link", { name: "Payment series" }).click();
+  await page.getByRole("link", { name: "Refills" }).click();
+  await page.locator("#payments tr", { hasText: "€3.25" }).locator(".status", { hasText: "succeeded" }).waitFor();
+  await page.getByRole("cell", { name: "First refill" }).waitFor();
+  await accessible(page, "dashboard payment series detail");
+  await page.screenshot({ path: `${env.screenshots}/dashboard-series.png`, fullPage: true });
+  // Cancelling asks first; "No" changes nothing.
+  await page.getByRole("link", { name: "Cancel…" }).click();
+  await page.getByRole("heading", { name: "Cancel this payment series?" }).waitFor();
+  await accessible(page, "dashboard payment series cancel confirmation");
+  await page.getByRole("link", { name: "No, keep the payment series" }).click();
+  assert.equal((await ok("GET", `/v1/payment-series/${series.id}`)).status, "active");
+  await page.getByRole("link", { name: "Cancel…" }).click();
+  await page.getByRole("button", { name: "Yes, cancel the payment series" }).click();
+  await page.getByText("The payment series is cancelled.").waitFor();
+  assert.equal((await ok("GET", `/v1/payment-series/${series.id}`)).status, "cancelled");
+  const [type, actor, data] = await lastEvent(series.id);
+  assert.deepEqual([type, actor, data.to], ["status_changed", "merchant", "cancelled"]);
+  const evs = (await ok("GET", `/v1/events?objectId=${series.id}&limit=100`)).data;
+  assert.equal(evs.filter((e) => e.type === "status_changed").length, 1, "one event");
+  assert.equal(await page.getByRole("link", { name: "Cancel…" }).count(), 0);
+  assert.equal((await page.locator("#series-status").textContent()).trim(), "cancelled");
+  return page;
+});
+
+test("a webhook endpoint edited (a bad URL refused), disabled, then deleted after a confirmation", async () => {
+  const ep = await ok("POST", "/v1/webhook-endpoints", { url: "http://127.0.0.1:9/edit-me" }, 201);
+  const page = await signIn();
+  await page.goto(`${base}/dashboard/webhooks/${ep.id}`);
+  await page.getByRole("link", { name: "Edit", exact: true }).click();
+  await accessible(page, "dashboard webhook edit");
+  await page.getByLabel("URL").fill("ftp://nope.example");
+  assert.equal(await submitted(page, page.getByRole("button", { name: "Save endpoint" }), `/dashboard/webhooks/${ep.id}/edit`), 422);
+  await page.getByRole("alert").getByText("url:").waitFor();
+  assert.equal(await page.getByLabel("URL").inputValue(), "ftp://nope.example", "what was typed stays");
+  await accessible(page, "dashboard webhook edit refused");
+  assert.equal((await ok("GET", `/v1/webhook-endpoints/${ep.id}`)).url, "http://127.0.0.1:9/edit-me", "unchanged");
+  await page.getByLabel("URL").fill("http://127.0.0.1:9/edited");
+  await page.getByLabel(/Event types/).fill("subscription.*");
+  await page.getByLabel("Status").selectOption("disabled");
+  await page.getByLabel("Description (optional)").fill("Edited on the dashboard");
+  await page.getByRole("button", { name: "Save endpoint" }).click();
+  await page.getByText("The endpoint is saved.").waitFor();
+  const edited = await ok("GET", `/v1/webhook-endpoints/${ep.id}`);
+  assert.deepEqual([edited.url, edited.eventTypes, edited.status, edited.description],
+    ["http://127.0.0.1:9/edited", ["subscription.*"], "disabled", "Edited on the dashboard"]);
+  const evs = (await ok("GET", `/v1/events?objectId=${ep.id}&limit=100`)).data;
+  assert.deepEqual(evs.map((e) => [e.type, e.actor]), [["created", "merchant"], ["updated", "merchant"], ["status_changed", "merchant"]]);
+
+  // Deleting asks first; "No" keeps it.
+  await page.getByRole("link", { name: "Delete…" }).click();
+  await page.getByRole("heading", { name: "Delete this webhook endpoint?" }).waitFor();
+  await accessible(page, "dashboard webhook delete confirmation");
+  await page.getByRole("link", { name: "No, keep the endpoint" }).click();
+  assert.equal((await api("GET", `/v1/webhook-endpoints/${ep.id}`)).status, 200);
+  await page.getByRole("link", { name: "Delete…" }).click();
+  await page.getByRole("button", { name: "Yes, delete the endpoint" }).click();
+  await page.getByText("The endpoint is deleted, with its deliveries.").waitFor();
+  assert.equal((await api("GET", `/v1/webhook-endpoints/${ep.id}`)).status, 404);
+  assert.deepEqual((await lastEvent(ep.id)).slice(0, 2), ["deleted", "merchant"]);
+  assert.equal(await page.locator("#endpoints tr", { hasText: "/edited" }).count(), 0);
   return page;
 });
 

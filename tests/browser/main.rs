@@ -161,13 +161,23 @@ async fn run(script: &str, table: &str, page_path: &str) {
         .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(180), child)
-        .await
-        .unwrap_or_else(|_| panic!("{script} ran for more than 3 minutes"))
-        .expect("node runs (install Node.js)");
+    // What recur logged last: the engine's side of a step that failed or timed out.
+    let log_tail = || {
+        let logged = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+        let tail: Vec<&str> = logged.lines().rev().take(150).collect();
+        eprintln!("the last {} log lines:\n{}", tail.len(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+    };
+    let Ok(out) = tokio::time::timeout(Duration::from_secs(180), child).await else {
+        log_tail();
+        panic!("{script} ran for more than 3 minutes");
+    };
+    let out = out.expect("node runs (install Node.js)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        log_tail();
+    }
     assert!(out.status.success(), "{script} failed:\n{stdout}");
     engine.stop().await;
 
