@@ -183,11 +183,9 @@ pub fn not_found() -> Response {
 pub fn error_page(e: Error) -> Response {
     match e {
         Error::NotFound(_) => not_found(),
-        Error::Validation(errors) | Error::BadRequest { errors, .. } => super::message(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Please correct the form",
-            &errors.iter().map(|e| format!("{}: {}.", e.field, e.message)).collect::<Vec<_>>().join(" "),
-        ),
+        Error::Validation(errors) | Error::BadRequest { errors, .. } => {
+            super::message(StatusCode::UNPROCESSABLE_ENTITY, "Please correct the form", &problem_text(&errors))
+        }
         Error::Conflict { detail, .. } => {
             super::message(StatusCode::CONFLICT, "This cannot be done now", &format!("{detail}."))
         }
@@ -291,11 +289,14 @@ pub fn alert(text: Option<&str>) -> Markup {
 /// the form's content (422), the error itself for anything else.
 pub fn form_problem(e: Error) -> Result<String, Error> {
     match e {
-        Error::Validation(errors) | Error::BadRequest { errors, .. } => {
-            Ok(errors.iter().map(|e| format!("{}: {}.", e.field, e.message)).collect::<Vec<_>>().join(" "))
-        }
+        Error::Validation(errors) | Error::BadRequest { errors, .. } => Ok(problem_text(&errors)),
         other => Err(other),
     }
+}
+
+/// Each field's problem, named as the API names the field: "url: must be https."
+fn problem_text(errors: &[crate::error::FieldError]) -> String {
+    errors.iter().map(|e| format!("{}: {}.", e.field, e.message)).collect::<Vec<_>>().join(" ")
 }
 
 /// The sign-in forms' MAC key: not a secret (there is no session yet); the cookie
@@ -446,6 +447,32 @@ mod tests {
         assert_eq!(f.all("id"), ["a", "b"]);
         assert_eq!(f.opt("q"), Some("x"));
         assert_eq!(f.opt("none"), None);
+    }
+
+    #[test]
+    fn a_page_is_one_row_short_of_what_was_fetched() {
+        let (rows, next) = paged((1..=26).collect::<Vec<i32>>(), 25, |n| n.to_string());
+        assert_eq!((rows.len(), next.as_deref()), (25, Some("25")));
+        let (rows, next) = paged(vec![1, 2], 25, |n: &i32| n.to_string());
+        assert_eq!((rows.len(), next), (2, None));
+        let link = pager("/x", &[("q", Some("a b")), ("e", None)], "after", Some("9")).into_string();
+        assert_eq!(link, r#"<nav class="pager" aria-label="Pages"><a href="/x?q=a+b&amp;after=9">Next page</a></nav>"#);
+        assert_eq!(pager("/x", &[], "after", None).into_string(), "");
+    }
+
+    #[test]
+    fn a_bracketed_column_is_for_screen_readers() {
+        let t = data_table("T", Some("t"), &["Name", "[Action]"], html! { tr {} }).into_string();
+        assert!(t.contains(r#"<th scope="col">Name</th>"#), "{t}");
+        assert!(t.contains(r#"<span class="visually-hidden">Action</span>"#), "{t}");
+        assert!(t.contains(r#"role="region" aria-label="T""#) && t.contains(r#"<table id="t">"#), "{t}");
+    }
+
+    #[test]
+    fn a_form_problem_names_each_field() {
+        let e = Error::validation("frozenTime", "is required");
+        assert_eq!(form_problem(e).unwrap(), "frozenTime: is required.");
+        assert!(form_problem(Error::NotFound("plan")).is_err());
     }
 
     #[test]

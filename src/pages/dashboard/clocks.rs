@@ -252,3 +252,21 @@ async fn advance(State(app): State<App>, Path(id): Path<String>, p: Posted) -> A
     let (s, form) = p.signed();
     render_clock(&app, &s, id, None, status, None, Some((text, &form))).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_datetime_field_is_read_as_utc() {
+        let t = DateTime::parse_from_rfc3339("2030-02-15T10:01:00Z").unwrap().to_utc();
+        for text in ["2030-02-15T10:01", "2030-02-15T10:01:00", " 2030-02-15 10:01 ", "2030-02-15T11:01:00+01:00"] {
+            assert_eq!(instant("to", text).unwrap(), t, "{text}");
+        }
+        assert_eq!(field_value(t), "2030-02-15T10:01:00");
+        for text in ["", "next tuesday", "2030-02-30T10:00"] {
+            let e = crate::pages::signed_in::form_problem(instant("to", text).unwrap_err()).unwrap();
+            assert!(e.starts_with("to: "), "{e}");
+        }
+    }
+}
