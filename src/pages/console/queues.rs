@@ -259,7 +259,7 @@ fn throughput_chart(points: &[Sample], now: DateTime<Utc>) -> Markup {
         )
     };
     let columns =
-        ["Queue", "Line", "Waiting now", "Completed (15 min)", "Per second (15 min)", "Per second (last 10 s)"];
+        ["Queue", "Line", "Waiting now", "Completed (15 min)", "Per second (15 min)", "Per second (last interval)"];
     let lines = html! {
         @for (i, s) in series.iter().enumerate() {
             @if !s.is_empty() {
