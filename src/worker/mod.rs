@@ -53,7 +53,7 @@ fn job_span(job: &Job, task: Option<&TaskId>) -> tracing::Span {
 }
 
 macro_rules! run_queue {
-    ($payload:ty, $variant:ident, $engine:expr, $conn:expr, $keys:expr, $queue:expr, $concurrency:expr, $restart:expr, $stop:expr) => {{
+    ($payload:ty, $variant:ident, $engine:expr, $conn:expr, $keys:expr, $queue:expr, $concurrency:expr, $restart:expr, $stop:expr, $beat:expr) => {{
         async fn handle(job: $payload, task: Option<TaskId>, engine: Data<Arc<Engine>>) -> Result<(), BoxDynError> {
             let job = Job::$variant(job);
             let span = job_span(&job, task.as_ref());
@@ -62,13 +62,58 @@ macro_rules! run_queue {
         let storage = RedisStorage::<$payload>::new($conn)
             .with_config($keys.config($queue))
             .poll_with_interval(engine::poll_interval());
+        let beat = $beat.clone();
         let worker = WorkerBuilder::new(worker_name($queue, $restart))
             .backend(storage)
+            .on_event(move |_, event| {
+                if matches!(event, Event::Start | Event::HeartBeat) {
+                    beat.alive();
+                }
+            })
             .data($engine.clone())
             .concurrency($concurrency)
             .build(handle);
         worker.run_until($stop).await
     }};
+}
+
+/// How long a worker loop may go without a heartbeat (every 2 s, `src/queue/keys.rs`)
+/// before it is taken for stalled (docs/architecture.md#apalis-redis-tuning).
+pub const STALLED: Duration = Duration::from_secs(15);
+
+/// When a worker loop last showed it was alive (started or beat), watched on tokio's
+/// clock: apalis's own heartbeat runs on another timer, and a loop whose wake-ups stop
+/// coming would otherwise sit silent for ever with its queue full.
+#[derive(Clone)]
+struct Heartbeat(Arc<std::sync::Mutex<tokio::time::Instant>>);
+
+impl Heartbeat {
+    fn new() -> Heartbeat {
+        Heartbeat(Arc::new(std::sync::Mutex::new(tokio::time::Instant::now())))
+    }
+
+    fn alive(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+    }
+
+    fn silent_for(&self) -> Duration {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+    }
+
+    /// Resolves once the loop has been silent for `limit`; never while stopping (a
+    /// draining loop is left to finish its jobs).
+    async fn stalled(&self, limit: Duration, shutdown: &watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return std::future::pending().await;
+            }
+            let silent = self.silent_for();
+            if silent >= limit {
+                return;
+            }
+            tokio::time::sleep(limit - silent).await;
+        }
+    }
 }
 
 /// Run the queues until `shutdown` flips, restarting any worker loop that fails.
@@ -110,43 +155,129 @@ async fn supervise(engine: Arc<Engine>, queue: Queue, concurrency: usize, shutdo
             let _ = sd.wait_for(|s| *s).await;
             Ok::<(), std::io::Error>(())
         };
-        let result = match queue {
-            Queue::GenerateCycle => {
-                run_queue!(jobs::GenerateCycle, GenerateCycle, engine, conn, keys, queue, concurrency, restart, stop)
+        let beat = Heartbeat::new();
+        let run = async {
+            match queue {
+                Queue::GenerateCycle => {
+                    run_queue!(
+                        jobs::GenerateCycle,
+                        GenerateCycle,
+                        engine,
+                        conn,
+                        keys,
+                        queue,
+                        concurrency,
+                        restart,
+                        stop,
+                        beat
+                    )
+                }
+                Queue::ChargeTransaction => {
+                    run_queue!(
+                        jobs::ChargeTransaction,
+                        ChargeTransaction,
+                        engine,
+                        conn,
+                        keys,
+                        queue,
+                        concurrency,
+                        restart,
+                        stop,
+                        beat
+                    )
+                }
+                Queue::RetryCharge => {
+                    run_queue!(
+                        jobs::RetryCharge,
+                        RetryCharge,
+                        engine,
+                        conn,
+                        keys,
+                        queue,
+                        concurrency,
+                        restart,
+                        stop,
+                        beat
+                    )
+                }
+                Queue::TrialEnd => {
+                    run_queue!(jobs::TrialEnd, TrialEnd, engine, conn, keys, queue, concurrency, restart, stop, beat)
+                }
+                Queue::Resume => {
+                    run_queue!(jobs::Resume, Resume, engine, conn, keys, queue, concurrency, restart, stop, beat)
+                }
+                Queue::DeliverWebhook => {
+                    run_queue!(
+                        jobs::DeliverWebhook,
+                        DeliverWebhook,
+                        engine,
+                        conn,
+                        keys,
+                        queue,
+                        concurrency,
+                        restart,
+                        stop,
+                        beat
+                    )
+                }
             }
-            Queue::ChargeTransaction => {
-                run_queue!(
-                    jobs::ChargeTransaction,
-                    ChargeTransaction,
-                    engine,
-                    conn,
-                    keys,
-                    queue,
-                    concurrency,
-                    restart,
-                    stop
-                )
-            }
-            Queue::RetryCharge => {
-                run_queue!(jobs::RetryCharge, RetryCharge, engine, conn, keys, queue, concurrency, restart, stop)
-            }
-            Queue::TrialEnd => {
-                run_queue!(jobs::TrialEnd, TrialEnd, engine, conn, keys, queue, concurrency, restart, stop)
-            }
-            Queue::Resume => run_queue!(jobs::Resume, Resume, engine, conn, keys, queue, concurrency, restart, stop),
-            Queue::DeliverWebhook => {
-                run_queue!(jobs::DeliverWebhook, DeliverWebhook, engine, conn, keys, queue, concurrency, restart, stop)
-            }
+        };
+        // A loop that stops beating is dropped and started again under a new name: its
+        // jobs in flight, if any, return to the queue like a killed worker's.
+        let result = tokio::select! {
+            result = run => Some(result),
+            () = beat.stalled(STALLED, &shutdown) => None,
         };
         if *shutdown.borrow() {
             return;
         }
         match result {
-            Ok(()) => tracing::warn!(%queue, "worker loop ended; restarting"),
-            Err(e) => tracing::warn!(%queue, error = %e, "worker loop failed; restarting"),
+            Some(Ok(())) => tracing::warn!(%queue, "worker loop ended; restarting"),
+            Some(Err(e)) => tracing::warn!(%queue, error = %e, "worker loop failed; restarting"),
+            None => tracing::warn!(%queue, silent_secs = STALLED.as_secs(), "worker loop stopped beating; restarting"),
         }
         metrics::counter!("recur_worker_restarts_total", "queue" => queue.name()).increment(1);
         restart += 1;
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::{sleep, timeout};
+
+    #[tokio::test]
+    async fn a_loop_that_beats_is_not_stalled_and_one_that_stops_is() {
+        let (_tx, shutdown) = watch::channel(false);
+        let beat = Heartbeat::new();
+        let beating = {
+            let beat = beat.clone();
+            tokio::spawn(async move {
+                for _ in 0..60 {
+                    beat.alive();
+                    sleep(Duration::from_millis(25)).await;
+                }
+            })
+        };
+        // Beating every 25 ms for 1.5 s: a 1 s limit is never reached meanwhile.
+        assert!(timeout(Duration::from_millis(1200), beat.stalled(Duration::from_secs(1), &shutdown)).await.is_err());
+        beating.await.unwrap();
+        // Silent: the watch resolves once the limit has passed since the last beat.
+        let started = tokio::time::Instant::now();
+        timeout(Duration::from_secs(10), beat.stalled(Duration::from_millis(300), &shutdown))
+            .await
+            .expect("a silent loop is found stalled");
+        assert!(beat.silent_for() >= Duration::from_millis(300));
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn a_stopping_loop_is_never_taken_for_stalled() {
+        let (tx, shutdown) = watch::channel(false);
+        let beat = Heartbeat::new();
+        tx.send(true).unwrap();
+        sleep(Duration::from_millis(50)).await;
+        assert!(timeout(Duration::from_millis(400), beat.stalled(Duration::from_millis(10), &shutdown)).await.is_err());
     }
 }
