@@ -124,7 +124,10 @@ impl Client {
             .timeout(TIMEOUT)
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
+            // Keep a connection for every delivery that may be in flight to one host
+            // (first attempts sent inline plus the queue's jobs): with fewer, a surge
+            // to one endpoint closes and reopens connections on every message.
+            .pool_max_idle_per_host(2 * jobs::Queue::DeliverWebhook.policy().concurrency)
             .dns_resolver(Arc::new(GuardedResolver { allow_private }))
             .build()?;
         Ok(Client { http, allow_private })
