@@ -139,6 +139,30 @@ pub async fn list(conn: &mut PgConnection, merchant_id: Uuid, after: Option<Uuid
     select(conn, merchant_id, None, after, limit).await
 }
 
+/// The charges of the merchant's payment series `series_id`, oldest
+/// first, after `after`, at most `limit`.
+pub async fn payments(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    series_id: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Transaction>> {
+    let ids = sqlx::query_scalar!(
+        "SELECT id FROM transactions WHERE merchant_id = $1 AND payment_series_id = $2
+           AND ($3::uuid IS NULL OR id > $3) ORDER BY id LIMIT $4",
+        merchant_id,
+        series_id,
+        after,
+        limit,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut rows = transactions::by_ids(conn, &ids).await?;
+    rows.sort_by_key(|t| t.id);
+    Ok(rows)
+}
+
 pub async fn create(
     conn: &mut PgConnection,
     merchant_id: Uuid,

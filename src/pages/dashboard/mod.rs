@@ -11,7 +11,6 @@
 mod account;
 mod clocks;
 mod plans;
-mod reads;
 mod series;
 mod subscriptions;
 mod webhooks;

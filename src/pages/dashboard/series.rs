@@ -8,7 +8,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::subscriptions::{event_table, id_of};
-use super::{PAGE, Posted, Signed, now, reads};
+use super::{PAGE, Posted, Signed, now};
 use crate::app::App;
 use crate::events::{self, EventFilter};
 use crate::pages::format_money;
@@ -63,7 +63,7 @@ async fn show(State(app): State<App>, s: Signed, Path(id): Path<String>, Query(q
     let merchant_id = s.m.id;
     let (series, payments, evs) = read(&app, async |conn| {
         let series = series::get(conn, merchant_id, id).await?;
-        let payments = reads::series_payments(conn, merchant_id, id, after, PAGE as i64 + 1).await?;
+        let payments = crate::series::payments(conn, merchant_id, id, after, PAGE as i64 + 1).await?;
         let f = EventFilter { object_id: Some(id), limit: 100, ..EventFilter::default() };
         Ok((series, payments, events::list(conn, merchant_id, &f).await?))
     })
