@@ -52,26 +52,38 @@ fn job_span(job: &Job, task: Option<&TaskId>) -> tracing::Span {
     )
 }
 
+/// What one run of a queue's loop needs, handed to `run_queue!` whole.
+struct LoopRun<'a> {
+    engine: &'a Arc<Engine>,
+    conn: redis::aio::ConnectionManager,
+    keys: &'a Keys,
+    queue: Queue,
+    concurrency: usize,
+    restart: u32,
+    beat: &'a Heartbeat,
+}
+
 macro_rules! run_queue {
-    ($payload:ty, $variant:ident, $engine:expr, $conn:expr, $keys:expr, $queue:expr, $concurrency:expr, $restart:expr, $stop:expr, $beat:expr) => {{
+    ($payload:ty, $variant:ident, $run:expr, $stop:expr) => {{
         async fn handle(job: $payload, task: Option<TaskId>, engine: Data<Arc<Engine>>) -> Result<(), BoxDynError> {
             let job = Job::$variant(job);
             let span = job_span(&job, task.as_ref());
             engine.execute(job).instrument(span).await
         }
-        let storage = RedisStorage::<$payload>::new($conn)
-            .with_config($keys.config($queue))
+        let run: LoopRun = $run;
+        let storage = RedisStorage::<$payload>::new(run.conn)
+            .with_config(run.keys.config(run.queue))
             .poll_with_interval(engine::poll_interval());
-        let beat = $beat.clone();
-        let worker = WorkerBuilder::new(worker_name($queue, $restart))
+        let beat = run.beat.clone();
+        let worker = WorkerBuilder::new(worker_name(run.queue, run.restart))
             .backend(storage)
             .on_event(move |_, event| {
                 if matches!(event, Event::Start | Event::HeartBeat) {
                     beat.alive();
                 }
             })
-            .data($engine.clone())
-            .concurrency($concurrency)
+            .data(run.engine.clone())
+            .concurrency(run.concurrency)
             .build(handle);
         worker.run_until($stop).await
     }};
@@ -156,70 +168,15 @@ async fn supervise(engine: Arc<Engine>, queue: Queue, concurrency: usize, shutdo
             Ok::<(), std::io::Error>(())
         };
         let beat = Heartbeat::new();
+        let lr = LoopRun { engine: &engine, conn, keys: &keys, queue, concurrency, restart, beat: &beat };
         let run = async {
             match queue {
-                Queue::GenerateCycle => {
-                    run_queue!(
-                        jobs::GenerateCycle,
-                        GenerateCycle,
-                        engine,
-                        conn,
-                        keys,
-                        queue,
-                        concurrency,
-                        restart,
-                        stop,
-                        beat
-                    )
-                }
-                Queue::ChargeTransaction => {
-                    run_queue!(
-                        jobs::ChargeTransaction,
-                        ChargeTransaction,
-                        engine,
-                        conn,
-                        keys,
-                        queue,
-                        concurrency,
-                        restart,
-                        stop,
-                        beat
-                    )
-                }
-                Queue::RetryCharge => {
-                    run_queue!(
-                        jobs::RetryCharge,
-                        RetryCharge,
-                        engine,
-                        conn,
-                        keys,
-                        queue,
-                        concurrency,
-                        restart,
-                        stop,
-                        beat
-                    )
-                }
-                Queue::TrialEnd => {
-                    run_queue!(jobs::TrialEnd, TrialEnd, engine, conn, keys, queue, concurrency, restart, stop, beat)
-                }
-                Queue::Resume => {
-                    run_queue!(jobs::Resume, Resume, engine, conn, keys, queue, concurrency, restart, stop, beat)
-                }
-                Queue::DeliverWebhook => {
-                    run_queue!(
-                        jobs::DeliverWebhook,
-                        DeliverWebhook,
-                        engine,
-                        conn,
-                        keys,
-                        queue,
-                        concurrency,
-                        restart,
-                        stop,
-                        beat
-                    )
-                }
+                Queue::GenerateCycle => run_queue!(jobs::GenerateCycle, GenerateCycle, lr, stop),
+                Queue::ChargeTransaction => run_queue!(jobs::ChargeTransaction, ChargeTransaction, lr, stop),
+                Queue::RetryCharge => run_queue!(jobs::RetryCharge, RetryCharge, lr, stop),
+                Queue::TrialEnd => run_queue!(jobs::TrialEnd, TrialEnd, lr, stop),
+                Queue::Resume => run_queue!(jobs::Resume, Resume, lr, stop),
+                Queue::DeliverWebhook => run_queue!(jobs::DeliverWebhook, DeliverWebhook, lr, stop),
             }
         };
         // A loop that stops beating is dropped and started again under a new name: its
