@@ -231,6 +231,9 @@ test("create a subscription by the form, find it by customer, see cycle 1, pause
   await page.screenshot({ path: `${env.screenshots}/dashboard-360.png`, fullPage: true });
   await page.goto(`${base}/dashboard/subscriptions`);
   await fits(page, "subscriptions at 360 px");
+  await page.goto(`${base}/dashboard/subscriptions/new`);
+  await fits(page, "new subscription at 360 px");
+  await accessible(page, "dashboard new subscription at 360 px");
   return page;
 });
 
@@ -333,7 +336,7 @@ test("sign out everywhere ends every session of the merchant", async () => {
   return first;
 });
 
-test("with JavaScript off: sign in and pause by plain forms", async () => {
+test("with JavaScript off: sign in, pause and create a subscription by plain forms (sent with Enter)", async () => {
   const plan = (await ok("GET", "/v1/plans?tag=premium")).data[0];
   const sub = (await ok("POST", "/v1/subscriptions", {
     customer: { customerAccountId: "gus" }, planId: plan.id, paymentMethod: "pm_sandbox_ok",
@@ -346,6 +349,14 @@ test("with JavaScript off: sign in and pause by plain forms", async () => {
   // Keyboard: the skip link comes first and leads to the content.
   await page.keyboard.press("Tab");
   assert.equal(await page.evaluate(() => document.activeElement.textContent), "Skip to content");
+  // A new subscription by the plain form, sent with Enter.
+  await page.goto(`${base}/dashboard/subscriptions/new`);
+  await page.getByLabel("Plan").selectOption(plan.id);
+  await page.getByLabel("Customer account id").fill("hal");
+  await page.getByLabel("Customer account id").press("Enter");
+  await page.getByText("Subscription created.").waitFor();
+  const hal = (await ok("GET", "/v1/subscriptions?customerAccountId=hal")).data;
+  assert.deepEqual(hal.map((x) => [x.planId, x.status, x.paymentMethod]), [[plan.id, "pending", null]], "waits for a card");
   return page;
 });
 
