@@ -66,7 +66,7 @@ impl Outcome {
     }
 }
 
-fn respond(status: StatusCode, body: Value, replayed: bool) -> Response {
+pub(crate) fn respond(status: StatusCode, body: Value, replayed: bool) -> Response {
     let mut r = (status, axum::Json(body)).into_response();
     if replayed {
         r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -86,6 +86,31 @@ pub async fn run<F>(
 where
     F: AsyncFnOnce(&mut PgConnection) -> Result<Outcome>,
 {
+    let a = answer(app, merchant_id, key, route, body, work).await?;
+    Ok(respond(a.status, a.body, a.replayed))
+}
+
+/// What a guarded request answered: its status and body (a replay's are those the
+/// first request stored), and whether it was a replay.
+pub struct Answered {
+    pub status: StatusCode,
+    pub body: Value,
+    pub replayed: bool,
+}
+
+/// `run` for callers other than an API route (the dashboard's forms): the same key
+/// rules, the same transaction, the jobs enqueued after commit; the answer as data.
+pub async fn answer<F>(
+    app: &App,
+    merchant_id: Uuid,
+    key: IdempotencyKey,
+    route: &str,
+    body: &[u8],
+    work: F,
+) -> Result<Answered>
+where
+    F: AsyncFnOnce(&mut PgConnection) -> Result<Outcome>,
+{
     let mut tx = app.pool.begin().await?;
     if let Some(k) = &key.0 {
         let mut hasher = Sha256::new();
@@ -94,7 +119,7 @@ where
         hasher.update(body);
         let hash = hasher.finalize().to_vec();
         if let Some((status, body)) = claim(&mut tx, merchant_id, k, route, &hash).await? {
-            return Ok(respond(status, body, true));
+            return Ok(Answered { status, body, replayed: true });
         }
     }
     let out = work(&mut tx).await?;
@@ -112,7 +137,7 @@ where
     }
     tx.commit().await?;
     app.enqueue(&out.jobs).await;
-    Ok(respond(out.status, out.body, false))
+    Ok(Answered { status: out.status, body: out.body, replayed: false })
 }
 
 /// A claimed key: the request it was claimed for and, once that request has

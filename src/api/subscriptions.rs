@@ -10,9 +10,10 @@ use uuid::Uuid;
 
 use super::auth::Authed;
 use super::extract::{self, Body, Id, Page, Query};
-use super::idempotency::{self, IdempotencyKey, Outcome};
+use super::idempotency::{self, Answered, IdempotencyKey, Outcome};
 use super::problem::{Problem, Result};
 use crate::app::App;
+use crate::merchants::Merchant;
 use crate::plans;
 use crate::subscriptions::changes::{self, ChangeRequest, ChangeStatus, ChangeView};
 use crate::subscriptions::{
@@ -56,6 +57,24 @@ pub async fn create(
     Body(body): Body,
 ) -> Result<Response> {
     let req = extract::parse::<CreateSubscription>(&body, false)?;
+    let a = create_subscription(&app, &m, key, "POST /v1/subscriptions", &body, req).await?;
+    Ok(idempotency::respond(a.status, a.body, a.replayed))
+}
+
+/// Everything `POST /v1/subscriptions` does with a parsed request, shared with the
+/// dashboard's "New subscription" form: the gateway asked about the payment method,
+/// the start time read from the test clock (sandbox merchants only), then, in one
+/// transaction guarded by `key` (with `body` as the request it names),
+/// `lifecycle::create` (one `created` event, actor `merchant`) and the lease stamp,
+/// and after commit the jobs it made due (the first charge) enqueued.
+pub(crate) async fn create_subscription(
+    app: &App,
+    m: &Merchant,
+    key: IdempotencyKey,
+    route: &str,
+    body: &[u8],
+    req: CreateSubscription,
+) -> crate::error::Result<Answered> {
     let pm_accepted = app.accepts(m.merchant_key, req.payment_method.as_deref()).await?;
     // A subscription on a test clock starts at the clock's frozen time
     // (docs/api.md#test-clocks); only a sandbox merchant has one.
@@ -66,14 +85,14 @@ pub async fn create(
             match test_clocks::get(&mut conn, m.id, clock).await {
                 Ok(c) => c.frozen_time,
                 Err(crate::Error::NotFound(_)) => {
-                    return Err(crate::Error::validation("testClockId", "no such test clock").into());
+                    return Err(crate::Error::validation("testClockId", "no such test clock"));
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
         None => app.clock.now().await?,
     };
-    idempotency::run(&app, m.id, key, "POST /v1/subscriptions", &body, async |tx| {
+    idempotency::answer(app, m.id, key, route, body, async |tx| {
         // The plan is checked after the key is claimed: a replay returns the stored
         // response even if the plan has been archived since.
         let plan = match req.plan_id {

@@ -1,5 +1,5 @@
 // The merchant dashboard in a real Chromium (docs/dashboard.md): signing in and out,
-// plans, subscriptions (search, a subscription's cycles, pause, resume, cancel with
+// plans, subscriptions (created by the form, search, a subscription's cycles, pause, resume, cancel with
 // confirmation, manual retry), payment series (payments, cancel with confirmation),
 // webhook endpoints (edit, delete with confirmation), the sandbox merchant's test
 // clocks (a subscription on one charged, the clock advanced a month by the form),
@@ -128,15 +128,61 @@ test("create a draft plan with tags, find it by tag, activate it", async () => {
   return page;
 });
 
-test("find a subscription by customer, see cycle 1, pause, resume, cancel at period end", async () => {
-  const plan = (await ok("GET", "/v1/plans?tag=premium")).data[0];
-  const sub = (await ok("POST", "/v1/subscriptions", {
-    customer: { customerAccountId: "dana" }, planId: plan.id, paymentMethod: "pm_sandbox_ok",
-  }, 201)).id;
-  await ok("POST", "/v1/subscriptions", { customer: { customerAccountId: "erin" }, planId: plan.id }, 201);
-  await waitFor("the first charge", async () => (await cycleOne(sub))?.status === "succeeded");
+/** The fields of the page's form `selector`, as the browser would post them. */
+const formFields = (page, selector) =>
+  page.locator(selector).evaluate((f) => [...new FormData(f)].map(([k, v]) => [k, String(v)]));
 
+/** The same form posted again outside the browser, with the page's cookies: its answer. */
+async function postAgain(page, path, fields) {
+  const cookie = (await page.context().cookies()).map((c) => `${c.name}=${c.value}`).join("; ");
+  return fetch(base + path, {
+    method: "POST",
+    headers: { cookie, origin: base, "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams(fields).toString(),
+    redirect: "manual",
+  });
+}
+
+test("create a subscription by the form, find it by customer, see cycle 1, pause, resume, cancel at period end", async () => {
+  const plan = (await ok("GET", "/v1/plans?tag=premium")).data[0];
+  await ok("POST", "/v1/subscriptions", { customer: { customerAccountId: "erin" }, planId: plan.id }, 201);
   const page = await signIn();
+  await page.getByRole("link", { name: "New subscription" }).click();
+  await page.getByRole("heading", { name: "New subscription" }).waitFor();
+  await accessible(page, "dashboard new subscription");
+  await page.getByLabel("Plan").selectOption(plan.id);
+  await page.getByLabel("Payment method token (optional)").fill("pm_sandbox_ok");
+  // Without the customer's account id: refused on the form, naming the field; nothing stored.
+  // (The field's `required` stops a browser from sending it; the server refuses it all the same.)
+  const count = async () => (await ok("GET", "/v1/subscriptions?limit=100")).data.length;
+  const before = await count();
+  await page.getByLabel("Customer account id").evaluate((e) => e.removeAttribute("required"));
+  const create = page.getByRole("button", { name: "Create subscription" });
+  assert.equal(await submitted(page, create, "/dashboard/subscriptions/new"), 422);
+  await page.getByRole("alert").getByText("customer.customerAccountId: is required").waitFor();
+  assert.equal(await page.getByLabel("Payment method token (optional)").inputValue(), "pm_sandbox_ok", "kept");
+  assert.equal(await count(), before, "nothing created");
+  await accessible(page, "dashboard new subscription with an error");
+  await page.getByLabel("Customer account id").fill("dana");
+  await page.getByLabel("Customer email (optional)").fill("dana@example.com");
+  await page.screenshot({ path: `${env.screenshots}/dashboard-new-subscription.png`, fullPage: true });
+  const fields = await formFields(page, "form[action='/dashboard/subscriptions/new']");
+  await create.click();
+  await page.getByText("Subscription created.").waitFor();
+  const sub = page.url().match(/\/dashboard\/subscriptions\/([0-9a-f-]{36})\?done=created$/)[1];
+  const made = await ok("GET", `/v1/subscriptions/${sub}`);
+  assert.deepEqual([made.customer.customerAccountId, made.planId, made.paymentMethod], ["dana", plan.id, "pm_sandbox_ok"]);
+  await waitFor("the first charge", async () => (await cycleOne(sub))?.status === "succeeded");
+  const created = (await ok("GET", `/v1/events?objectId=${sub}&limit=100`)).data.filter((e) => e.type === "created");
+  assert.deepEqual(created.map((e) => e.actor), ["merchant"], "one created event, by the merchant");
+  // The same form submitted twice more (a double click, a resent POST): the same subscription, no other.
+  const again = await Promise.all([1, 2].map(() => postAgain(page, "/dashboard/subscriptions/new", fields)));
+  assert.deepEqual(again.map((r) => [r.status, r.headers.get("location")]),
+    [1, 2].map(() => [303, `/dashboard/subscriptions/${sub}?done=created`]));
+  assert.equal((await ok("GET", "/v1/subscriptions?customerAccountId=dana")).data.length, 1, "one subscription");
+  assert.equal(await count(), before + 1);
+
+  await page.goto(`${base}/dashboard/subscriptions`);
   await page.getByLabel("Customer account id").fill("dana");
   await page.getByRole("button", { name: "Search" }).click();
   assert.equal(await page.locator("#main tbody tr").count(), 1, "only dana's subscription");
@@ -185,6 +231,9 @@ test("find a subscription by customer, see cycle 1, pause, resume, cancel at per
   await page.screenshot({ path: `${env.screenshots}/dashboard-360.png`, fullPage: true });
   await page.goto(`${base}/dashboard/subscriptions`);
   await fits(page, "subscriptions at 360 px");
+  await page.goto(`${base}/dashboard/subscriptions/new`);
+  await fits(page, "new subscription at 360 px");
+  await accessible(page, "dashboard new subscription at 360 px");
   return page;
 });
 
@@ -287,7 +336,7 @@ test("sign out everywhere ends every session of the merchant", async () => {
   return first;
 });
 
-test("with JavaScript off: sign in and pause by plain forms", async () => {
+test("with JavaScript off: sign in, pause and create a subscription by plain forms (sent with Enter)", async () => {
   const plan = (await ok("GET", "/v1/plans?tag=premium")).data[0];
   const sub = (await ok("POST", "/v1/subscriptions", {
     customer: { customerAccountId: "gus" }, planId: plan.id, paymentMethod: "pm_sandbox_ok",
@@ -300,6 +349,14 @@ test("with JavaScript off: sign in and pause by plain forms", async () => {
   // Keyboard: the skip link comes first and leads to the content.
   await page.keyboard.press("Tab");
   assert.equal(await page.evaluate(() => document.activeElement.textContent), "Skip to content");
+  // A new subscription by the plain form, sent with Enter.
+  await page.goto(`${base}/dashboard/subscriptions/new`);
+  await page.getByLabel("Plan").selectOption(plan.id);
+  await page.getByLabel("Customer account id").fill("hal");
+  await page.getByLabel("Customer account id").press("Enter");
+  await page.getByText("Subscription created.").waitFor();
+  const hal = (await ok("GET", "/v1/subscriptions?customerAccountId=hal")).data;
+  assert.deepEqual(hal.map((x) => [x.planId, x.status, x.paymentMethod]), [[plan.id, "pending", null]], "waits for a card");
   return page;
 });
 
@@ -399,13 +456,21 @@ test("a sandbox merchant's test clock: a subscription on it charges, the form ad
   assert.equal(clock.frozenTime, "2030-01-15T10:00:00Z");
   await page.locator("#frozen-time", { hasText: "2030-01-15 10:00 UTC" }).waitFor();
 
-  // A subscription on the clock: due at the clock's time, charged at once.
-  const sub = (await ok("POST", "/v1/subscriptions", {
-    customer: { customerAccountId: "otto" }, amount: "9.00", currency: "EUR", interval: { unit: "month", count: 1 },
-    paymentMethod: "pm_sandbox_ok", testClockId: clock.id,
-  }, 201)).id;
+  // A subscription on the clock, by the form: due at the clock's time, charged at once.
+  const plan = (await ok("GET", "/v1/plans?tag=premium")).data[0];
+  await page.goto(`${base}/dashboard/subscriptions/new`);
+  await page.getByLabel("Customer account id").fill("otto");
+  await page.getByLabel("Plan").selectOption(plan.id);
+  await page.getByLabel("Payment method token (optional)").fill("pm_sandbox_ok");
+  await page.getByLabel("Test clock").selectOption(clock.id);
+  await page.getByRole("button", { name: "Create subscription" }).click();
+  await page.getByText("Subscription created.").waitFor();
+  const sub = page.url().match(/\/dashboard\/subscriptions\/([0-9a-f-]{36})\?/)[1];
+  const made = await ok("GET", `/v1/subscriptions/${sub}`);
+  assert.deepEqual([made.customer.customerAccountId, made.planId, made.testClockId, made.startAt],
+    ["otto", plan.id, clock.id, "2030-01-15T10:00:00Z"]);
   await waitFor("cycle 1 on the clock", async () => (await cycle(sub, 1))?.status === "succeeded");
-  await page.reload();
+  await page.goto(`${base}/dashboard/test-clocks/${clock.id}`);
   await page.getByRole("link", { name: "otto" }).waitFor();
   await accessible(page, "dashboard test clock");
 

@@ -220,7 +220,7 @@ async fn render_clock(
             button type="submit" class="primary" { "Advance the clock" }
         }
         h2 { "Subscriptions on this clock" }
-        (subscriptions::table(&subs, clock.frozen_time, "Subscriptions on this clock", "No subscription follows this clock yet: create one with its testClockId."))
+        (subscriptions::table(&subs, clock.frozen_time, "Subscriptions on this clock", "No subscription follows this clock yet: create one with this clock chosen on the New subscription form, or with the API's testClockId."))
         (pager(&format!("/dashboard/test-clocks/{id}"), &[], "cursor", next.as_deref()))
     };
     Ok(s.page(code, "Test clock", "", main))

@@ -1,7 +1,8 @@
 //! Subscriptions: the list (search by customer, filter by status), a subscription with
 //! its cycles, attempts and events, and its actions: pause, resume, cancel after a
 //! confirmation (`subscriptions::lifecycle`), retry a failed cycle (`billing::retry`),
-//! a checkout link (`checkout::create`). A subscription on a test clock is acted on at
+//! a checkout link (`checkout::create`); and "New subscription", a form that
+//! `POST /v1/subscriptions`'s own code creates (`api::subscriptions::create_subscription`). A subscription on a test clock is acted on at
 //! its clock's time, as the API does (`test_clocks::now_for_subscription`).
 
 use axum::extract::{Path, Query, State};
@@ -13,22 +14,26 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{PAGE, Posted, Signed, now};
+use crate::api::idempotency::IdempotencyKey;
 use crate::app::App;
 use crate::billing::{cycles, retry};
 use crate::checkout::{self, CreateSession};
-use crate::error::Error;
+use crate::error::{Error, FieldError};
 use crate::events::{self, EventFilter};
 use crate::pages::format_money;
 use crate::pages::signed_in::{
-    Answer, cursor, data_table, error_page, in_tx, not_found, notice, paged, pager, query, read, redirect, when, wire,
+    Answer, Form, alert, cursor, data_table, error_page, in_tx, not_found, notice, paged, pager, query, read, redirect,
+    when, wire,
 };
-use crate::subscriptions::{SubscriptionStatus as S, lifecycle, repo};
-use crate::test_clocks;
+use crate::plans::{self, Plan, PlanStatus};
+use crate::subscriptions::{CreateSubscription, SubscriptionStatus as S, lifecycle, repo};
+use crate::test_clocks::{self, TestClock};
 
 pub fn router() -> axum::Router<App> {
     use axum::routing::{get, post};
     axum::Router::new()
         .route("/dashboard/subscriptions", get(list))
+        .route("/dashboard/subscriptions/new", get(new_form).post(create))
         .route("/dashboard/subscriptions/{id}", get(show))
         .route("/dashboard/subscriptions/{id}/cancel", get(confirm_cancel).post(cancel))
         .route("/dashboard/subscriptions/{id}/checkout-link", post(checkout_link))
@@ -72,6 +77,7 @@ async fn list(State(app): State<App>, s: Signed, Query(q): Query<ListQuery>) -> 
     let (rows, next) = paged(rows, PAGE, |s| s.id.to_string());
     let main = html! {
         h1 { "Subscriptions" }
+        p { a class="button-link" href="/dashboard/subscriptions/new" { "New subscription" } }
         form method="get" action="/dashboard/subscriptions" class="filters" role="search" {
             div class="field" {
                 label for="customer" { "Customer account id" }
@@ -126,6 +132,7 @@ pub(super) struct DoneQuery {
 
 fn done_notice(done: Option<&str>) -> Option<&'static str> {
     Some(match done? {
+        "created" => "Subscription created.",
         "pause" => "The subscription is paused.",
         "resume" => "The subscription is active again.",
         "cancel" => "The subscription is cancelled.",
@@ -372,4 +379,201 @@ async fn checkout_link(State(app): State<App>, Path(id): Path<String>, p: Posted
     };
     let (s, _) = p.signed();
     Ok(s.page(StatusCode::CREATED, "Checkout link", "", main))
+}
+
+// ---- a new subscription ------------------------------------------------------------
+
+/// The route a form's idempotency key is claimed for (`idempotency_keys.path`).
+const NEW_ROUTE: &str = "POST /dashboard/subscriptions/new";
+
+/// A fresh random value for a rendered form: its submissions share one idempotency
+/// key, so submitting it twice creates one subscription.
+fn form_key() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// The idempotency key of a posted form, from its hidden `form_key` (32 hex digits).
+fn idempotency_key(form: &Form) -> Option<IdempotencyKey> {
+    let k = form.get("form_key");
+    (k.len() == 32 && k.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| IdempotencyKey(Some(format!("dashboard-new-subscription-{k}"))))
+}
+
+/// Rows read at a time for the form's choices.
+const CHOICES: i64 = 200;
+
+/// The merchant's active plans (the form's choices) and, for a sandbox merchant, its
+/// test clocks: every one, read `CHOICES` at a time after the last id.
+async fn choices(app: &App, s: &Signed) -> Result<(Vec<Plan>, Vec<TestClock>), axum::response::Response> {
+    let (merchant_id, sandbox) = (s.m.id, s.m.sandbox);
+    read(app, async |conn| {
+        let (mut plans, mut more): (Vec<Plan>, _) = (Vec::new(), true);
+        while more {
+            let after = plans.last().map(|p| p.id);
+            let f = plans::repo::PlanFilter { status: Some(PlanStatus::Active), tag: None, after, limit: CHOICES };
+            let rows = plans::repo::list(conn, merchant_id, &f).await?;
+            more = rows.len() as i64 == CHOICES;
+            plans.extend(rows);
+        }
+        let (mut clocks, mut more): (Vec<TestClock>, _) = (Vec::new(), sandbox);
+        while more {
+            let after = clocks.last().map(|c| c.id);
+            let rows = test_clocks::list(conn, merchant_id, after, CHOICES).await?;
+            more = rows.len() as i64 == CHOICES;
+            clocks.extend(rows);
+        }
+        Ok((plans, clocks))
+    })
+    .await
+}
+
+async fn new_form(State(app): State<App>, s: Signed) -> Answer {
+    render_new(&app, &s, StatusCode::OK, None, None).await
+}
+
+/// The "New subscription" form; after a refusal, with its problem and what was typed
+/// (`form`, whose key it keeps unless `fresh_key`).
+async fn render_new(
+    app: &App,
+    s: &Signed,
+    code: StatusCode,
+    problem: Option<&str>,
+    form: Option<(&Form, bool)>,
+) -> Answer {
+    let (plans, clocks) = choices(app, s).await?;
+    let filled = |name: &str| form.and_then(|(f, _)| f.opt(name)).map(str::to_owned);
+    let key = match form {
+        Some((f, false)) if idempotency_key(f).is_some() => f.get("form_key").to_owned(),
+        _ => form_key(),
+    };
+    let chosen_plan = filled("plan_id");
+    let chosen_clock = filled("test_clock_id");
+    let main = html! {
+        p { a href="/dashboard/subscriptions" { "All subscriptions" } }
+        h1 { "New subscription" }
+        (alert(problem))
+        @if plans.is_empty() {
+            p { "A subscription needs an active plan: " a href="/dashboard/plans#new" { "create a plan" } " and activate it first." }
+        } @else {
+            form method="post" action="/dashboard/subscriptions/new" {
+                (s.ctx.field())
+                input type="hidden" name="form_key" value=(key);
+                div class="field" {
+                    label for="n-customer" { "Customer account id" }
+                    span class="hint" id="n-customer-hint" { "Your own id for the customer." }
+                    input type="text" id="n-customer" name="customer_account_id" required spellcheck="false"
+                        aria-describedby="n-customer-hint" value=[filled("customer_account_id")];
+                }
+                div class="field" {
+                    label for="n-email" { "Customer email (optional)" }
+                    input type="email" id="n-email" name="email" autocomplete="off" value=[filled("email")];
+                }
+                div class="field" {
+                    label for="n-plan" { "Plan" }
+                    select id="n-plan" name="plan_id" required {
+                        @for p in &plans {
+                            option value=(p.id) selected[chosen_plan.as_deref() == Some(p.id.to_string().as_str())] {
+                                (p.name) " – " (format_money(p.amount, &p.currency)) " every " (p.interval_count) " " (wire(&p.interval_unit))
+                            }
+                        }
+                    }
+                }
+                div class="field" {
+                    label for="n-pm" { "Payment method token (optional)" }
+                    span class="hint" id="n-pm-hint" {
+                        "A card token from your gateway. Without one the subscription waits for a card: create a checkout link from its page and send it to the customer."
+                    }
+                    input type="text" id="n-pm" name="payment_method" spellcheck="false" autocomplete="off"
+                        aria-describedby="n-pm-hint" value=[filled("payment_method")];
+                }
+                @if s.m.sandbox {
+                    div class="field" {
+                        label for="n-clock" { "Test clock" }
+                        span class="hint" id="n-clock-hint" { "The subscription follows the clock's time instead of the real one." }
+                        select id="n-clock" name="test_clock_id" aria-describedby="n-clock-hint" {
+                            option value="" { "None" }
+                            @for c in &clocks {
+                                option value=(c.id) selected[chosen_clock.as_deref() == Some(c.id.to_string().as_str())] {
+                                    (c.name.clone().unwrap_or_else(|| format!("Clock {}", &c.id.to_string()[..8])))
+                                }
+                            }
+                        }
+                    }
+                }
+                button type="submit" class="primary" { "Create subscription" }
+            }
+        }
+    };
+    Ok(s.page(code, "New subscription", "/dashboard/subscriptions", main))
+}
+
+/// The form as the API's `CreateSubscription` and the body it stands for (hashed
+/// with the idempotency key): the customer's account id is required here.
+fn subscription_request(form: &Form, sandbox: bool) -> Result<(CreateSubscription, Vec<u8>), Error> {
+    let mut e = Vec::new();
+    let account = form.opt("customer_account_id");
+    if account.is_none() {
+        e.push(FieldError::new("customer.customerAccountId", "is required"));
+    }
+    let id = |field: &str, name: &str, missing: Option<&str>| -> Result<Option<Uuid>, FieldError> {
+        match form.opt(name) {
+            None => missing.map_or(Ok(None), |m| Err(FieldError::new(field, m))),
+            Some(t) => Uuid::parse_str(t).map(Some).map_err(|_| FieldError::new(field, "is not one of the choices")),
+        }
+    };
+    let plan = id("planId", "plan_id", Some("is required")).unwrap_or_else(|f| {
+        e.push(f);
+        None
+    });
+    let clock = if sandbox {
+        id("testClockId", "test_clock_id", None).unwrap_or_else(|f| {
+            e.push(f);
+            None
+        })
+    } else {
+        None
+    };
+    if !e.is_empty() {
+        return Err(Error::Validation(e));
+    }
+    let body = json!({
+        "customer": {"customerAccountId": account, "email": form.opt("email")},
+        "planId": plan,
+        "paymentMethod": form.opt("payment_method"),
+        "testClockId": clock,
+    });
+    let req = serde_json::from_value::<CreateSubscription>(body.clone())
+        .map_err(|e| Error::validation("subscription", e.to_string()))?;
+    Ok((req, serde_json::to_vec(&body).map_err(|e| Error::Internal(e.into()))?))
+}
+
+/// "Create subscription": exactly what `POST /v1/subscriptions` does
+/// (`api::subscriptions::create_subscription`: one transaction, one `created` event
+/// with actor `merchant`, the first charge enqueued after commit), guarded by the
+/// form's idempotency key: the same form submitted twice answers the same subscription.
+async fn create(State(app): State<App>, p: Posted) -> Answer {
+    let Some(key) = idempotency_key(&p.form) else { return Err(crate::pages::signed_in::expired_form()) };
+    let made = async {
+        let (req, body) = subscription_request(&p.form, p.m.sandbox)?;
+        crate::api::subscriptions::create_subscription(&app, &p.m, key, NEW_ROUTE, &body, req).await
+    }
+    .await;
+    let (code, text, fresh_key) = match made {
+        Ok(a) => {
+            let id = a.body.get("id").and_then(|v| v.as_str()).and_then(|v| Uuid::parse_str(v).ok());
+            let Some(id) = id else {
+                return Err(error_page(Error::Internal(anyhow::anyhow!("a created subscription without its id"))));
+            };
+            return Ok(redirect(&format!("/dashboard/subscriptions/{id}?done=created")));
+        }
+        // The form's key was used with other values (the form submitted, then changed).
+        Err(Error::IdempotencyMismatch) => (
+            StatusCode::CONFLICT,
+            "This form already created a subscription with other values: check the subscriptions list before submitting again.".to_owned(),
+            true,
+        ),
+        Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, crate::pages::signed_in::form_problem(e).map_err(error_page)?, false),
+    };
+    let (s, form) = p.signed();
+    render_new(&app, &s, code, Some(&text), Some((&form, fresh_key))).await
 }
