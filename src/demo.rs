@@ -90,7 +90,37 @@ pub async fn announce(rt: &Runtime, addr: SocketAddr) -> anyhow::Result<()> {
          curl -s -u {key}:{secret} -H 'X-API-KEY: {key}' -H 'Content-Type: application/json' \\\n    \
          -d \"{{\\\"since\\\": \\\"$(date -u -d '-1 hour' +%FT%TZ)\\\"}}\" http://{host}/v1/webhook-endpoints/<id>/replay\n"
     );
+    tokio::spawn(report_first_charge(rt.pool.clone(), sub));
     Ok(())
+}
+
+/// Print the demo subscription's first cycle once it settles, so the charge is seen
+/// going through without a curl.
+async fn report_first_charge(pool: sqlx::PgPool, subscription: uuid::Uuid) {
+    use crate::billing::cycles::{self, CycleStatus};
+    for _ in 0..240 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let Ok(mut conn) = pool.acquire().await else { continue };
+        let Ok(found) = cycles::list(&mut conn, subscription, None, 1).await else { continue };
+        let Some(c) = found.first() else { continue };
+        if matches!(c.status, CycleStatus::Succeeded | CycleStatus::Failed | CycleStatus::Error) {
+            let Ok(views) = cycles::with_transactions(&mut conn, std::slice::from_ref(c)).await else { continue };
+            let reference = views
+                .first()
+                .and_then(|v| v.transactions.last())
+                .and_then(|t| t.gateway_reference.clone())
+                .unwrap_or_default();
+            let status = serde_json::to_value(c.status).ok().and_then(|v| v.as_str().map(str::to_owned));
+            println!(
+                "demo charge: cycle {} of {subscription}: {} {} {} (gateway reference {reference})\n",
+                c.sequence,
+                status.unwrap_or_default(),
+                c.currency,
+                c.amount,
+            );
+            return;
+        }
+    }
 }
 
 fn customer_json(c: &crate::customers::CustomerInput) -> serde_json::Value {

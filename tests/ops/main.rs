@@ -8,6 +8,7 @@ mod support;
 
 mod compose;
 mod dashboards;
+mod demo;
 mod dlq;
 mod drain;
 mod metrics;
