@@ -163,7 +163,8 @@ pub async fn view(pool: &PgPool, merchant_key: Uuid) -> Result<MerchantView> {
 
 /// A merchant by its id (a dashboard session names its merchant by id).
 pub async fn by_id(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<Merchant> {
-    let r = sqlx::query!(
+    let r = sqlx::query_as!(
+        MerchantRow,
         "SELECT id, name, merchant_key, sandbox, created_at,
              rate_limit_reads_per_second, rate_limit_reads_burst, rate_limit_writes_per_second, rate_limit_writes_burst
          FROM merchants WHERE id = $1",
@@ -172,24 +173,13 @@ pub async fn by_id(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<Merchant> 
     .fetch_optional(conn)
     .await?
     .ok_or(Error::NotFound("merchant"))?;
-    Ok(Merchant {
-        id: r.id,
-        name: r.name,
-        merchant_key: r.merchant_key,
-        sandbox: r.sandbox,
-        created_at: r.created_at,
-        rate_limits: rates(
-            r.rate_limit_reads_per_second,
-            r.rate_limit_reads_burst,
-            r.rate_limit_writes_per_second,
-            r.rate_limit_writes_burst,
-        ),
-    })
+    Ok(r.into())
 }
 
 /// Merchants by id (oldest first), after the cursor `after`: the operator console's list.
 pub async fn list(pool: &PgPool, after: Option<Uuid>, limit: i64) -> Result<Vec<Merchant>> {
-    let rows = sqlx::query!(
+    let rows = sqlx::query_as!(
+        MerchantRow,
         "SELECT id, name, merchant_key, sandbox, created_at,
              rate_limit_reads_per_second, rate_limit_reads_burst, rate_limit_writes_per_second, rate_limit_writes_burst
          FROM merchants WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
@@ -198,9 +188,25 @@ pub async fn list(pool: &PgPool, after: Option<Uuid>, limit: i64) -> Result<Vec<
     )
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Merchant {
+    Ok(rows.into_iter().map(Merchant::from).collect())
+}
+
+/// A merchants row as `by_id` and `list` read it.
+struct MerchantRow {
+    id: Uuid,
+    name: String,
+    merchant_key: Uuid,
+    sandbox: bool,
+    created_at: chrono::DateTime<chrono::Utc>,
+    rate_limit_reads_per_second: Option<i32>,
+    rate_limit_reads_burst: Option<i32>,
+    rate_limit_writes_per_second: Option<i32>,
+    rate_limit_writes_burst: Option<i32>,
+}
+
+impl From<MerchantRow> for Merchant {
+    fn from(r: MerchantRow) -> Merchant {
+        Merchant {
             id: r.id,
             name: r.name,
             merchant_key: r.merchant_key,
@@ -212,8 +218,8 @@ pub async fn list(pool: &PgPool, after: Option<Uuid>, limit: i64) -> Result<Vec<
                 r.rate_limit_writes_per_second,
                 r.rate_limit_writes_burst,
             ),
-        })
-        .collect())
+        }
+    }
 }
 
 /// A merchant's stored rates (NULL columns: the process defaults).
