@@ -9,7 +9,7 @@ use uuid::Uuid;
 use std::collections::HashMap;
 
 use crate::error::Result;
-use crate::webhooks::send::{Outgoing, Target, Written};
+use crate::webhooks::send::{Birth, Outgoing, Target, Written};
 use crate::webhooks::snapshot::Object;
 use serde_json::value::RawValue;
 
@@ -61,9 +61,10 @@ pub async fn record(conn: &mut PgConnection, events: &[NewEvent]) -> Result<()> 
     record_leased(conn, events, None).await.map(drop)
 }
 
-/// `record`, for a caller that sends the deliveries itself once it commits: the
-/// deliveries are born leased for `lease_secs` (so the scheduler leaves them alone
-/// unless that caller dies before sending) and returned ready to send.
+/// `record`, for a caller that sends the deliveries itself once it commits: instead of
+/// their rows, one birth row names them, leased for `lease_secs` (the scheduler turns
+/// it into rows only if that caller dies before writing them), and they are returned
+/// ready to send; each attempt writes its delivery's row (`webhooks::send`).
 pub async fn record_leased(
     conn: &mut PgConnection,
     events: &[NewEvent],
@@ -121,7 +122,39 @@ pub async fn record_leased(
     let actors: Vec<Actor> = events.iter().map(|e| e.actor).collect();
     // Time-ordered ids: the primary key grows at one end instead of at random pages.
     let delivery_ids: Vec<Uuid> = to_event.iter().map(|_| Uuid::now_v7()).collect();
-    let lease = lease_secs.map(|s| s.max(crate::lease::WEBHOOK_MIN_SECONDS) as f64);
+    let Some(lease) = lease_secs.map(|s| s.max(crate::lease::WEBHOOK_MIN_SECONDS) as f64) else {
+        sqlx::query!(
+            "WITH ev AS (
+                INSERT INTO events (id, merchant_id, object_type, object_id, type, webhook_type, data, actor, object)
+                SELECT id, m, ot, oi, ty, wt, d, a, o::json
+                FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::jsonb[],
+                    $8::event_actor[], $9::text[])
+                  WITH ORDINALITY AS t(id, m, ot, oi, ty, wt, d, a, o, ord) ORDER BY ord
+                RETURNING id, merchant_id, webhook_type, created_at)
+             INSERT INTO webhook_deliveries (id, endpoint_id, event_id, merchant_id, type, event_at)
+             SELECT u.id, u.endpoint_id, ev.id, ev.merchant_id, ev.webhook_type, ev.created_at
+             FROM unnest($12::uuid[], $10::uuid[], $11::uuid[]) AS u(id, endpoint_id, event_id)
+             JOIN ev ON ev.id = u.event_id",
+            &ids,
+            &merchant_ids,
+            &types as &[&str],
+            &objects_ids,
+            &kinds as &[&str],
+            &public,
+            &data,
+            &actors as &[Actor],
+            &object_texts as &[Option<&str>],
+            &to_endpoint,
+            &to_event,
+            &delivery_ids,
+        )
+        .execute(&mut *conn)
+        .await?;
+        return Ok(vec![]);
+    };
+    // The deliveries' rows are written by their first attempts; until then one birth
+    // row names them, leased to this caller (docs/webhooks.md#never-lost).
+    let birth = Uuid::now_v7();
     let written = sqlx::query!(
         "WITH ev AS (
             INSERT INTO events (id, merchant_id, object_type, object_id, type, webhook_type, data, actor, object)
@@ -129,17 +162,12 @@ pub async fn record_leased(
             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::jsonb[],
                 $8::event_actor[], $9::text[])
               WITH ORDINALITY AS t(id, m, ot, oi, ty, wt, d, a, o, ord) ORDER BY ord
-            RETURNING id, merchant_id, webhook_type, created_at, seq),
-         d AS (
-            INSERT INTO webhook_deliveries (id, endpoint_id, event_id, merchant_id, type, event_at, enqueued_until)
-            SELECT u.id, u.endpoint_id, ev.id, ev.merchant_id, ev.webhook_type, ev.created_at,
-                now() + make_interval(secs => $12::float8)
-            FROM unnest($13::uuid[], $10::uuid[], $11::uuid[]) AS u(id, endpoint_id, event_id)
-            JOIN ev ON ev.id = u.event_id
-            RETURNING id, endpoint_id, event_id)
-         SELECT d.id AS \"id!\", d.endpoint_id AS \"endpoint_id!\", d.event_id AS \"event_id!\",
-             ev.seq AS \"seq!\", ev.created_at AS \"created_at!\"
-         FROM d JOIN ev ON ev.id = d.event_id",
+            RETURNING id, created_at, seq),
+         b AS (
+            INSERT INTO webhook_births (id, delivery_ids, endpoint_ids, event_ids, lease_until)
+            SELECT $14, $13, $10, $11, now() + make_interval(secs => $12::float8)
+            WHERE cardinality($13::uuid[]) > 0)
+         SELECT ev.id AS \"id!\", ev.seq AS \"seq!\", ev.created_at AS \"created_at!\" FROM ev",
         &ids,
         &merchant_ids,
         &types as &[&str],
@@ -153,18 +181,23 @@ pub async fn record_leased(
         &to_event,
         lease,
         &delivery_ids,
+        birth,
     )
     .fetch_all(&mut *conn)
     .await?;
-    if lease_secs.is_none() {
+    if delivery_ids.is_empty() {
         return Ok(vec![]);
     }
     let index: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    Ok(written
-        .into_iter()
-        .filter_map(|d| {
-            let w = endpoints.iter().find(|w| w.id == d.endpoint_id)?;
-            let i = index[&d.event_id];
+    let at: HashMap<Uuid, (i64, DateTime<Utc>)> = written.into_iter().map(|r| (r.id, (r.seq, r.created_at))).collect();
+    let birth = Birth::new(birth, delivery_ids.len());
+    Ok(delivery_ids
+        .iter()
+        .zip(to_endpoint.iter().zip(&to_event))
+        .filter_map(|(id, (endpoint_id, event_id))| {
+            let w = endpoints.iter().find(|w| w.id == *endpoint_id)?;
+            let i = index[event_id];
+            let (sequence, event_at) = *at.get(event_id)?;
             let target = Target {
                 id: w.id,
                 url: &w.url,
@@ -175,13 +208,15 @@ pub async fn record_leased(
             Some(Outgoing::born(
                 &target,
                 Written {
-                    id: d.id,
-                    event_id: d.event_id,
+                    id: *id,
+                    merchant_id: events[i].merchant_id,
+                    event_id: *event_id,
                     webhook_type: &public[i],
-                    sequence: d.seq,
-                    event_at: d.created_at,
+                    sequence,
+                    event_at,
                     object: objects[i].as_deref(),
                 },
+                birth.clone(),
             ))
         })
         .collect())

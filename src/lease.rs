@@ -258,6 +258,30 @@ pub async fn claim_webhook_deliveries(pool: &PgPool, limit: i64, secs: i64) -> R
     .await?)
 }
 
+/// Write the deliveries of births whose lease ran out (the worker that committed their
+/// events died, or could not write them): pending rows with the ids the birth named,
+/// due now, for the claim below. Rows already written and endpoints deleted since are
+/// skipped; the births go. Returns how many rows this wrote.
+pub async fn recover_webhook_births(pool: &PgPool, limit: i64) -> Result<u64> {
+    Ok(sqlx::query!(
+        "WITH gone AS (
+            DELETE FROM webhook_births WHERE id IN (SELECT id FROM webhook_births WHERE lease_until < now()
+                ORDER BY lease_until LIMIT $1 FOR UPDATE SKIP LOCKED)
+            RETURNING delivery_ids, endpoint_ids, event_ids),
+         u AS (SELECT x.id, x.endpoint_id, x.event_id
+            FROM gone, unnest(gone.delivery_ids, gone.endpoint_ids, gone.event_ids) AS x(id, endpoint_id, event_id)),
+         w AS (SELECT id FROM webhook_endpoints WHERE id IN (SELECT endpoint_id FROM u) FOR KEY SHARE)
+         INSERT INTO webhook_deliveries (id, endpoint_id, event_id, merchant_id, type, event_at)
+         SELECT u.id, u.endpoint_id, e.id, e.merchant_id, e.webhook_type, e.created_at
+         FROM u JOIN w ON w.id = u.endpoint_id JOIN events e ON e.id = u.event_id
+         ON CONFLICT DO NOTHING",
+        limit,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
 /// Stamp a delivery the API enqueues itself (retry now).
 pub async fn stamp_delivery(conn: &mut PgConnection, id: Uuid, secs: i64) -> Result<()> {
     sqlx::query!(

@@ -206,6 +206,10 @@ impl Scheduler {
         )
         .await?;
 
+        let unborn = lease::recover_webhook_births(&self.pool, 1000).await?;
+        if unborn > 0 {
+            tracing::info!(count = unborn, "wrote webhook deliveries whose first attempt was never recorded");
+        }
         let room = self.room(&[Queue::DeliverWebhook]).await?;
         let deliveries = match room {
             0 => vec![],

@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -34,9 +35,13 @@ pub const DISABLE_AFTER: chrono::TimeDelta = chrono::TimeDelta::days(5);
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
 
 /// Everything one attempt needs: read in one query for a job, or handed over by the
-/// transaction that wrote the delivery (`Outgoing::born`).
+/// transaction that committed the event (`Outgoing::born`, before the row exists).
 pub struct Outgoing {
     id: Uuid,
+    /// Set while the delivery has no row yet: its birth, which the row's first write
+    /// settles (docs/webhooks.md#never-lost).
+    birth: Option<Arc<Birth>>,
+    merchant_id: Uuid,
     status: super::DeliveryStatus,
     attempts: i32,
     next_attempt_at: DateTime<Utc>,
@@ -63,9 +68,10 @@ pub struct Target<'a> {
     pub failing_since: Option<DateTime<Utc>>,
 }
 
-/// A delivery row as it was written, with its event.
+/// A delivery owed to an endpoint by an event just written.
 pub struct Written<'a> {
     pub id: Uuid,
+    pub merchant_id: Uuid,
     pub event_id: Uuid,
     pub webhook_type: &'a str,
     pub sequence: i64,
@@ -85,11 +91,26 @@ impl std::fmt::Debug for Outgoing {
     }
 }
 
+/// The deliveries one transaction owes, named by one `webhook_births` row until each
+/// has its own row: the last of them to be written deletes the birth.
+pub struct Birth {
+    id: Uuid,
+    unwritten: AtomicUsize,
+}
+
+impl Birth {
+    pub fn new(id: Uuid, deliveries: usize) -> Arc<Birth> {
+        Arc::new(Birth { id, unwritten: AtomicUsize::new(deliveries) })
+    }
+}
+
 impl Outgoing {
-    /// A delivery just written, before its first attempt.
-    pub fn born(endpoint: &Target, d: Written) -> Outgoing {
+    /// A delivery owed by an event just committed, before its row and first attempt.
+    pub fn born(endpoint: &Target, d: Written, birth: Arc<Birth>) -> Outgoing {
         Outgoing {
             id: d.id,
+            birth: Some(birth),
+            merchant_id: d.merchant_id,
             status: super::DeliveryStatus::Pending,
             attempts: 0,
             next_attempt_at: d.event_at,
@@ -157,6 +178,16 @@ struct Success {
     endpoint_id: Uuid,
     code: Option<i32>,
     body: Option<String>,
+    /// A first attempt whose row does not exist yet: what the row is made of.
+    born: Option<Unwritten>,
+}
+
+/// What a delivery's row holds besides its attempt.
+struct Unwritten {
+    event_id: Uuid,
+    merchant_id: Uuid,
+    webhook_type: String,
+    event_at: DateTime<Utc>,
 }
 
 /// The sender at work in one process: concurrent deliveries share their reads and
@@ -174,6 +205,7 @@ pub struct Deliverer {
     queue: Enqueuer,
     loads: Batcher<Uuid, Option<Arc<Outgoing>>>,
     successes: Batcher<Success, bool>,
+    births: Batcher<Uuid, ()>,
     /// First attempts in flight outside the queue; beyond it, born deliveries are jobs.
     inline: Arc<Semaphore>,
     room: u32,
@@ -191,6 +223,15 @@ impl Deliverer {
             let p = p.clone();
             async move { record_successes(&p, items).await }
         });
+        let p = pool.clone();
+        let births = Batcher::spawn("webhook_births", 500, 1, move |ids: Vec<Uuid>| {
+            let p = p.clone();
+            async move {
+                let n = ids.len();
+                sqlx::query!("DELETE FROM webhook_births WHERE id = ANY($1)", &ids).execute(&p).await?;
+                Ok(vec![(); n])
+            }
+        });
         let room = inline.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize) as u32;
         Arc::new(Deliverer {
             sender,
@@ -198,6 +239,7 @@ impl Deliverer {
             queue,
             loads,
             successes,
+            births,
             inline: Arc::new(Semaphore::new(room as usize)),
             room,
         })
@@ -217,12 +259,13 @@ impl Deliverer {
     }
 
     /// Send the first attempts of deliveries this process's transaction just committed:
-    /// as many as there is room for right away, the rest as jobs.
+    /// as many as there is room for right away; the rest get their rows, leased, and
+    /// become jobs.
     pub async fn send_born(self: &Arc<Self>, born: Vec<Outgoing>) {
-        let mut queued = Vec::new();
+        let mut overflow = Vec::new();
         for d in born {
             let Ok(permit) = self.inline.clone().try_acquire_owned() else {
-                queued.push(Job::DeliverWebhook(DeliverWebhook { delivery_id: d.id, attempt: 0 }));
+                overflow.push(d);
                 continue;
             };
             let this = self.clone();
@@ -235,12 +278,35 @@ impl Deliverer {
                 }
             });
         }
-        // Committed already: if Redis refuses them now, their lease runs out and the
-        // scheduler sends them.
-        if !queued.is_empty()
-            && let Err(e) = self.queue.push(&queued).await
-        {
+        if overflow.is_empty() {
+            return;
+        }
+        // Not written: their birth's lease runs out and the scheduler writes and sends them.
+        let lease = Some(crate::lease::WEBHOOK_MIN_SECONDS as f64);
+        if let Err(e) = write_unwritten(&self.pool, &overflow, lease).await {
+            tracing::warn!(error = %e, count = overflow.len(), "webhook deliveries not written; the scheduler will");
+            return;
+        }
+        for d in &overflow {
+            self.written(d).await;
+        }
+        let queued: Vec<Job> =
+            overflow.iter().map(|d| Job::DeliverWebhook(DeliverWebhook { delivery_id: d.id, attempt: 0 })).collect();
+        // Written and leased already: if Redis refuses them now, their lease runs out
+        // and the scheduler sends them.
+        if let Err(e) = self.queue.push(&queued).await {
             tracing::warn!(error = %e, count = queued.len(), "webhook jobs not enqueued; the scheduler will");
+        }
+    }
+
+    /// A born delivery's row exists now; the last of its birth deletes the birth. A
+    /// birth left behind is harmless: the scheduler finds its rows already written.
+    async fn written(&self, d: &Outgoing) {
+        let Some(birth) = &d.birth else { return };
+        if birth.unwritten.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Err(e) = self.births.submit(birth.id).await
+        {
+            tracing::warn!(error = %e, birth = %birth.id, "webhook birth not deleted; the scheduler will find it settled");
         }
     }
 
@@ -285,8 +351,15 @@ impl Deliverer {
             endpoint_id: d.endpoint_id,
             code: answer.status.map(i32::from),
             body: answer.body,
+            born: d.birth.as_ref().map(|_| Unwritten {
+                event_id: d.event_id,
+                merchant_id: d.merchant_id,
+                webhook_type: d.webhook_type.clone(),
+                event_at: d.event_at,
+            }),
         };
         let moved = self.successes.submit(success).await.map_err(crate::Error::Internal)?;
+        self.written(d).await;
         if !moved {
             return Ok(Sent::Skipped);
         }
@@ -299,7 +372,16 @@ impl Deliverer {
     }
 
     async fn record_failure(&self, d: &Outgoing, a: &Answer) -> Result<Sent> {
+        let sent = self.record_failure_tx(d, a).await?;
+        self.written(d).await;
+        Ok(sent)
+    }
+
+    async fn record_failure_tx(&self, d: &Outgoing, a: &Answer) -> Result<Sent> {
         let mut tx = self.pool.begin().await?;
+        if d.birth.is_some() {
+            write_unwritten(&mut *tx, std::slice::from_ref(d), None).await?;
+        }
         let code = a.status.map(i32::from);
         let error = a.error.clone().unwrap_or_default();
         let attempts = d.attempts + 1;
@@ -379,7 +461,7 @@ fn headers(d: &Outgoing, body: &[u8]) -> HeaderMap {
 /// Read a batch of deliveries with their endpoint and event; one answer per id, in order.
 async fn load_batch(pool: &PgPool, ids: Vec<Uuid>) -> anyhow::Result<Vec<Option<Arc<Outgoing>>>> {
     let rows = sqlx::query!(
-        r#"SELECT d.id, d.status AS "status: super::DeliveryStatus", d.attempts, d.next_attempt_at, d.delivered_at,
+        r#"SELECT d.id, d.merchant_id, d.status AS "status: super::DeliveryStatus", d.attempts, d.next_attempt_at, d.delivered_at,
             w.id AS endpoint_id, w.url, w.status AS "endpoint_status: EndpointStatus", w.secret,
             CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END AS previous_secret,
             w.failing_since, e.id AS event_id, e.webhook_type, e.seq AS sequence, e.created_at AS event_at,
@@ -397,6 +479,8 @@ async fn load_batch(pool: &PgPool, ids: Vec<Uuid>) -> anyhow::Result<Vec<Option<
         let object = r.object.map(RawValue::from_string).transpose()?;
         let d = Outgoing {
             id: r.id,
+            birth: None,
+            merchant_id: r.merchant_id,
             status: r.status,
             attempts: r.attempts,
             next_attempt_at: r.next_attempt_at,
@@ -427,17 +511,23 @@ async fn record_successes(pool: &PgPool, items: Vec<Success>) -> anyhow::Result<
     let mut attempts = Vec::new();
     let mut codes = Vec::new();
     let mut bodies = Vec::new();
+    let mut born = BornRows::default();
     for s in items.iter().zip(&first).filter(|(_, f)| **f).map(|(s, _)| s) {
-        ids.push(s.id);
-        attempts.push(s.attempts);
-        codes.push(s.code);
-        bodies.push(s.body.clone());
+        match &s.born {
+            Some(u) => born.push(s, u),
+            None => {
+                ids.push(s.id);
+                attempts.push(s.attempts);
+                codes.push(s.code);
+                bodies.push(s.body.clone());
+            }
+        }
     }
     let mut endpoints: Vec<Uuid> = items.iter().map(|s| s.endpoint_id).collect();
     endpoints.sort_unstable();
     endpoints.dedup();
     let mut tx = pool.begin().await?;
-    let moved: HashSet<Uuid> = sqlx::query_scalar!(
+    let mut moved: HashSet<Uuid> = sqlx::query_scalar!(
         r#"UPDATE webhook_deliveries d SET status = 'succeeded', attempts = d.attempts + 1, last_status_code = u.code,
             last_error = NULL, last_response = u.body, delivered_at = COALESCE(d.delivered_at, now()), enqueued_until = NULL,
             updated_at = now()
@@ -453,6 +543,9 @@ async fn record_successes(pool: &PgPool, items: Vec<Success>) -> anyhow::Result<
     .await?
     .into_iter()
     .collect();
+    if !born.ids.is_empty() {
+        moved.extend(born.write_succeeded(&mut tx).await?);
+    }
     // Touch an endpoint row only when it changes (it is shared by every delivery).
     sqlx::query!(
         "UPDATE webhook_endpoints SET last_success_at = now(), failing_since = NULL
@@ -463,6 +556,106 @@ async fn record_successes(pool: &PgPool, items: Vec<Success>) -> anyhow::Result<
     .await?;
     tx.commit().await?;
     Ok(items.iter().zip(first).map(|(s, f)| f && moved.contains(&s.id)).collect())
+}
+
+/// Born deliveries' rows, column by column.
+#[derive(Default)]
+struct BornRows {
+    ids: Vec<Uuid>,
+    endpoints: Vec<Uuid>,
+    events: Vec<Uuid>,
+    merchants: Vec<Uuid>,
+    types: Vec<String>,
+    event_at: Vec<DateTime<Utc>>,
+    codes: Vec<Option<i32>>,
+    bodies: Vec<Option<String>>,
+}
+
+impl BornRows {
+    fn push(&mut self, s: &Success, u: &Unwritten) {
+        self.ids.push(s.id);
+        self.endpoints.push(s.endpoint_id);
+        self.events.push(u.event_id);
+        self.merchants.push(u.merchant_id);
+        self.types.push(u.webhook_type.clone());
+        self.event_at.push(u.event_at);
+        self.codes.push(s.code);
+        self.bodies.push(s.body.clone());
+    }
+
+    /// Write the rows of first attempts that succeeded, in their final state: one write
+    /// per delivery. A row already there (the scheduler wrote it after the birth's
+    /// lease ran out, or a replay did) is moved to `succeeded` if still pending. Rows of
+    /// endpoints deleted meanwhile are not written; the endpoints are held until commit
+    /// so none is deleted under the insert. Returns the ids recorded.
+    async fn write_succeeded(&self, tx: &mut sqlx::PgConnection) -> anyhow::Result<Vec<Uuid>> {
+        let written = sqlx::query!(
+            r#"WITH w AS (SELECT id FROM webhook_endpoints WHERE id = ANY($2) FOR KEY SHARE)
+             INSERT INTO webhook_deliveries AS d (id, endpoint_id, event_id, merchant_id, type, event_at,
+                 next_attempt_at, status, attempts, last_status_code, last_response, delivered_at)
+             SELECT u.id, u.endpoint_id, u.event_id, u.merchant_id, u.type, u.event_at, u.event_at, 'succeeded', 1,
+                 u.code, u.body, now()
+             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[], $7::int4[],
+                 $8::text[]) AS u(id, endpoint_id, event_id, merchant_id, type, event_at, code, body)
+             JOIN w ON w.id = u.endpoint_id
+             ON CONFLICT ON CONSTRAINT webhook_deliveries_endpoint_event_key DO UPDATE SET status = 'succeeded',
+                 attempts = d.attempts + 1, last_status_code = EXCLUDED.last_status_code, last_error = NULL,
+                 last_response = EXCLUDED.last_response, delivered_at = COALESCE(d.delivered_at, now()),
+                 enqueued_until = NULL, updated_at = now()
+             WHERE d.status = 'pending'
+             RETURNING d.endpoint_id, d.event_id"#,
+            &self.ids,
+            &self.endpoints,
+            &self.events,
+            &self.merchants,
+            &self.types,
+            &self.event_at,
+            &self.codes as &[Option<i32>],
+            &self.bodies as &[Option<String>],
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let pairs: HashSet<(Uuid, Uuid)> = written.into_iter().map(|r| (r.endpoint_id, r.event_id)).collect();
+        Ok((0..self.ids.len())
+            .filter(|&i| pairs.contains(&(self.endpoints[i], self.events[i])))
+            .map(|i| self.ids[i])
+            .collect())
+    }
+}
+
+/// Write born deliveries' rows as `pending` with no attempt yet (leased for `lease`
+/// seconds, or not), skipping endpoints deleted meanwhile and rows already there.
+async fn write_unwritten<'c, E>(conn: E, born: &[Outgoing], lease: Option<f64>) -> Result<()>
+where
+    E: sqlx::PgExecutor<'c>,
+{
+    let ids: Vec<Uuid> = born.iter().map(|d| d.id).collect();
+    let endpoints: Vec<Uuid> = born.iter().map(|d| d.endpoint_id).collect();
+    let events: Vec<Uuid> = born.iter().map(|d| d.event_id).collect();
+    let merchants: Vec<Uuid> = born.iter().map(|d| d.merchant_id).collect();
+    let types: Vec<&str> = born.iter().map(|d| d.webhook_type.as_str()).collect();
+    let event_at: Vec<DateTime<Utc>> = born.iter().map(|d| d.event_at).collect();
+    sqlx::query!(
+        "WITH w AS (SELECT id FROM webhook_endpoints WHERE id = ANY($2) FOR KEY SHARE)
+         INSERT INTO webhook_deliveries (id, endpoint_id, event_id, merchant_id, type, event_at, next_attempt_at,
+             enqueued_until)
+         SELECT u.id, u.endpoint_id, u.event_id, u.merchant_id, u.type, u.event_at, u.event_at,
+             now() + make_interval(secs => $7::float8)
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[])
+             AS u(id, endpoint_id, event_id, merchant_id, type, event_at)
+         JOIN w ON w.id = u.endpoint_id
+         ON CONFLICT DO NOTHING",
+        &ids,
+        &endpoints,
+        &events,
+        &merchants,
+        &types as &[&str],
+        &event_at,
+        lease,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// A delivery whose job recur itself could not finish (its attempts ran out): failed,

@@ -599,9 +599,14 @@ async fn born_deliveries_go_at_once_up_to_the_room_and_the_rest_through_the_queu
     let born = recur::events::record_leased(&mut tx, &events, Some(1)).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(born.len(), 6);
-    let leased =
-        app.count("SELECT count(*) FROM webhook_deliveries WHERE enqueued_until > now() + interval '20 seconds'").await;
-    assert_eq!(leased, 6, "born leased for at least the webhook minimum, whatever the caller asked");
+    assert_eq!(app.count("SELECT count(*) FROM webhook_deliveries").await, 0, "rows come with the first attempts");
+    let leased = app
+        .count(
+            "SELECT count(*) FROM webhook_births WHERE cardinality(delivery_ids) = 6
+               AND lease_until > now() + interval '20 seconds'",
+        )
+        .await;
+    assert_eq!(leased, 1, "one birth, leased for at least the webhook minimum, whatever the caller asked");
 
     let sender = recur::webhooks::Sender {
         client: recur::webhooks::client::Client::new(true).unwrap(),
@@ -632,4 +637,65 @@ async fn born_deliveries_go_at_once_up_to_the_room_and_the_rest_through_the_queu
     let ids: HashSet<&str> = got.iter().map(|m| m.header("webhook-id")).collect();
     let events: HashSet<String> = rows.iter().map(|d| d.0.clone()).collect();
     assert_eq!(ids, events.iter().map(String::as_str).collect(), "every event's message, under its event id");
+    assert_eq!(app.count("SELECT count(*) FROM webhook_births").await, 0, "the birth goes with its last row");
+}
+
+#[tokio::test]
+async fn deliveries_whose_worker_died_before_writing_them_are_written_and_sent_by_the_scheduler() {
+    let app = spawn_app().await;
+    let r = Receiver::ok().await;
+    let (endpoint_id, secret) = endpoint(&app, &r.url, json!(["plan.updated"])).await;
+    let (other_id, _) = endpoint(&app, &r.url, json!(["plan.updated"])).await;
+    let plan = app.active_plan("4.00").await;
+    let plan_id: uuid::Uuid = plan.parse().unwrap();
+    let events: Vec<_> = (0..5)
+        .map(|i| {
+            recur::events::NewEvent::new(
+                app.merchant.id,
+                "plan",
+                plan_id,
+                "updated",
+                json!({ "n": i }),
+                recur::events::Actor::Merchant,
+            )
+        })
+        .collect();
+    // Committed, then the worker is gone: nothing sent, no row written, the birth left.
+    let mut tx = app.pool().begin().await.unwrap();
+    let born = recur::events::record_leased(&mut tx, &events, Some(1)).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(born.len(), 10);
+    let born_ids: HashSet<String> = born.iter().map(|d| d.id().to_string()).collect();
+    drop(born);
+    // One endpoint is deleted meanwhile: its deliveries are not owed any more.
+    let (s, b) = app.delete(&format!("/v1/webhook-endpoints/{other_id}")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    // Before the lease passes, the scheduler leaves the birth alone.
+    let engine = app.start_engine(EngineOpts::default());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(app.count("SELECT count(*) FROM webhook_deliveries").await, 0);
+    assert_eq!(r.count(), 0);
+    sqlx::query("UPDATE webhook_births SET lease_until = now() - interval '1 second'")
+        .execute(app.pool())
+        .await
+        .unwrap();
+    settled(&app, &endpoint_id, 5).await;
+    engine.stop().await;
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT id::text, status::text FROM webhook_deliveries WHERE endpoint_id = $1::uuid")
+            .bind(&endpoint_id)
+            .fetch_all(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 5);
+    assert!(
+        rows.iter().all(|(id, st)| st == "succeeded" && born_ids.contains(id)),
+        "the ids the birth named: {rows:?}"
+    );
+    assert_eq!(app.count("SELECT count(*) FROM webhook_deliveries").await, 5, "none for the deleted endpoint");
+    assert_eq!(app.count("SELECT count(*) FROM webhook_births").await, 0);
+    let got = r.received();
+    assert_eq!(got.len(), 5);
+    assert!(got.iter().all(|m| m.verifies(&secret)));
 }

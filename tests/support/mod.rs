@@ -280,6 +280,7 @@ pub fn assert_problem(r: &Reply, status: u16) {
 pub const STATE_TABLES: &[&str] = &[
     "webhook_endpoints",
     "webhook_deliveries",
+    "webhook_births",
     "merchants",
     "customers",
     "plans",
