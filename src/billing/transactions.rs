@@ -140,12 +140,19 @@ pub async fn get(conn: &mut PgConnection, merchant_id: Uuid, id: Uuid) -> Result
         .ok_or(Error::NotFound("transaction"))
 }
 
-/// The attempts of some cycles, by cycle then attempt. Its own statement (not a
-/// filter with optional parameters) so the planner always sees the cycle index.
+/// The attempts of some cycles, by cycle then attempt. One index lookup per cycle,
+/// written as such: as `billing_cycle_id = ANY($1)` the statement's generic plan,
+/// made while `transactions` was still small, was a sequential scan testing every row
+/// against the whole list, and stayed one as the table grew.
 pub async fn for_cycles(conn: &mut PgConnection, cycle_ids: &[Uuid]) -> Result<Vec<Transaction>> {
+    let mut ids = cycle_ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
     Ok(query_transactions!(
-        " FROM transactions WHERE billing_cycle_id = ANY($1) ORDER BY billing_cycle_id, attempt",
-        cycle_ids
+        " FROM unnest($1::uuid[]) AS c(cycle)
+          CROSS JOIN LATERAL (SELECT * FROM transactions WHERE billing_cycle_id = c.cycle ORDER BY attempt) t
+          ORDER BY billing_cycle_id, attempt",
+        &ids
     )
     .fetch_all(conn)
     .await?)
