@@ -65,9 +65,18 @@ impl Report {
             self.add(g, "last_delivery_after_last_charge_s", w.behind_last_charge);
             self.add(g, "signatures_refused", w.refused as f64);
         }
+        self.procs(g, r);
     }
 
     fn procs(&mut self, g: &str, r: &SurgeResult) {
+        // Every process's share (Postgres, Redis and the bench's own included): what a
+        // charge costs the machine, and how much of it sat idle.
+        let (busy, idle) = r.machine;
+        let charges = r.charges_per_s * r.elapsed_s;
+        if charges > 0.0 && busy + idle > 0.0 {
+            self.add(g, "machine_cpu_ms_per_charge", 1000.0 * busy / charges);
+            self.add(g, "machine_idle_pct", 100.0 * idle / (busy + idle));
+        }
         let mut worker_no = 0;
         for (role, rss, cpu) in &r.procs {
             let who = if role == "worker" {

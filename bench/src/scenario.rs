@@ -93,6 +93,8 @@ pub struct SurgeResult {
     pub lag_p99: f64,
     /// (role, peak RSS MB, CPU seconds)
     pub procs: Vec<(String, f64, f64)>,
+    /// The whole machine's CPU seconds while the surge ran: busy, idle.
+    pub machine: (f64, f64),
     /// Concurrency bound: in-flight ÷ latency (0 without latency).
     pub bound: f64,
     /// With a webhook endpoint: what its receiver got.
@@ -241,8 +243,11 @@ pub async fn surge(
     let wait = (due - Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(wait).await;
     let start = Instant::now();
+    let cpu_before = procs::machine_cpu();
     wait_settled(&db.pool, n, Duration::from_secs(1800)).await?;
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu_after = procs::machine_cpu();
+    let machine = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
     let (p50, p95, p99) = lag(&db.pool).await?;
     let webhooks = match hook {
         Some(r) => Some(webhook_figures(&db.pool, n, r).await?),
@@ -279,6 +284,7 @@ pub async fn surge(
         lag_p95: p95,
         lag_p99: p99,
         procs: usage,
+        machine,
         bound,
         webhooks,
         http,
