@@ -48,6 +48,46 @@ impl NewEvent {
     }
 }
 
+/// A batch of events, column by column, for `with_events!`.
+struct Columns<'a> {
+    ids: &'a [Uuid],
+    merchant_ids: Vec<Uuid>,
+    types: &'a [&'a str],
+    object_ids: Vec<Uuid>,
+    kinds: &'a [&'a str],
+    public: &'a [String],
+    data: Vec<Value>,
+    actors: Vec<Actor>,
+    objects: Vec<Option<&'a str>>,
+}
+
+/// The statement inserting a batch of events (`$1`–`$9`, from `Columns`), in order, as
+/// the CTE `ev`, followed by `$tail`, which uses `ev` and its own parameters from `$10`.
+macro_rules! with_events {
+    ($tail:literal, $c:expr $(, $arg:expr)* $(,)?) => {
+        sqlx::query!(
+            "WITH ev AS (
+                INSERT INTO events (id, merchant_id, object_type, object_id, type, webhook_type, data, actor, object)
+                SELECT id, m, ot, oi, ty, wt, d, a, o::json
+                FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::jsonb[],
+                    $8::event_actor[], $9::text[])
+                  WITH ORDINALITY AS t(id, m, ot, oi, ty, wt, d, a, o, ord) ORDER BY ord
+                RETURNING id, merchant_id, webhook_type, created_at, seq) "
+                + $tail,
+            $c.ids,
+            &$c.merchant_ids,
+            $c.types as &[&str],
+            &$c.object_ids,
+            $c.kinds as &[&str],
+            $c.public,
+            &$c.data,
+            &$c.actors as &[Actor],
+            &$c.objects as &[Option<&str>]
+            $(, $arg)*
+        )
+    };
+}
+
 /// Write events, many in one statement, with their webhook deliveries: one delivery
 /// per enabled endpoint of the merchant subscribed to each event's type (the outbox,
 /// docs/webhooks.md#never-lost). Events that get a delivery keep a snapshot of their
@@ -113,40 +153,31 @@ pub async fn record_leased(
     }
     let mut snapshots = crate::webhooks::snapshot::take(conn, &wanted).await?.into_iter();
     let objects: Vec<Option<Object>> = keep.iter().map(|&k| if k { snapshots.next() } else { None }).collect();
-    let object_texts: Vec<Option<&str>> = objects.iter().map(|o| o.as_deref().map(RawValue::get)).collect();
-    let merchant_ids: Vec<Uuid> = events.iter().map(|e| e.merchant_id).collect();
     let types: Vec<&str> = events.iter().map(|e| e.object_type).collect();
-    let objects_ids: Vec<Uuid> = events.iter().map(|e| e.object_id).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
-    let data: Vec<Value> = events.iter().map(|e| e.data.clone()).collect();
-    let actors: Vec<Actor> = events.iter().map(|e| e.actor).collect();
+    let c = Columns {
+        ids: &ids,
+        merchant_ids: events.iter().map(|e| e.merchant_id).collect(),
+        types: &types,
+        object_ids: events.iter().map(|e| e.object_id).collect(),
+        kinds: &kinds,
+        public: &public,
+        data: events.iter().map(|e| e.data.clone()).collect(),
+        actors: events.iter().map(|e| e.actor).collect(),
+        objects: objects.iter().map(|o| o.as_deref().map(RawValue::get)).collect(),
+    };
     // Time-ordered ids: the primary key grows at one end instead of at random pages.
     let delivery_ids: Vec<Uuid> = to_event.iter().map(|_| Uuid::now_v7()).collect();
     let Some(lease) = lease_secs.map(|s| s.max(crate::lease::WEBHOOK_MIN_SECONDS) as f64) else {
-        sqlx::query!(
-            "WITH ev AS (
-                INSERT INTO events (id, merchant_id, object_type, object_id, type, webhook_type, data, actor, object)
-                SELECT id, m, ot, oi, ty, wt, d, a, o::json
-                FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::jsonb[],
-                    $8::event_actor[], $9::text[])
-                  WITH ORDINALITY AS t(id, m, ot, oi, ty, wt, d, a, o, ord) ORDER BY ord
-                RETURNING id, merchant_id, webhook_type, created_at)
-             INSERT INTO webhook_deliveries (id, endpoint_id, event_id, merchant_id, type, event_at)
+        with_events!(
+            "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, merchant_id, type, event_at)
              SELECT u.id, u.endpoint_id, ev.id, ev.merchant_id, ev.webhook_type, ev.created_at
-             FROM unnest($12::uuid[], $10::uuid[], $11::uuid[]) AS u(id, endpoint_id, event_id)
+             FROM unnest($10::uuid[], $11::uuid[], $12::uuid[]) AS u(id, endpoint_id, event_id)
              JOIN ev ON ev.id = u.event_id",
-            &ids,
-            &merchant_ids,
-            &types as &[&str],
-            &objects_ids,
-            &kinds as &[&str],
-            &public,
-            &data,
-            &actors as &[Actor],
-            &object_texts as &[Option<&str>],
+            c,
+            &delivery_ids,
             &to_endpoint,
             &to_event,
-            &delivery_ids,
         )
         .execute(&mut *conn)
         .await?;
@@ -155,32 +186,17 @@ pub async fn record_leased(
     // The deliveries' rows are written by their first attempts; until then one birth
     // row names them, leased to this caller (docs/webhooks.md#never-lost).
     let birth = Uuid::now_v7();
-    let written = sqlx::query!(
-        "WITH ev AS (
-            INSERT INTO events (id, merchant_id, object_type, object_id, type, webhook_type, data, actor, object)
-            SELECT id, m, ot, oi, ty, wt, d, a, o::json
-            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::jsonb[],
-                $8::event_actor[], $9::text[])
-              WITH ORDINALITY AS t(id, m, ot, oi, ty, wt, d, a, o, ord) ORDER BY ord
-            RETURNING id, created_at, seq),
-         b AS (
+    let written = with_events!(
+        ", b AS (
             INSERT INTO webhook_births (id, delivery_ids, endpoint_ids, event_ids, lease_until)
-            SELECT $14, $13, $10, $11, now() + make_interval(secs => $12::float8)
-            WHERE cardinality($13::uuid[]) > 0)
+            SELECT $14, $10, $11, $12, now() + make_interval(secs => $13::float8)
+            WHERE cardinality($10::uuid[]) > 0)
          SELECT ev.id AS \"id!\", ev.seq AS \"seq!\", ev.created_at AS \"created_at!\" FROM ev",
-        &ids,
-        &merchant_ids,
-        &types as &[&str],
-        &objects_ids,
-        &kinds as &[&str],
-        &public,
-        &data,
-        &actors as &[Actor],
-        &object_texts as &[Option<&str>],
+        c,
+        &delivery_ids,
         &to_endpoint,
         &to_event,
         lease,
-        &delivery_ids,
         birth,
     )
     .fetch_all(&mut *conn)

@@ -575,15 +575,11 @@ async fn an_endpoint_deleted_while_an_event_is_recorded_does_not_fail_the_change
 /// Deliveries a transaction wrote leased are sent at once by the process that wrote
 /// them, up to its room; the rest go as jobs, and a failed first attempt is retried
 /// through the queue like any other.
-#[tokio::test]
-async fn born_deliveries_go_at_once_up_to_the_room_and_the_rest_through_the_queue() {
-    let app = spawn_app().await;
-    // The first two calls fail: whichever deliveries they were, they are retried.
-    let r = Receiver::start(Arc::new(|n| Answer::Status(if n < 2 { 500 } else { 204 }))).await;
-    let (endpoint_id, secret) = endpoint(&app, &r.url, json!(["plan.updated"])).await;
-    let plan = app.active_plan("4.00").await;
-    let plan_id: uuid::Uuid = plan.parse().unwrap();
-    let events: Vec<_> = (0..6)
+/// `n` updates of a new plan, committed the way a charge's record batch commits its
+/// events (its deliveries handed back to be sent, leased for the minimum).
+async fn plan_updates_committed(app: &TestApp, n: i32) -> Vec<recur::webhooks::send::Outgoing> {
+    let plan_id: uuid::Uuid = app.active_plan("4.00").await.parse().unwrap();
+    let events: Vec<_> = (0..n)
         .map(|i| {
             recur::events::NewEvent::new(
                 app.merchant.id,
@@ -598,6 +594,16 @@ async fn born_deliveries_go_at_once_up_to_the_room_and_the_rest_through_the_queu
     let mut tx = app.pool().begin().await.unwrap();
     let born = recur::events::record_leased(&mut tx, &events, Some(1)).await.unwrap();
     tx.commit().await.unwrap();
+    born
+}
+
+#[tokio::test]
+async fn born_deliveries_go_at_once_up_to_the_room_and_the_rest_through_the_queue() {
+    let app = spawn_app().await;
+    // The first two calls fail: whichever deliveries they were, they are retried.
+    let r = Receiver::start(Arc::new(|n| Answer::Status(if n < 2 { 500 } else { 204 }))).await;
+    let (endpoint_id, secret) = endpoint(&app, &r.url, json!(["plan.updated"])).await;
+    let born = plan_updates_committed(&app, 6).await;
     assert_eq!(born.len(), 6);
     assert_eq!(app.count("SELECT count(*) FROM webhook_deliveries").await, 0, "rows come with the first attempts");
     let leased = app
@@ -646,24 +652,8 @@ async fn deliveries_whose_worker_died_before_writing_them_are_written_and_sent_b
     let r = Receiver::ok().await;
     let (endpoint_id, secret) = endpoint(&app, &r.url, json!(["plan.updated"])).await;
     let (other_id, _) = endpoint(&app, &r.url, json!(["plan.updated"])).await;
-    let plan = app.active_plan("4.00").await;
-    let plan_id: uuid::Uuid = plan.parse().unwrap();
-    let events: Vec<_> = (0..5)
-        .map(|i| {
-            recur::events::NewEvent::new(
-                app.merchant.id,
-                "plan",
-                plan_id,
-                "updated",
-                json!({ "n": i }),
-                recur::events::Actor::Merchant,
-            )
-        })
-        .collect();
     // Committed, then the worker is gone: nothing sent, no row written, the birth left.
-    let mut tx = app.pool().begin().await.unwrap();
-    let born = recur::events::record_leased(&mut tx, &events, Some(1)).await.unwrap();
-    tx.commit().await.unwrap();
+    let born = plan_updates_committed(&app, 5).await;
     assert_eq!(born.len(), 10);
     let born_ids: HashSet<String> = born.iter().map(|d| d.id().to_string()).collect();
     drop(born);
