@@ -144,12 +144,18 @@ pub async fn charge_batch(pool: &PgPool, items: &[Pending]) -> anyhow::Result<Ve
         .collect()
 }
 
-/// The recorded charges of these keys.
+/// The recorded charges of these keys: one primary-key lookup per key. As
+/// `idempotency_key = ANY($1)` the statement's generic plan, made on the fresh ledger,
+/// was a sequential scan testing every row against every key, kept as the ledger grew;
+/// `OFFSET 0` keeps the lookup from being flattened back into such a join.
 async fn find_many(pool: &PgPool, keys: &[String]) -> Result<HashMap<String, Stored>, sqlx::Error> {
     let rows = sqlx::query!(
-        r#"SELECT idempotency_key, amount, currency, payment_method, scheme, status, response_code, category,
-                  advice_code, decline_code, reference, network_transaction_id
-           FROM acquirer_charges WHERE idempotency_key = ANY($1)"#,
+        r#"SELECT idempotency_key AS "idempotency_key!", amount AS "amount!", currency AS "currency!",
+                  payment_method AS "payment_method!", scheme AS "scheme!", status AS "status!",
+                  response_code AS "response_code!", category, advice_code, decline_code, reference AS "reference!",
+                  network_transaction_id AS "network_transaction_id!"
+           FROM unnest($1::text[]) AS k(key)
+           CROSS JOIN LATERAL (SELECT * FROM acquirer_charges WHERE idempotency_key = k.key OFFSET 0) c"#,
         keys
     )
     .fetch_all(pool)
